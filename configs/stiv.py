@@ -1,0 +1,163 @@
+"""STIV configs: `get_config("variant=S,frames=8,res=32,image_cond=frame_replace")`.
+
+Launch (embedded default, CPU, ~15 min):
+  python -m stiv_jax.train --config configs/stiv.py:variant=S --workdir runs/stiv_s
+Launch (TPU pod):
+  python -m stiv_jax.train --config configs/stiv.py:variant=XL/2,res=256,frames=20 \
+      --workdir gs://bucket/run --config.text_encoder.name=t5 --config.autoencoder.name=wan
+
+The argument string is comma-separated `key=value` pairs:
+  variant     tiny | S | XL/2 | XXL/2 | M/2 (`/p` sets the spatial patch; tiny and S use 2)
+  frames      video frames T in pixels (latent frames follow from the autoencoder)
+  res         square training resolution in pixels
+  image_cond  frame_replace | channel_concat | cross_attn
+  runlocal    shrink steps/batch for a laptop smoke run (flag, no value)
+Anything else is overridden with `--config.a.b=v`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from stiv_jax.model.variants import parse_variant
+
+_ARG_KEYS = ("variant", "frames", "res", "image_cond", "runlocal")
+IMAGE_CONDS = ("frame_replace", "channel_concat", "cross_attn")
+
+
+def _parse_arg(arg: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in filter(None, (arg or "").split(",")):
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if key not in _ARG_KEYS:
+            raise ValueError(f"config argument {key!r} in {arg!r} is unknown; expected one of {_ARG_KEYS}")
+        if not eq and key != "runlocal":
+            raise ValueError(f"config argument {part!r} needs a value, e.g. {key}=...")
+        out[key] = value.strip() if eq else "1"
+    return out
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = _parse_arg(arg)
+    variant = parse_variant(args.get("variant", "S"))
+    small = variant.name in ("tiny", "S")
+    c = ml_collections.ConfigDict()
+    c.arg = arg or ""  # the argument string this config was built from (saved with checkpoints)
+
+    # ---------------------------------------------------------------- model
+    m = c.model = ml_collections.ConfigDict()
+    m.variant = variant.name  # registry name: tiny, S, XL/2, XXL/2, M/2
+    m.depth = variant.depth  # number of main STIV blocks
+    m.width = variant.width  # hidden size D
+    m.heads = variant.heads  # attention heads N (head dim H = D / N)
+    m.mlp_ratio = 4.0  # MLP hidden = mlp_ratio * D
+    m.patch_size = variant.patch  # spatial patch p
+    m.temporal_patch = 2  # temporal patch pt (1, 2 or 4); the paper uses 2
+    m.image_cond = args.get("image_cond", "frame_replace")  # frame_replace | channel_concat | cross_attn
+    m.mask_ratio = 0.5  # MaskDiT ratio of spatial positions dropped in training (0 = unmasked)
+    m.decoder_depth = 2  # MaskDiT decoder blocks that run on all tokens
+    m.causal_temporal = False  # causal temporal attention (ablation)
+    m.rope_theta = 10000.0  # RoPE base
+    m.rope_interpolation = True  # scale positions to the training grid when the grid differs
+    m.train_grid = (0, 0, 0)  # (F', h, w) token grid RoPE was trained on; 0 = from data shape
+    m.motion_cond = True  # Step-Video motion-score embedding in the singleton condition
+    m.micro_cond = True  # micro-conditions (orig size, crop, stride) in the singleton condition
+    m.attention_impl = "auto"  # auto | xla | pallas | splash | cudnn
+    m.remat = "attention" if not small else "none"  # none | attention (save attn outputs) | full
+    m.scan_blocks = not small  # nnx.scan over the main blocks (compile time at depth)
+    m.dtype = "float32" if small else "bfloat16"  # compute dtype
+    m.param_dtype = "float32"  # parameter storage dtype
+    m.freq_dim = 256  # sinusoidal embedding width for t / micro / motion
+
+    # ---------------------------------------------------------------- data
+    d = c.data = ml_collections.ConfigDict()
+    d.source = "shapes"  # shapes (embedded ShapesBench) | records (ArrayRecord shards)
+    d.path = ""  # shards dir for source=records
+    d.res = int(args.get("res", 32 if small else 256))  # pixel resolution (square)
+    d.frames = int(args.get("frames", 8 if small else 20))  # pixel frames T
+    d.batch_size = 8 if small else 256  # global batch size
+    d.num_workers = 0  # Grain worker processes (0 = in-process)
+    d.seed = 0  # data shuffling / generation seed
+    d.frame_stride = 1  # temporal stride when cropping clips
+    # Task mix: probability that a training sample is T2V / TI2V / prediction / interpolation.
+    d.task_probs = ml_collections.ConfigDict(
+        {"t2v": 0.25, "ti2v": 0.55, "predict": 0.1, "interp": 0.1}
+    )
+    d.predict_frames = 2  # given latent frames in the prediction task
+    d.shapes = ml_collections.ConfigDict()
+    d.shapes.num_train = 100_000  # ShapesBench index space for training (procedural)
+    d.shapes.heldout_seed = 1_000_003  # seed offset of the held-out evaluation split
+    d.shapes.textured = True  # allow textured backgrounds
+    d.shapes.camera_pan = True  # allow camera pans
+    d.shapes.motion_interval = 2  # frame interval of the motion score for short clips
+
+    # ---------------------------------------------------------------- diffusion
+    f = c.diffusion = ml_collections.ConfigDict()
+    f.timestep_sampling = "logit_normal"  # logit_normal | uniform
+    f.logit_mean = 0.0  # logit-normal mean
+    f.logit_std = 1.0  # logit-normal std
+    f.shift = 1.0  # resolution shift of the noise level (SD3); >1 spends more time near noise
+    f.text_drop = 0.1  # probability to drop the text condition in training (for CFG)
+    f.image_drop = 0.1  # probability to drop the image condition in training (for CFG)
+    f.concat_noise = 0.05  # noise std added to given latents for channel_concat
+
+    # ---------------------------------------------------------------- optimizer
+    o = c.optim = ml_collections.ConfigDict()
+    o.lr = 1e-3 if small else 1e-4  # peak learning rate
+    o.warmup_steps = 50 if small else 1000  # linear warmup, then constant
+    o.b1 = 0.9  # AdaFactor momentum
+    o.b2 = 0.999  # AdaFactor second-moment decay
+    o.clip_norm = 1.0  # global-norm gradient clip
+    o.weight_decay = 0.0  # none, as in the paper
+    o.ema_decay = 0.999 if small else 0.9999  # EMA of params
+
+    # ---------------------------------------------------------------- train
+    t = c.train = ml_collections.ConfigDict()
+    t.steps = 600 if small else 400_000  # total optimizer steps
+    t.log_every = 10  # metrics.jsonl / TensorBoard cadence
+    t.ckpt_every = 100 if small else 2000  # checkpoint cadence
+    t.sample_every = 0 if small else 10_000  # periodic sample videos (0 = only at the end)
+    t.max_to_keep = 3  # checkpoints kept
+    t.seed = 0  # model init / step rng seed
+    t.async_checkpoint = True  # Orbax async saves
+
+    # ---------------------------------------------------------------- mesh
+    h = c.mesh = ml_collections.ConfigDict()
+    h.data = -1  # data parallel axis (-1 fills the remaining devices)
+    h.fsdp = 1  # parameter + batch sharding axis
+    h.context = 1  # frames (spatial attn) / tokens (temporal attn) axis
+    h.tensor = 1  # heads / MLP axis
+
+    # ---------------------------------------------------------------- sampling
+    s = c.sample = ml_collections.ConfigDict()
+    s.steps = 25  # ODE steps
+    s.solver = "euler"  # euler | heun
+    s.shift = 1.0  # timestep-grid shift at sampling
+    s.cfg_scale = 4.0  # joint image-text guidance scale
+    s.cfg_mode = "joint"  # joint (one batched forward) | separate (3-pass, text/image scales)
+    s.cfg_text = 4.0  # text scale for cfg_mode=separate
+    s.cfg_image = 2.0  # image scale for cfg_mode=separate
+    s.cfg_renorm = True  # CFG renormalisation: guided velocity norm <= conditional norm
+    s.use_ema = True  # sample with EMA weights
+    s.fps = 8  # fps of written MP4s
+    s.num_train_samples = 4  # videos written by the trainer's periodic sampling
+    s.batch_size = 4  # prompts per sampler batch
+
+    # ---------------------------------------------------------------- encoders
+    e = c.text_encoder = ml_collections.ConfigDict()
+    e.name = "minilm"  # minilm (embedded) | t5 | umt5 | clip
+    e.path = ""  # checkpoint dir ("" = the packaged MiniLM-L6)
+    e.max_length = 32 if small else 128  # token length L (padded / truncated)
+    e.pooled_path = ""  # optional second encoder (e.g. CLIP) for the pooled vector
+
+    a = c.autoencoder = ml_collections.ConfigDict()
+    a.name = "pixel"  # pixel (identity) | sd_vae | wan
+    a.path = ""  # checkpoint dir for real VAEs
+
+    if "runlocal" in args:
+        t.steps, t.log_every, t.ckpt_every = 20, 5, 10
+        d.batch_size = 2
+    if m.image_cond not in IMAGE_CONDS:
+        raise ValueError(f"image_cond={m.image_cond!r} is unknown; expected one of {IMAGE_CONDS}")
+    return c

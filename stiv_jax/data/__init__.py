@@ -1,0 +1,1 @@
+"""Data: embedded ShapesBench, the motion score, Grain input pipelines."""
