@@ -1,0 +1,26 @@
+"""Flow matching (noising, timestep sampling, loss), ODE samplers and classifier-free guidance."""
+
+from stiv_jax.diffusion.flow import (
+    flow_loss,
+    interpolate,
+    resolution_shift,
+    sample_time,
+    shift_time,
+    velocity_target,
+)
+from stiv_jax.diffusion.guidance import guided_velocity, make_guided_fn, renormalize
+from stiv_jax.diffusion.samplers import sample_ode, time_grid
+
+__all__ = [
+    "flow_loss",
+    "guided_velocity",
+    "interpolate",
+    "make_guided_fn",
+    "renormalize",
+    "resolution_shift",
+    "sample_ode",
+    "sample_time",
+    "shift_time",
+    "time_grid",
+    "velocity_target",
+]

@@ -1,0 +1,137 @@
+"""Rectified flow matching: noising, velocity target, timestep sampling and the masked loss.
+
+Shapes: B batch, F latent frames; a video latent is x [B, F, H, W, C] (H, W latent height and
+width, C channels). Time t [B] float32.
+
+Convention (STIV): t = 0 is pure noise, t = 1 is data,
+  x_t = t·x1 + (1 − t)·ε,   target velocity v = dx_t/dt = x1 − ε.
+The noise level is σ = 1 − t; resolution shifts act on σ as in SD3 (arXiv 2403.03206, §5.3.2).
+All arithmetic is float32 whatever the input dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+TIME_METHODS = ("logit_normal", "uniform")
+# Sampled t is clipped to [T_EPS, 1 − T_EPS] so that it lies strictly inside (0, 1) even after
+# float32 rounding of sigmoid / the shift (1 − 1e-5 is exactly representable apart from 6e-8).
+T_EPS = 1e-5
+
+
+def _expand_time(t: jax.Array, ndim: int) -> jax.Array:
+    """t [B] -> [B, 1, ..., 1] with `ndim` dims, for broadcasting over non-batch dims."""
+    t = jnp.asarray(t, jnp.float32)
+    return t.reshape(t.shape + (1,) * (ndim - t.ndim))
+
+
+def interpolate(x1: jax.Array, eps: jax.Array, t: jax.Array) -> jax.Array:
+    """Noised sample x_t = t·x1 + (1 − t)·ε.
+
+    x1, eps [B, ...]; t [B] (or scalar) -> x_t [B, ...] float32.
+    """
+    x1 = jnp.asarray(x1, jnp.float32)
+    eps = jnp.asarray(eps, jnp.float32)
+    if x1.shape != eps.shape:
+        raise ValueError(f"interpolate: x1 shape {x1.shape} != eps shape {eps.shape}")
+    tb = _expand_time(t, x1.ndim)
+    return tb * x1 + (1.0 - tb) * eps
+
+
+def velocity_target(x1: jax.Array, eps: jax.Array) -> jax.Array:
+    """Flow-matching target v = x1 − ε (the time derivative of `interpolate`), float32."""
+    x1 = jnp.asarray(x1, jnp.float32)
+    eps = jnp.asarray(eps, jnp.float32)
+    if x1.shape != eps.shape:
+        raise ValueError(f"velocity_target: x1 shape {x1.shape} != eps shape {eps.shape}")
+    return x1 - eps
+
+
+def shift_time(t: jax.Array, shift: float | jax.Array) -> jax.Array:
+    """SD3 resolution shift applied to the noise level σ = 1 − t.
+
+    σ' = shift·σ / (1 + (shift − 1)·σ),  t' = 1 − σ'.  Monotone, fixes 0 and 1; shift > 1 moves
+    t toward 0 (more time near noise), shift = 1 is the identity. Any shape, float32 out.
+    """
+    t = jnp.asarray(t, jnp.float32)
+    sigma = 1.0 - t
+    sigma = shift * sigma / (1.0 + (shift - 1.0) * sigma)
+    return 1.0 - sigma
+
+
+def resolution_shift(
+    num_tokens: int, base_tokens: int = 256, max_shift: float | None = None
+) -> float:
+    """Shift for a sequence of `num_tokens` latent tokens: sqrt(num_tokens / base_tokens).
+
+    SD3 (arXiv 2403.03206, eq. 23) matches the signal-to-noise ratio seen by a model trained at
+    `base_tokens` with shift α = sqrt(m / n) for m tokens against n base tokens: more tokens
+    average away more noise, so the same σ is "less noisy" and must be pushed up. The result is
+    capped at `max_shift` when given (None: no cap). Tokens below the base give a shift < 1.
+    """
+    if num_tokens <= 0:
+        raise ValueError(f"resolution_shift: num_tokens={num_tokens} must be a positive count")
+    if base_tokens <= 0:
+        raise ValueError(f"resolution_shift: base_tokens={base_tokens} must be a positive count")
+    shift = math.sqrt(num_tokens / base_tokens)
+    if max_shift is not None:
+        if max_shift <= 0:
+            raise ValueError(f"resolution_shift: max_shift={max_shift} must be positive")
+        shift = min(shift, float(max_shift))
+    return shift
+
+
+def sample_time(
+    rng: jax.Array,
+    batch: int,
+    *,
+    method: str = "logit_normal",
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+    shift: float = 1.0,
+) -> jax.Array:
+    """Training times t [batch] float32 in (0, 1), drawn then passed through `shift_time`.
+
+    `logit_normal` (SD3): t = sigmoid(logit_mean + logit_std·n), n ~ N(0, 1); the density is on
+    t (the data end), so a positive `logit_mean` favours cleaner samples (SD3 writes the same
+    law on σ = 1 − t, whose mean has the opposite sign). `uniform`: t ~ U(0, 1).
+    """
+    if method == "logit_normal":
+        n = jax.random.normal(rng, (batch,), jnp.float32)
+        t = jax.nn.sigmoid(logit_mean + logit_std * n)
+    elif method == "uniform":
+        t = jax.random.uniform(rng, (batch,), jnp.float32)
+    else:
+        raise ValueError(
+            f"sample_time: method={method!r} is unknown; expected one of {TIME_METHODS}"
+        )
+    t = shift_time(t, shift)
+    return jnp.clip(t, T_EPS, 1.0 - T_EPS)
+
+
+def flow_loss(v_pred: jax.Array, v_target: jax.Array, loss_mask: jax.Array) -> jax.Array:
+    """Masked mean squared error over counted frames, a float32 scalar.
+
+    v_pred, v_target [B, F, ...] (normally [B, F, H, W, C]); loss_mask [B, F] bool, True where
+    the frame counts (a frame to generate), False for given / conditioning frames. The loss is
+    Σ (v_pred − v_target)² over counted frames / (number of counted elements), pooled over the
+    whole batch so that every generated element weighs the same. Returns 0 when nothing counts.
+    """
+    if v_pred.shape != v_target.shape:
+        raise ValueError(
+            f"flow_loss: v_pred shape {v_pred.shape} != v_target shape {v_target.shape}"
+        )
+    if loss_mask.shape != v_pred.shape[:2]:
+        raise ValueError(
+            f"flow_loss: loss_mask shape {loss_mask.shape} != (B, F) = {v_pred.shape[:2]} of v_pred"
+        )
+    err = jnp.square(v_pred.astype(jnp.float32) - v_target.astype(jnp.float32))
+    mask = loss_mask.astype(bool).reshape(loss_mask.shape + (1,) * (err.ndim - 2))
+    # where (not multiply) so that a NaN/inf prediction on a given frame cannot leak in.
+    total = jnp.sum(jnp.where(mask, err, 0.0))
+    per_frame = math.prod(err.shape[2:])
+    count = jnp.sum(loss_mask.astype(jnp.float32)) * per_frame
+    return total / jnp.maximum(count, 1.0)
