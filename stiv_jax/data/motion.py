@@ -13,7 +13,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+FARNEBACK = dict(
+    pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0
+)
 
 
 def _gray(frame: np.ndarray) -> np.ndarray:

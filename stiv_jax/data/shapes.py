@@ -1,0 +1,470 @@
+"""ShapesBench: procedural text-to-video clips with exact ground truth.
+
+Shapes: T frames, H = W = res pixels, 3 RGB channels; a clip is uint8 [T, H, W, 3].
+(The B, F, S, L, D, N, H model legend does not apply here: no batch or latent dims.)
+
+Each clip has 1-2 objects (circle / square / triangle in one of 8 named colours) on a plain
+or low-contrast textured background (stripes / checker / noise in a named dark colour).
+An object moves left/right/up/down/diagonally, stays still, grows or shrinks, at a slow,
+medium or fast rate given as a fraction of `res` per frame (`SPEEDS`, `GROWTH`). On a
+textured background the camera may pan: the world (texture and objects, which are then
+still in the world) moves the opposite way on screen. Start positions are drawn so that
+every trajectory stays inside the frame; when a long clip cannot fit its nominal rate, the
+rate is capped and the truth records the rate actually used.
+
+Everything is a pure function of (seed, split, index): `split="train"` and
+`split="heldout"` draw from disjoint seed streams and use disjoint caption templates
+(paraphrases). The motion score is `stiv_jax.data.motion.motion_score` with a short
+frame interval (default 2) because clips are only a few frames long.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Any
+
+import cv2
+import numpy as np
+
+from stiv_jax.data.motion import motion_score
+
+SPLITS = ("train", "heldout")
+SHAPES = ("circle", "square", "triangle")
+# Saturated object colours, pairwise >= 95 apart in RGB so colour tracking can separate them.
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 190, 50),
+    "blue": (40, 70, 230),
+    "yellow": (235, 225, 30),
+    "cyan": (30, 215, 225),
+    "magenta": (215, 40, 210),
+    "orange": (245, 130, 20),
+    "white": (240, 240, 240),
+}
+# Dark background colours, >= 100 from every object colour even with texture contrast.
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "gray": (100, 100, 100),
+    "black": (25, 25, 25),
+    "brown": (95, 60, 35),
+    "navy": (25, 30, 80),
+    "olive": (80, 85, 30),
+}
+TEXTURES = ("plain", "stripes", "checker", "noise")
+TEXTURE_CONTRAST = 22.0  # +- amplitude of a texture around its base colour (0..255 scale)
+# Unit screen directions (x right, y down).
+_D = 1.0 / math.sqrt(2.0)
+DIRECTIONS: dict[str, tuple[float, float]] = {
+    "left": (-1.0, 0.0),
+    "right": (1.0, 0.0),
+    "up": (0.0, -1.0),
+    "down": (0.0, 1.0),
+    "up-left": (-_D, -_D),
+    "up-right": (_D, -_D),
+    "down-left": (-_D, _D),
+    "down-right": (_D, _D),
+}
+MOTIONS = (*DIRECTIONS, "still", "grow", "shrink")
+PAN_DIRECTIONS = ("left", "right", "up", "down")
+# Translation (and camera pan) speed in fractions of `res` per frame: 32 px -> 0.38/0.8/1.3.
+SPEEDS: dict[str, float] = {"slow": 0.012, "medium": 0.025, "fast": 0.04}
+# Half-size change of grow/shrink in fractions of `res` per frame.
+GROWTH: dict[str, float] = {"slow": 0.004, "medium": 0.008, "fast": 0.013}
+SIZE_RANGE = (0.10, 0.16)  # half-size (radius / half side) of moving or still objects
+GROW_START = (0.07, 0.10)  # half-size at frame 0 of a growing object
+SHRINK_START = (0.16, 0.20)  # half-size at frame 0 of a shrinking object
+SIZE_LIMITS = (0.05, 0.24)  # grow/shrink rates are capped to stay inside these
+P_TWO_OBJECTS = 0.4
+P_TEXTURED = 0.5
+P_PAN = 0.3  # of textured clips when camera pans are enabled
+
+_SPEED_ADV = {"slow": "slowly", "medium": "at a medium speed", "fast": "quickly"}
+_DIR_WORDS = {
+    "left": "left",
+    "right": "right",
+    "up": "up",
+    "down": "down",
+    "up-left": "up and to the left",
+    "up-right": "up and to the right",
+    "down-left": "down and to the left",
+    "down-right": "down and to the right",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Template:
+    """Caption phrasings; fields are `str.format` patterns over an object's words."""
+
+    move: str
+    still: str
+    grow: str
+    shrink: str
+    join: str  # two object clauses -> one
+    scene: str  # clauses + background
+    pan: str  # camera pan over objects + background
+
+
+TRAIN_TEMPLATES = (
+    Template(
+        move="a {color} {shape} moves {dir} {speed}",
+        still="a {color} {shape} stays still",
+        grow="a {color} {shape} grows {speed}",
+        shrink="a {color} {shape} shrinks {speed}",
+        join="{a} while {b}",
+        scene="{clauses} on {bg}",
+        pan="the camera pans {dir} {speed} over {objects} on {bg}",
+    ),
+    Template(
+        move="a {color} {shape} slides {dir} {speed}",
+        still="a {color} {shape} does not move",
+        grow="a {color} {shape} becomes larger {speed}",
+        shrink="a {color} {shape} becomes smaller {speed}",
+        join="{a} and {b}",
+        scene="{bg}: {clauses}",
+        pan="{bg} with {objects}, the camera panning {dir} {speed}",
+    ),
+    Template(
+        move="{speed_adj} motion {dir} of a {color} {shape}",
+        still="a static {color} {shape}",
+        grow="{speed_adj} growth of a {color} {shape}",
+        shrink="{speed_adj} shrinking of a {color} {shape}",
+        join="{a}, {b}",
+        scene="{clauses}, {bg}",
+        pan="a {speed_adj} camera pan {dir} across {objects} on {bg}",
+    ),
+)
+HELDOUT_TEMPLATES = (
+    Template(
+        move="a {color} {shape} travels {dir} at a {speed_adj} pace",
+        still="a motionless {color} {shape} rests in place",
+        grow="a {color} {shape} expands at a {speed_adj} pace",
+        shrink="a {color} {shape} contracts at a {speed_adj} pace",
+        join="{a}; meanwhile {b}",
+        scene="against {bg}, {clauses}",
+        pan="{objects} on {bg}, seen by a camera sweeping {dir} {speed}",
+    ),
+    Template(
+        move="there is a {color} {shape} heading {dir} {speed}",
+        still="there is a {color} {shape} that stays put",
+        grow="there is a {color} {shape} getting bigger {speed}",
+        shrink="there is a {color} {shape} getting smaller {speed}",
+        join="{a}, plus {b}",
+        scene="{clauses}, all over {bg}",
+        pan="{objects} over {bg}, filmed while the camera drifts {dir} {speed}",
+    ),
+)
+TEMPLATES = {"train": TRAIN_TEMPLATES, "heldout": HELDOUT_TEMPLATES}
+_SPLIT_STREAM = {"train": 0, "heldout": 1}  # disjoint SeedSequence streams per split
+
+
+def _check_args(index: int, res: int, frames: int, split: str, frame_stride: int) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is unknown; expected one of {SPLITS}")
+    if res < 16:
+        raise ValueError(f"res={res} must be >= 16")
+    if frames < 1:
+        raise ValueError(f"frames={frames} must be >= 1")
+    if index < 0:
+        raise ValueError(f"index={index} must be >= 0")
+    if frame_stride < 1:
+        raise ValueError(f"frame_stride={frame_stride} must be >= 1")
+
+
+def _texture(kind: str, rng: np.random.Generator, res: int) -> dict[str, Any]:
+    """Parameters of a periodic texture, evaluated analytically so pans are sub-pixel exact."""
+    if kind == "plain":
+        return {"kind": kind}
+    if kind == "stripes":  # oblique stripes so both horizontal and vertical pans show
+        ang = rng.uniform(0.2, 1.37) + rng.integers(0, 4) * (math.pi / 2)
+        period = rng.uniform(0.15, 0.3) * res
+        k = 2 * math.pi / period
+        return {
+            "kind": kind,
+            "waves": [(k * math.cos(ang), k * math.sin(ang), rng.uniform(0, 6.3))],
+        }
+    if kind == "checker":
+        period = rng.uniform(0.2, 0.35) * res
+        k = 2 * math.pi / period
+        return {"kind": kind, "k": k, "phase": rng.uniform(0, 6.3, size=2)}
+    waves = []  # noise: a few random plane waves
+    for _ in range(5):
+        ang = rng.uniform(0, 2 * math.pi)
+        k = 2 * math.pi / (rng.uniform(0.12, 0.5) * res)
+        waves.append((k * math.cos(ang), k * math.sin(ang), rng.uniform(0, 6.3)))
+    return {"kind": kind, "waves": waves}
+
+
+def _render_texture(tex: dict[str, Any], xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Texture value in [-1, 1] at world coordinates (xs, ys) [H, W]."""
+    kind = tex["kind"]
+    if kind == "checker":
+        s = np.sin(tex["k"] * xs + tex["phase"][0]) * np.sin(tex["k"] * ys + tex["phase"][1])
+        return np.tanh(4.0 * s)  # soft edges: sub-pixel shifts change pixels smoothly
+    v = sum(np.sin(kx * xs + ky * ys + ph) for kx, ky, ph in tex["waves"])
+    return v / math.sqrt(len(tex["waves"])) if kind == "noise" else v
+
+
+def _shape_points(shape: str, cx: float, cy: float, s: float) -> np.ndarray:
+    if shape == "square":
+        pts = [(cx - s, cy - s), (cx + s, cy - s), (cx + s, cy + s), (cx - s, cy + s)]
+    else:  # equilateral triangle, circumradius s, centroid at (cx, cy), apex up
+        pts = [(cx + s * math.sin(a), cy - s * math.cos(a)) for a in (0.0, 2.094395, 4.18879)]
+    return np.round(np.asarray(pts) * 16.0).astype(np.int32)  # 4 fractional bits
+
+
+def shape_area(shape: str, size: np.ndarray | float) -> np.ndarray:
+    """Pixel area of a shape with half-size `size` (radius, half side, circumradius)."""
+    size = np.asarray(size, np.float64)
+    factor = {"circle": math.pi, "square": 4.0, "triangle": 3.0 * math.sqrt(3.0) / 4.0}[shape]
+    return factor * size**2
+
+
+def _draw(frame: np.ndarray, shape: str, rgb: tuple[int, int, int], cx, cy, s) -> None:
+    # cv2 pixel centres are integer coordinates, as are ours; shift=4 gives 1/16 px precision.
+    if shape == "circle":
+        c = (int(round(cx * 16)), int(round(cy * 16)))
+        cv2.circle(frame, c, int(round(s * 16)), rgb, -1, cv2.LINE_AA, 4)
+    else:
+        cv2.fillPoly(frame, [_shape_points(shape, cx, cy, s)], rgb, cv2.LINE_AA, 4)
+
+
+def _sample_object(rng: np.random.Generator, res: int, n: int, colors: list[str]) -> dict:
+    color = str(rng.choice([c for c in COLORS if c not in colors]))
+    shape = str(rng.choice(SHAPES))
+    motion = str(rng.choice(MOTIONS))
+    speed = "none" if motion == "still" else str(rng.choice(tuple(SPEEDS)))
+    t = np.arange(n, dtype=np.float64)
+    if motion in ("grow", "shrink"):
+        lo, hi = GROW_START if motion == "grow" else SHRINK_START
+        s0 = rng.uniform(lo, hi) * res
+        rate = GROWTH[speed] * res
+        limit = (SIZE_LIMITS[1] * res - s0) if motion == "grow" else (s0 - SIZE_LIMITS[0] * res)
+        rate = min(rate, limit / max(n - 1, 1))
+        size = s0 + (rate if motion == "grow" else -rate) * t
+        velocity = (0.0, 0.0)
+    else:
+        size = np.full(n, rng.uniform(*SIZE_RANGE) * res)
+        rate = SPEEDS[speed] * res if motion != "still" else 0.0
+        dx, dy = DIRECTIONS.get(motion, (0.0, 0.0))
+        velocity = (dx * rate, dy * rate)
+    return {
+        "shape": shape,
+        "color": color,
+        "rgb": COLORS[color],
+        "motion": motion,
+        "speed": speed,
+        "size": size,
+        "velocity": velocity,
+        "growth": float(rate) if motion in ("grow", "shrink") else 0.0,
+    }
+
+
+def _place(rng: np.random.Generator, obj: dict, res: int, cam: np.ndarray) -> None:
+    """Chooses the start and caps the velocity so the on-screen track stays in frame."""
+    t = np.arange(cam.shape[0], dtype=np.float64)
+    h = float(obj["size"].max())
+    lo, hi = h, res - 1 - h
+    vx, vy = obj["velocity"]
+    # Screen displacement = own motion - camera offset (objects are fixed to the world).
+    disp = np.stack([vx * t - cam[:, 0], vy * t - cam[:, 1]])  # [2, T]
+    extent = disp.max(axis=1) - disp.min(axis=1)
+    # One scale for both axes keeps the direction exact; pans are pre-capped so scale is 1.
+    scale = min(1.0, (hi - lo) / max(float(extent.max()), 1e-9))
+    disp *= scale
+    start = [rng.uniform(lo - d.min(), hi - d.max()) for d in disp]
+    obj["velocity"] = (vx * scale, vy * scale)
+    obj["x"], obj["y"] = start[0] + disp[0], start[1] + disp[1]
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    d = np.hypot(a["x"] - b["x"], a["y"] - b["y"])
+    return bool(np.any(d < a["size"] + b["size"] + 1.0))
+
+
+def _caption(tpl: Template, objs: list[dict], bg: dict, pan: dict) -> str:
+    bg_words = (
+        f"a plain {bg['color']} background"
+        if bg["kind"] == "plain"
+        else {
+            "stripes": f"a {bg['color']} striped background",
+            "checker": f"a {bg['color']} checkered background",
+            "noise": f"a {bg['color']} mottled background",
+        }[bg["kind"]]
+    )
+
+    def words(o: dict, direction: str, speed: str) -> dict:
+        return {
+            "color": o["color"],
+            "shape": o["shape"],
+            "dir": _DIR_WORDS.get(direction, direction),
+            "speed": _SPEED_ADV.get(speed, ""),
+            "speed_adj": speed,
+        }
+
+    if pan["direction"] != "none":
+        objects = " and ".join(f"a {o['color']} {o['shape']}" for o in objs)
+        w = words(objs[0], pan["direction"], pan["speed"])
+        text = tpl.pan.format(
+            objects=objects, bg=bg_words, **{k: w[k] for k in ("dir", "speed", "speed_adj")}
+        )
+    else:
+        clauses = []
+        for o in objs:
+            kind = o["motion"] if o["motion"] in ("still", "grow", "shrink") else "move"
+            clauses.append(getattr(tpl, kind).format(**words(o, o["motion"], o["speed"])))
+        joined = clauses[0] if len(clauses) == 1 else tpl.join.format(a=clauses[0], b=clauses[1])
+        text = tpl.scene.format(clauses=joined, bg=bg_words)
+    text = re.sub(r"\ba ([aeiou])", r"an \1", text)  # "a orange" -> "an orange"
+    return " ".join(text.split())  # collapses double spaces left by empty words
+
+
+def generate_clip(
+    index: int,
+    *,
+    res: int = 32,
+    frames: int = 8,
+    split: str = "train",
+    seed: int = 0,
+    textured: bool = True,
+    camera_pan: bool = True,
+    motion_interval: int = 2,
+    frame_stride: int = 1,
+) -> dict[str, Any]:
+    """One ShapesBench clip: a pure function of (seed, split, index) and the options.
+
+    Returns dict(video uint8 [T,H,W,3], caption str, motion_score float32, truth dict).
+    With `frame_stride` s the clip is rendered at (T-1)*s+1 frames and every s-th is kept,
+    so the same scene moves s times faster per kept frame.
+    """
+    _check_args(index, res, frames, split, frame_stride)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_STREAM[split], index]))
+    n = (frames - 1) * frame_stride + 1
+    t = np.arange(n, dtype=np.float64)
+    tpl_id = int(rng.integers(len(TEMPLATES[split])))
+    kind = str(rng.choice(TEXTURES[1:])) if textured and rng.random() < P_TEXTURED else "plain"
+    bg = {"kind": kind, "color": str(rng.choice(tuple(BACKGROUNDS)))}
+    bg["rgb"] = BACKGROUNDS[bg["color"]]
+    tex = _texture(kind, rng, res)
+    pan = {"direction": "none", "speed": "none", "rate": 0.0}
+    cam = np.zeros((n, 2))
+    if kind != "plain" and camera_pan and rng.random() < P_PAN:
+        pan["direction"] = str(rng.choice(PAN_DIRECTIONS))
+        pan["speed"] = str(rng.choice(tuple(SPEEDS)))
+        pan["rate"] = SPEEDS[pan["speed"]] * res
+    num_objects = 2 if rng.random() < P_TWO_OBJECTS else 1
+    objs: list[dict] = []
+    for _ in range(num_objects):
+        obj = _sample_object(rng, res, n, [o["color"] for o in objs])
+        if pan["direction"] != "none":  # objects are still in the world while the camera pans
+            obj.update(motion="still", speed="none", velocity=(0.0, 0.0), growth=0.0)
+            s0 = np.clip(obj["size"][0], SIZE_RANGE[0] * res, SIZE_RANGE[1] * res)
+            obj["size"] = np.full(n, s0)
+        objs.append(obj)
+    if pan["direction"] != "none":
+        # Cap the pan rate so every (world-still) object stays in frame.
+        span = min(res - 1 - 2 * float(o["size"].max()) for o in objs)
+        pan["rate"] = min(pan["rate"], span / max(n - 1, 1))
+        cam = np.outer(t * pan["rate"], DIRECTIONS[pan["direction"]])
+    for i, obj in enumerate(objs):
+        for _ in range(30):  # re-draw the start until the two tracks never touch
+            _place(rng, obj, res, cam)
+            if i == 0 or not _overlap(objs[0], obj):
+                break
+
+    ys, xs = np.mgrid[0:res, 0:res].astype(np.float64)
+    base = np.asarray(bg["rgb"], np.float64)
+    video = np.empty((n, res, res, 3), np.uint8)
+    plain = np.broadcast_to(base, (res, res, 3)).astype(np.uint8)
+    for f in range(n):
+        if kind == "plain":
+            frame = plain.copy()
+        else:
+            v = _render_texture(tex, xs + cam[f, 0], ys + cam[f, 1])
+            frame = np.clip(base + TEXTURE_CONTRAST * v[..., None], 0, 255).astype(np.uint8)
+        for o in objs:
+            _draw(frame, o["shape"], o["rgb"], o["x"][f], o["y"][f], o["size"][f])
+        video[f] = frame
+    keep = slice(None, None, frame_stride)
+    video = np.ascontiguousarray(video[keep])
+    score = motion_score(video, interval=motion_interval) if frames > 1 else 0.0
+    truth = {
+        "index": index,
+        "split": split,
+        "seed": seed,
+        "template": tpl_id,
+        "res": res,
+        "frames": frames,
+        "frame_stride": frame_stride,
+        "motion_interval": motion_interval,
+        "background": {k: bg[k] for k in ("kind", "color", "rgb")},
+        "camera": {
+            "pan": pan["direction"],
+            "speed": pan["speed"],
+            # px per kept frame of the world's screen motion is -rate * direction.
+            "rate": float(pan["rate"] * frame_stride),
+            "offset": cam[keep].astype(np.float32),  # [T, 2] camera position (px)
+        },
+        "objects": [
+            {
+                "shape": o["shape"],
+                "color": o["color"],
+                "rgb": o["rgb"],
+                "motion": o["motion"],
+                "speed": o["speed"],
+                "velocity": tuple(float(v) * frame_stride for v in o["velocity"]),
+                "growth": float(o["growth"] * frame_stride),
+                "x": o["x"][keep].astype(np.float32),
+                "y": o["y"][keep].astype(np.float32),
+                "size": o["size"][keep].astype(np.float32),
+                "area": shape_area(o["shape"], o["size"][keep]).astype(np.float32),
+            }
+            for o in objs
+        ],
+    }
+    caption = _caption(TEMPLATES[split][tpl_id], objs, bg, pan)
+    return {"video": video, "caption": caption, "motion_score": np.float32(score), "truth": truth}
+
+
+class ShapesSource:
+    """Grain `RandomAccessDataSource` over ShapesBench indices [0, num)."""
+
+    def __init__(
+        self,
+        num: int,
+        *,
+        res: int = 32,
+        frames: int = 8,
+        split: str = "train",
+        seed: int = 0,
+        textured: bool = True,
+        camera_pan: bool = True,
+        motion_interval: int = 2,
+        frame_stride: int = 1,
+    ):
+        if num < 1:
+            raise ValueError(f"ShapesSource num={num} must be >= 1")
+        _check_args(0, res, frames, split, frame_stride)
+        self.num = int(num)
+        self.kwargs = dict(
+            res=res,
+            frames=frames,
+            split=split,
+            seed=seed,
+            textured=textured,
+            camera_pan=camera_pan,
+            motion_interval=motion_interval,
+            frame_stride=frame_stride,
+        )
+
+    def __len__(self) -> int:
+        return self.num
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)
+        if not 0 <= index < self.num:
+            raise IndexError(f"ShapesSource index {index} is outside [0, {self.num})")
+        return generate_clip(index, **self.kwargs)
+
+    def __repr__(self) -> str:
+        return f"ShapesSource(num={self.num}, {self.kwargs})"
