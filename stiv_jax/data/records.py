@@ -1,0 +1,328 @@
+"""ArrayRecord clip records → Grain per-host batches (`config.data.source == "records"`).
+
+Shapes: B per-host batch, T pixel frames, H x W pixels, F latent frames, h x w latent size,
+C latent channels, L text tokens, D text width.
+
+Record schema (DESIGN.md "Data records"): one msgpack map per clip, no pickle. Arrays are
+maps {"__nd__": 1, "dtype", "shape", "data"} with plain numeric dtypes only.
+  video         mp4 bytes (`video_format` "mp4") or uint8 [T, H, W, 3] ("raw")
+  caption str, motion_score float32, fps float, orig_size (h, w), num_frames int, source str
+  optional: latents [F, h, w, C], micro float32 [5] (of the cached crop),
+            text_tokens [L, D], text_mask bool [L], text_pooled [D]
+Shards: `<dir>/<split>-<i>-of-<n>.array_record`, each with `<shard>.index.npy` int32 [N, 3]
+(stored height, width, num_frames) so buckets are assigned without decoding videos.
+
+Batch (the trainer's contract): `video` float32 [B, T, H, W, 3] in [-1, 1] or `latents`
+float32 [B, F, h, w, C]; `caption` str [B] or `text_tokens` [B, L, D], `text_mask` bool [B, L],
+`text_pooled` [B, D]; `motion_score` float32 [B]; `micro` float32 [B, 5] = (orig_h, orig_w,
+crop_top, crop_left, frame_stride); `cond_mask` bool [B, F]; `task` int32 [B].
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import grain
+import msgpack
+import numpy as np
+
+from stiv_jax.data import buckets as buckets_lib
+from stiv_jax.data import tasks as tasks_lib
+
+CACHED_TEXT = ("text_tokens", "text_mask", "text_pooled")
+_SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.array_record$")
+
+
+# ---------------------------------------------------------------- record codec
+
+
+def _pack_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in "biuf":
+            raise TypeError(f"array dtype {obj.dtype} cannot go in a record; expected numeric/bool")
+        arr = np.ascontiguousarray(obj)
+        return {
+            "__nd__": 1,
+            "dtype": arr.dtype.str,
+            "shape": list(arr.shape),
+            "data": arr.tobytes(),
+        }
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} cannot go in a record; expected str/bytes/number/array")
+
+
+def _unpack_hook(obj: dict) -> Any:
+    if obj.get("__nd__") == 1:
+        arr = np.frombuffer(obj["data"], dtype=np.dtype(obj["dtype"]))
+        return arr.reshape(obj["shape"])
+    return obj
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    """msgpack bytes of a record dict (numpy arrays as typed byte maps, never pickle)."""
+    return msgpack.packb(record, default=_pack_default, use_bin_type=True)
+
+
+def decode_record(data: bytes) -> dict[str, Any]:
+    """Inverse of `encode_record`."""
+    return msgpack.unpackb(data, object_hook=_unpack_hook, raw=False)
+
+
+# ---------------------------------------------------------------- video decoding
+
+
+def _open_bytes(data: bytes) -> tuple[cv2.VideoCapture, str | None]:
+    # OpenCV >= 4.10 reads from a Python stream; older builds need a file.
+    try:
+        cap = cv2.VideoCapture(io.BytesIO(data), cv2.CAP_FFMPEG, [])
+        if cap.isOpened():
+            return cap, None
+    except (cv2.error, TypeError):
+        pass
+    fd, path = tempfile.mkstemp(suffix=".mp4")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return cv2.VideoCapture(path), path
+
+
+def decode_frames(video: bytes | np.ndarray, frame_ids: Sequence[int] | None = None) -> np.ndarray:
+    """uint8 RGB [T, H, W, 3] of the given frame indices (sorted ascending) or all frames."""
+    if isinstance(video, np.ndarray):
+        if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
+            raise ValueError(f"raw video {video.shape} {video.dtype} is not uint8 [T, H, W, 3]")
+        return video if frame_ids is None else video[np.asarray(frame_ids)]
+    cap, tmp = _open_bytes(bytes(video))
+    try:
+        wanted = None if frame_ids is None else set(int(i) for i in frame_ids)
+        last = None if frame_ids is None else max(frame_ids)
+        out, i = [], 0
+        while last is None or i <= last:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if wanted is None or i in wanted:
+                out.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            i += 1
+    finally:
+        cap.release()
+        if tmp:
+            os.remove(tmp)
+    need = 1 if frame_ids is None else len(frame_ids)
+    if len(out) < need:
+        raise ValueError(f"mp4 record decoded {len(out)} frames; expected frames {frame_ids}")
+    return np.stack(out)
+
+
+# ---------------------------------------------------------------- shards
+
+
+def list_shards(path: str, split: str) -> list[str]:
+    """The `<split>-*-of-*.array_record` files under `path`, sorted; errors if none or partial."""
+    files = sorted(glob.glob(os.path.join(glob.escape(path), f"{split}-*-of-*.array_record")))
+    files = [f for f in files if _SHARD_RE.match(os.path.basename(f))]
+    if not files:
+        raise FileNotFoundError(f"no '{split}-NNNNN-of-NNNNN.array_record' shards in {path!r}")
+    n = int(_SHARD_RE.match(os.path.basename(files[0]))["n"])
+    if len(files) != n:
+        raise ValueError(f"{path!r} has {len(files)} {split} shards; their names say {n}")
+    return files
+
+
+def read_index(shard: str) -> np.ndarray:
+    """int [N, 3] (height, width, num_frames) for each record of `shard`."""
+    index = np.load(shard + ".index.npy", allow_pickle=False)
+    if index.ndim != 2 or index.shape[1] != 3:
+        raise ValueError(f"{shard}.index.npy has shape {index.shape}; expected [N, 3]")
+    return index
+
+
+# ---------------------------------------------------------------- per-clip transform
+
+
+def _resize_crop(
+    frames: np.ndarray, height: int, width: int, rng: np.random.Generator | None
+) -> tuple[np.ndarray, int, int]:
+    """Resize to cover (height, width) keeping aspect, then crop (random, or centre if no rng)."""
+    _, h, w, _ = frames.shape
+    scale = max(height / h, width / w)
+    rh, rw = max(height, round(h * scale)), max(width, round(w * scale))
+    if (rh, rw) != (h, w):
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        frames = np.stack([cv2.resize(f, (rw, rh), interpolation=interp) for f in frames])
+    if rng is None:
+        top, left = (rh - height) // 2, (rw - width) // 2
+    else:
+        top = int(rng.integers(0, rh - height + 1))
+        left = int(rng.integers(0, rw - width + 1))
+    return frames[:, top : top + height, left : left + width], top, left
+
+
+class ClipTransform:
+    """Reads record `index` from `source` and makes one example of `bucket` (grain RandomMap).
+
+    Temporal crop: stride s = min(frame_stride, (n - 1) // (T - 1)) so short clips still fit,
+    random start (training) or centred (evaluation).
+    """
+
+    def __init__(
+        self,
+        source,
+        bucket: buckets_lib.Bucket,
+        *,
+        latent_frames: int,
+        frame_stride: int,
+        task_probs: dict[str, float],
+        predict_frames: int,
+        train: bool,
+    ):
+        self.source, self.bucket, self.train = source, bucket, train
+        self.latent_frames, self.frame_stride = latent_frames, frame_stride
+        self.task_probs, self.predict_frames = dict(task_probs), predict_frames
+
+    def __call__(self, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        rec = decode_record(self.source[int(index)])
+        out: dict[str, np.ndarray] = {}
+        if "latents" in rec:
+            out["latents"] = np.asarray(rec["latents"], np.float32)
+            micro = np.asarray(rec["micro"], np.float32)
+        else:
+            out["video"], micro = self._video(rec, rng)
+        if all(k in rec for k in CACHED_TEXT):
+            out["text_tokens"] = np.asarray(rec["text_tokens"], np.float32)
+            out["text_mask"] = np.asarray(rec["text_mask"], bool)
+            out["text_pooled"] = np.asarray(rec["text_pooled"], np.float32)
+        else:
+            out["caption"] = str(rec["caption"])
+        out["motion_score"] = np.float32(rec["motion_score"])
+        out["micro"] = micro
+        task = tasks_lib.sample_task(rng, self.task_probs)
+        out["task"] = np.int32(task)
+        out["cond_mask"] = np.asarray(
+            tasks_lib.task_cond_mask(task, self.latent_frames, self.predict_frames), bool
+        )
+        return out
+
+    def _video(self, rec: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        t, n = self.bucket.frames, int(rec["num_frames"])
+        stride = 1 if t == 1 else max(1, min(self.frame_stride, (n - 1) // (t - 1)))
+        span = (t - 1) * stride + 1
+        if span > n:
+            raise ValueError(f"clip of {n} frames is shorter than bucket {self.bucket}")
+        start = int(rng.integers(0, n - span + 1)) if self.train else (n - span) // 2
+        ids = list(range(start, start + span, stride))
+        frames = decode_frames(rec["video"], ids)
+        frames, top, left = _resize_crop(
+            frames, self.bucket.height, self.bucket.width, rng if self.train else None
+        )
+        oh, ow = rec["orig_size"]
+        micro = np.array([oh, ow, top, left, stride], np.float32)
+        return frames.astype(np.float32) / 127.5 - 1.0, micro
+
+
+# ---------------------------------------------------------------- dataset
+
+
+def task_probs_from_config(config, latent_frames: int) -> dict[str, float]:
+    """`config.data.task_probs` as a dict, checked against `latent_frames` up front."""
+    probs = {k: float(v) for k, v in dict(config.data.task_probs).items()}
+    p = tasks_lib.task_probs_array(probs)
+    predict = int(config.data.get("predict_frames", 1))
+    for i, name in enumerate(tasks_lib.TASKS):  # fail here, not on the first rare draw
+        if p[i] > 0:
+            tasks_lib.task_cond_mask(name, latent_frames, predict)
+    return probs
+
+
+def collate(examples: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Stacks examples into a batch; captions become a str array [B]."""
+    out = {k: np.stack([e[k] for e in examples]) for k in examples[0] if k != "caption"}
+    if "caption" in examples[0]:
+        out["caption"] = np.array([str(e["caption"]) for e in examples], dtype=np.str_)
+    return out
+
+
+def records_dataset(
+    config,
+    *,
+    latent_frames: int,
+    split: str = "train",
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.IterDataset:
+    """Per-host batch dicts from the shards in `config.data.path` (see module docstring).
+
+    Host `process_index` reads shards `process_index::process_count` (disjoint, covering).
+    Training repeats forever, reshuffling each epoch by `config.data.seed`; other splits are
+    one pass, bucket after bucket, centre crops. Each batch holds one bucket shape.
+    """
+    data = config.data
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} must be in [0, {process_count})")
+    if data.batch_size % process_count:
+        raise ValueError(
+            f"config.data.batch_size={data.batch_size} is not divisible by {process_count} hosts"
+        )
+    host_batch = data.batch_size // process_count
+    files = list_shards(data.path, split)
+    if len(files) < process_count:
+        raise ValueError(
+            f"{len(files)} {split} shards in {data.path!r} cannot feed {process_count} hosts; "
+            "re-run data_pipeline.prepare with --hosts >= the host count"
+        )
+    files = files[process_index::process_count]
+    meta = np.concatenate([read_index(f) for f in files])
+    source = grain.sources.ArrayRecordDataSource(files)
+    if len(source) != len(meta):
+        raise ValueError(f"shards hold {len(source)} records but their indexes list {len(meta)}")
+    buckets, weighting = buckets_lib.buckets_from_config(config)
+    assigned = buckets_lib.assign_all(buckets, meta)
+    train = split == "train"
+    seed = int(data.seed)
+    task_probs = task_probs_from_config(config, latent_frames)
+    per_bucket, counts = [], []
+    for b, bucket in enumerate(buckets):
+        idx = np.flatnonzero(assigned == b)
+        if len(idx) < (host_batch if train else 1):
+            continue
+        ds = grain.MapDataset.source(idx.tolist())
+        if train:
+            ds = ds.shuffle(seed=_mix_seed(seed, process_index, b)).repeat(None)
+        transform = ClipTransform(
+            source,
+            bucket,
+            latent_frames=latent_frames,
+            frame_stride=int(data.get("frame_stride", 1)),
+            task_probs=task_probs,
+            predict_frames=int(data.get("predict_frames", 1)),
+            train=train,
+        )
+        ds = ds.random_map(transform, seed=_mix_seed(seed + 1, process_index, b))
+        ds = ds.batch(host_batch, drop_remainder=train, batch_fn=collate)
+        per_bucket.append(ds.to_iter_dataset())
+        counts.append(len(idx))
+    if not per_bucket:
+        raise ValueError(
+            f"no bucket of {[str(b) for b in buckets]} has {host_batch} clips on host "
+            f"{process_index} ({len(meta)} clips; sizes/frames do not fit)"
+        )
+    if train:
+        ds = grain.IterDataset.mix(per_bucket, buckets_lib.mix_weights(counts, weighting))
+    else:
+        ds = grain.experimental.InterleaveIterDataset(per_bucket, cycle_length=1)
+    workers = int(data.get("num_workers", 0))
+    if workers > 0:
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    return ds
+
+
+def _mix_seed(seed: int, host: int, bucket: int) -> int:
+    # Distinct, reproducible streams per (seed, host, bucket); fits grain's uint32 seeds.
+    return int(np.random.SeedSequence([seed, host, bucket]).generate_state(1)[0])
