@@ -69,6 +69,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.dtype = "float32" if small else "bfloat16"  # compute dtype
     m.param_dtype = "float32"  # parameter storage dtype
     m.freq_dim = 256  # sinusoidal embedding width for t / micro / motion
+    m.in_channels = 3 if small else 4  # latent channels C (must match the autoencoder)
+    m.text_dim = 384 if small else 4096  # text token width Dt (MiniLM 384, T5-XXL 4096)
+    m.pooled_dim = 384 if small else 768  # pooled text width Dp (MiniLM 384, CLIP-L 768)
 
     # ---------------------------------------------------------------- data
     d = c.data = ml_collections.ConfigDict()
@@ -146,13 +149,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # ---------------------------------------------------------------- encoders
     e = c.text_encoder = ml_collections.ConfigDict()
-    e.name = "minilm"  # minilm (embedded) | t5 | umt5 | clip
+    e.name = "minilm" if small else "t5"  # minilm (embedded) | t5 | umt5 | clip
     e.path = ""  # checkpoint dir ("" = the packaged MiniLM-L6)
     e.max_length = 32 if small else 128  # token length L (padded / truncated)
     e.pooled_path = ""  # optional second encoder (e.g. CLIP) for the pooled vector
 
     a = c.autoencoder = ml_collections.ConfigDict()
-    a.name = "pixel"  # pixel (identity) | sd_vae | wan
+    a.name = "pixel" if small else "sd_vae"  # pixel (identity) | sd_vae | wan
     a.path = ""  # checkpoint dir for real VAEs
 
     if "runlocal" in args:

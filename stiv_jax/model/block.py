@@ -1,0 +1,88 @@
+"""The STIV block: spatial attention → temporal attention → cross-attention → MLP.
+
+Shapes: B batch, F frames (after temporal patching), S spatial tokens, L text tokens,
+D width, N heads, H head dim.
+  x [B, F, S, D], mod [B, 12, D] (shared AdaLN-single output), context [B, L, D],
+  context_mask [B, L], rope_s (cos, sin) [S, H/2] or [B, S, H/2], rope_t [F, H/2]
+  -> [B, F, S, D]
+
+Every sub-layer uses the sandwich norm of STIV with stateless LayerNorms,
+  x + gate · LN(f(modulate(LN(x), shift, scale))),
+with (shift, scale, gate) = shared AdaLN-single projection + this block's learned table.
+The table starts at zero and the shared projection is zero-initialised, so gate = 0 and
+every block starts as the identity.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from stiv_jax.model.attention import CrossAttention, SelfAttention
+from stiv_jax.model.layers import MLP, layer_norm, modulate
+
+MOD_ROWS = 12  # (shift, scale, gate) × (spatial, temporal, cross, mlp)
+
+
+def _fold_rope(rope, frames: int):
+    """Per-sample spatial tables [B, S, H/2] -> [B·F, S, H/2] (frames folded into batch)."""
+    if rope is None or rope[0].ndim == 2:
+        return rope
+    return tuple(jnp.repeat(r, frames, axis=0) for r in rope)
+
+
+class STIVBlock(nnx.Module):
+    """One factorized spatial → temporal → cross → MLP block (see module docstring)."""
+
+    def __init__(
+        self, dim, heads, mlp_ratio, *, impl, causal_temporal=False, rngs, dtype, param_dtype
+    ):
+        kw = dict(impl=impl, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.causal_temporal = causal_temporal
+        self.spatial = SelfAttention(dim, heads, **kw)
+        self.temporal = SelfAttention(dim, heads, **kw)
+        self.cross = CrossAttention(dim, heads, **kw)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.table = nnx.Param(jnp.zeros((MOD_ROWS, dim), param_dtype))
+
+    def __call__(self, x, mod, context, context_mask, rope_s, rope_t):
+        b, f, s, d = x.shape
+        m = (mod + self.table[...][None]).astype(x.dtype)[:, :, None, None, :]  # [B,12,1,1,D]
+
+        def sandwich(x, i, fn):
+            shift, scale, gate = m[:, 3 * i], m[:, 3 * i + 1], m[:, 3 * i + 2]
+            return x + gate * layer_norm(fn(modulate(layer_norm(x), shift, scale)))
+
+        def spatial(h):  # frames folded into batch
+            out = self.spatial(h.reshape(b * f, s, d), rope=_fold_rope(rope_s, f))
+            return out.reshape(b, f, s, d)
+
+        def temporal(h):  # tokens folded into batch
+            h = h.swapaxes(1, 2).reshape(b * s, f, d)
+            out = self.temporal(h, rope=rope_t, causal=self.causal_temporal)
+            return out.reshape(b, s, f, d).swapaxes(1, 2)
+
+        def cross(h):
+            return self.cross(h.reshape(b, f * s, d), context, context_mask).reshape(b, f, s, d)
+
+        x = sandwich(x, 0, spatial)
+        x = sandwich(x, 1, temporal)
+        x = sandwich(x, 2, cross)
+        return sandwich(x, 3, self.mlp)
+
+
+def remat_block(policy: str):
+    """Block call wrapped for rematerialisation: none | attention (save attn outputs) | full."""
+    from stiv_jax.model.attention import ATTN_OUT
+
+    def call(block, *args):
+        return block(*args)
+
+    if policy == "none":
+        return call
+    if policy == "attention":
+        return nnx.remat(call, policy=jax.checkpoint_policies.save_only_these_names(ATTN_OUT))
+    if policy == "full":
+        return nnx.remat(call)
+    raise ValueError(f"model.remat={policy!r} is unknown; expected none | attention | full")

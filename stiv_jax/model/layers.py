@@ -1,0 +1,108 @@
+"""Small layers shared by the STIV blocks.
+
+Shapes: B batch, D width. Norms and sinusoidal embeddings compute in float32 and return the
+input's dtype (norms) or float32 (embeddings).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# Logical axis names: parallel.py maps them to mesh axes.
+EMBED, MLP_AXIS, HEADS = "embed", "mlp", "heads"
+
+
+def dense(
+    din: int,
+    dout: int,
+    axes: tuple[str | None, str | None],
+    *,
+    rngs: nnx.Rngs,
+    dtype,
+    param_dtype,
+    zero: bool = False,
+    std: float | None = None,
+) -> nnx.Linear:
+    """nnx.Linear with logical partitioning on the kernel; `zero` for AdaLN-Zero style inits."""
+    if zero:
+        init = nnx.initializers.zeros_init()
+    elif std is not None:
+        init = nnx.initializers.normal(std)
+    else:
+        init = nnx.initializers.xavier_uniform()
+    return nnx.Linear(
+        din,
+        dout,
+        kernel_init=nnx.with_partitioning(init, axes),
+        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (axes[1],)),
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
+
+
+def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+    """Stateless LayerNorm (no scale, no bias), float32 statistics."""
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+    return ((xf - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+
+def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
+    return x * (1 + scale) + shift
+
+
+class RMSNorm(nnx.Module):
+    """RMSNorm over the last axis with a learned scale [dim] (QK-norm uses dim = H)."""
+
+    def __init__(self, dim: int, *, param_dtype=jnp.float32, eps: float = 1e-6):
+        self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        xf = x.astype(jnp.float32)
+        xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        return (xf * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+
+
+class MLP(nnx.Module):
+    """x [..., D] -> [..., D] with hidden width `hidden`, tanh-GELU."""
+
+    def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs, dtype, param_dtype, dout=None):
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.fc1 = dense(dim, hidden, (EMBED, MLP_AXIS), **kw)
+        self.fc2 = dense(hidden, dout or dim, (MLP_AXIS, EMBED), **kw)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.fc2(jax.nn.gelu(self.fc1(x), approximate=True))
+
+
+def sinusoidal(x: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
+    """x [...] -> [..., dim] float32 (cos, sin) features, as in DiT's timestep embedder."""
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = x.astype(jnp.float32)[..., None] * freqs
+    return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+class ScalarEmbedder(nnx.Module):
+    """k scalars per sample [B, k] -> [B, D]: sinusoidal features of each, concat, MLP.
+
+    `scale` maps the scalar's natural range onto the sinusoid's (t in [0,1] -> ×1000).
+    """
+
+    def __init__(self, k: int, dim: int, *, freq_dim: int, scale: float, rngs, dtype, param_dtype):
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.freq_dim, self.scale = freq_dim, scale
+        self.fc1 = dense(k * freq_dim, dim, (None, EMBED), std=0.02, **kw)
+        self.fc2 = dense(dim, dim, (EMBED, None), std=0.02, **kw)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        f = sinusoidal(x * self.scale, self.freq_dim)  # [B, k, freq]
+        f = f.reshape(*f.shape[:-2], -1)
+        return self.fc2(jax.nn.silu(self.fc1(f)))

@@ -1,0 +1,256 @@
+"""STIV: factorized spatial→temporal DiT with text cross-attention (arXiv 2412.07730).
+
+Shapes: B batch, F latent frames, H/W latent height/width, C latent channels, p spatial and
+pt temporal patch, F' = F/pt, S = (H/p)·(W/p) spatial tokens, L text tokens, D width.
+
+  x [B, F, H, W, C], t [B] in [0, 1] (1 = data), cond (dict, see `Conditions`)
+  -> velocity [B, F, H, W, C] float32
+
+Pieces, in order: image conditioning of the input (frame replacement or channel concat),
+patch embedding, caption projection, the singleton condition (stateless-LN'd embeddings of
+t, micro-conditions, motion score and pooled text, summed) feeding one shared AdaLN-single
+projection, MaskDiT (the main blocks see a random (1 − mask_ratio) share of spatial
+positions, the same in every frame; a learned mask token fills the rest before the
+decoder blocks), final modulated LayerNorm and linear, unpatchify.
+
+`python -m stiv_jax.model.stiv --config configs/stiv.py:variant=XL/2 --count-params`
+prints the parameter count from `nnx.eval_shape` (nothing is allocated).
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from stiv_jax.model.block import MOD_ROWS, STIVBlock, remat_block
+from stiv_jax.model.layers import EMBED, MLP, ScalarEmbedder, dense, layer_norm, modulate
+from stiv_jax.model.rope import rope_1d, rope_2d
+
+IMAGE_CONDS = ("frame_replace", "channel_concat", "cross_attn")
+
+
+class Conditions(TypedDict):
+    """Everything besides (x, t) that the model reads; leaves carry batch B first."""
+
+    text_tokens: jax.Array  # [B, L, Dt] text-encoder token states
+    text_mask: jax.Array  # [B, L] bool, True = real token
+    text_pooled: jax.Array  # [B, Dp] pooled sentence vector
+    micro: jax.Array  # [B, 5] orig h, orig w, crop top, crop left, frame stride
+    motion: jax.Array  # [B] motion score
+    cond_mask: jax.Array  # [B, F] bool, True = this latent frame is given
+    cond_latents: jax.Array  # [B, F, H, W, C] clean (or noise-augmented) given latents
+
+
+def patchify(x: jax.Array, pt: int, p: int) -> jax.Array:
+    """[B, F, H, W, C] -> [B, F/pt, (H/p)·(W/p), pt·p·p·C]."""
+    b, f, h, w, c = x.shape
+    x = x.reshape(b, f // pt, pt, h // p, p, w // p, p, c)
+    x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7)
+    return x.reshape(b, f // pt, (h // p) * (w // p), pt * p * p * c)
+
+
+def unpatchify(x: jax.Array, pt: int, p: int, hw: tuple[int, int], c: int) -> jax.Array:
+    """[B, F', S, pt·p·p·C] -> [B, F'·pt, H, W, C] (inverse of `patchify`)."""
+    b, fp = x.shape[:2]
+    gh, gw = hw[0] // p, hw[1] // p
+    x = x.reshape(b, fp, gh, gw, pt, p, p, c).transpose(0, 1, 4, 2, 5, 3, 6, 7)
+    return x.reshape(b, fp * pt, hw[0], hw[1], c)
+
+
+class STIV(nnx.Module):
+    """The STIV diffusion transformer (see module docstring for shapes)."""
+
+    def __init__(self, cfg, *, in_channels: int, rngs: nnx.Rngs):
+        if cfg.image_cond not in IMAGE_CONDS:
+            raise ValueError(f"model.image_cond={cfg.image_cond!r}; expected one of {IMAGE_CONDS}")
+        if cfg.temporal_patch not in (1, 2, 4):
+            raise ValueError(f"model.temporal_patch={cfg.temporal_patch}; expected 1, 2 or 4")
+        if not 0.0 <= cfg.mask_ratio < 1.0:
+            raise ValueError(f"model.mask_ratio={cfg.mask_ratio}; expected a value in [0, 1)")
+        self.cfg = cfg
+        d, p, pt = cfg.width, cfg.patch_size, cfg.temporal_patch
+        dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=pdtype)
+        self.in_channels, self.dtype = in_channels, dtype
+        cin = in_channels * (2 if cfg.image_cond == "channel_concat" else 1)
+        self.patch_embed = dense(pt * p * p * cin, d, (None, EMBED), **kw)
+        self.text_proj = MLP(cfg.text_dim, d, **kw, dout=d)
+        self.t_embed = ScalarEmbedder(1, d, freq_dim=cfg.freq_dim, scale=1000.0, **kw)
+        self.pooled_proj = MLP(cfg.pooled_dim, d, **kw, dout=d)
+        self.micro_embed = (
+            ScalarEmbedder(5, d, freq_dim=cfg.freq_dim, scale=1.0, **kw) if cfg.micro_cond else None
+        )
+        self.motion_embed = (
+            ScalarEmbedder(1, d, freq_dim=cfg.freq_dim, scale=100.0, **kw)
+            if cfg.motion_cond
+            else None
+        )
+        self.image_embed = (
+            dense(p * p * in_channels, d, (None, EMBED), **kw)
+            if cfg.image_cond == "cross_attn"
+            else None
+        )
+        self.adaln = dense(d, MOD_ROWS * d, (EMBED, None), zero=True, **kw)
+        block_kw = dict(
+            impl=cfg.attention_impl, causal_temporal=cfg.causal_temporal, **kw
+        )
+        if cfg.scan_blocks:
+
+            @nnx.split_rngs(splits=cfg.depth)
+            @nnx.vmap(in_axes=(0,), out_axes=0)
+            def make(r):
+                return STIVBlock(d, cfg.heads, cfg.mlp_ratio, **{**block_kw, "rngs": r})
+
+            self.blocks = make(rngs)
+        else:
+            self.blocks = nnx.List(
+                [STIVBlock(d, cfg.heads, cfg.mlp_ratio, **block_kw) for _ in range(cfg.depth)]
+            )
+        self.decoder = nnx.List(
+            [STIVBlock(d, cfg.heads, cfg.mlp_ratio, **block_kw) for _ in range(cfg.decoder_depth)]
+        )
+        self.mask_token = nnx.Param(0.02 * jax.random.normal(rngs.params(), (d,), pdtype))
+        self.final_table = nnx.Param(jnp.zeros((2, d), pdtype))
+        self.final = dense(d, pt * p * p * in_channels, (EMBED, None), zero=True, **kw)
+
+    # ---------------------------------------------------------------- pieces
+    def singleton(self, t: jax.Array, cond: Conditions) -> jax.Array:
+        """[B] t + conditions -> [B, D]: sum of stateless-LN'd embeddings."""
+        c = layer_norm(self.t_embed(t[:, None]))
+        c = c + layer_norm(self.pooled_proj(cond["text_pooled"].astype(self.dtype)))
+        if self.micro_embed is not None:
+            c = c + layer_norm(self.micro_embed(cond["micro"]))
+        if self.motion_embed is not None:
+            c = c + layer_norm(self.motion_embed(cond["motion"][:, None]))
+        return c
+
+    def condition_input(self, x: jax.Array, cond: Conditions) -> jax.Array:
+        given = cond["cond_mask"][:, :, None, None, None]
+        if self.cfg.image_cond == "frame_replace":
+            return jnp.where(given, cond["cond_latents"].astype(x.dtype), x)
+        if self.cfg.image_cond == "channel_concat":
+            return jnp.concatenate([x, jnp.where(given, cond["cond_latents"], 0).astype(x.dtype)], -1)
+        return x
+
+    def context(self, cond: Conditions, s_frame: int):
+        """Text tokens projected to D (+ image tokens for the cross_attn ablation)."""
+        ctx, mask = self.text_proj(cond["text_tokens"].astype(self.dtype)), cond["text_mask"]
+        if self.image_embed is not None:
+            p = self.cfg.patch_size
+            img = patchify(cond["cond_latents"].astype(self.dtype), 1, p)  # [B, F, S, p·p·C]
+            b, f = img.shape[:2]
+            img = self.image_embed(img.reshape(b, f * s_frame, -1))
+            img_mask = jnp.repeat(cond["cond_mask"], s_frame, axis=1)
+            ctx, mask = jnp.concatenate([ctx, img], 1), jnp.concatenate([mask, img_mask], 1)
+        return ctx, mask
+
+    def rope(self, fp: int, gh: int, gw: int):
+        c = self.cfg
+        hd = c.width // c.heads
+        tf, th, tw = c.train_grid
+        rope_s = rope_2d(
+            gh, gw, hd, theta=c.rope_theta, train_hw=(th, tw), interpolate=c.rope_interpolation
+        )
+        rope_t = rope_1d(fp, hd, theta=c.rope_theta, train_n=tf, interpolate=c.rope_interpolation)
+        return rope_s, rope_t
+
+    def run_blocks(self, h, mod, ctx, ctx_mask, rope_s, rope_t):
+        call = remat_block(self.cfg.remat)
+        if self.cfg.scan_blocks:
+
+            @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+            def body(h, block):
+                return call(block, h, mod, ctx, ctx_mask, rope_s, rope_t)
+
+            return body(h, self.blocks)
+        for block in self.blocks:
+            h = call(block, h, mod, ctx, ctx_mask, rope_s, rope_t)
+        return h
+
+    # ---------------------------------------------------------------- forward
+    def __call__(
+        self, x: jax.Array, t: jax.Array, cond: Conditions, *, mask_key: jax.Array | None = None
+    ) -> jax.Array:
+        """Velocity for noisy latents x at times t. `mask_key` turns on MaskDiT (training)."""
+        c = self.cfg
+        b, f, hh, ww, ch = x.shape
+        p, pt = c.patch_size, c.temporal_patch
+        if ch != self.in_channels:
+            raise ValueError(f"latent channels {ch} != model in_channels {self.in_channels}")
+        if f % pt or hh % p or ww % p:
+            raise ValueError(
+                f"latent shape F={f}, H={hh}, W={ww} must be divisible by temporal patch {pt} "
+                f"and spatial patch {p}"
+            )
+        gh, gw = hh // p, ww // p
+        s = gh * gw
+        tokens = self.patch_embed(patchify(self.condition_input(x, cond).astype(self.dtype), pt, p))
+        ctx, ctx_mask = self.context(cond, s)
+        cvec = self.singleton(t, cond)  # [B, D]
+        mod = self.adaln(jax.nn.silu(cvec)).reshape(b, MOD_ROWS, c.width)
+        rope_s, rope_t = self.rope(f // pt, gh, gw)
+
+        masked = mask_key is not None and c.mask_ratio > 0
+        if masked:
+            keep = max(1, int(round(s * (1.0 - c.mask_ratio))))
+            perm = jnp.argsort(jax.random.uniform(mask_key, (b, s)), axis=1)  # [B, S]
+            ids = perm[:, :keep]
+            h = jnp.take_along_axis(tokens, ids[:, None, :, None], axis=2)
+            rope_k = tuple(r[ids] for r in rope_s)  # [B, K, H/2]
+        else:
+            h, rope_k = tokens, rope_s
+        h = self.run_blocks(h, mod, ctx, ctx_mask, rope_k, rope_t)
+        if masked:
+            fill = jnp.broadcast_to(self.mask_token[...].astype(h.dtype), (b, h.shape[1], s - keep, c.width))
+            h = jnp.concatenate([h, fill], axis=2)
+            h = jnp.take_along_axis(h, jnp.argsort(perm, axis=1)[:, None, :, None], axis=2)
+        for block in self.decoder:
+            h = block(h, mod, ctx, ctx_mask, rope_s, rope_t)
+
+        shift, scale = jnp.split(self.final_table[...][None] + cvec[:, None], 2, axis=1)
+        h = modulate(layer_norm(h), shift[:, :, None].astype(h.dtype), scale[:, :, None].astype(h.dtype))
+        out = self.final(h)
+        return unpatchify(out, pt, p, (hh, ww), ch).astype(jnp.float32)
+
+
+def count_params(cfg, in_channels: int) -> dict[str, int]:
+    """Parameter counts from abstract shapes: total, temporal attention, everything else."""
+    abstract = nnx.eval_shape(lambda: STIV(cfg, in_channels=in_channels, rngs=nnx.Rngs(0)))
+    total = temporal = 0
+    for path, leaf in nnx.to_flat_state(nnx.state(abstract, nnx.Param)):
+        n = _numel(leaf.value.shape)
+        total += n
+        if "temporal" in path:
+            temporal += n
+    return {"total": total, "temporal": temporal, "without_temporal": total - temporal}
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def main(argv=None) -> None:
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    cfg_flag = config_flags.DEFINE_config_file("config", None, "Config file:arg.", lock_config=True)
+    flags.DEFINE_bool("count-params", True, "Print the parameter count (the only action).")
+
+    def run(_):
+        config = cfg_flag.value
+        counts = count_params(config.model, in_channels=config.model.in_channels)
+        print(f"params: {counts['total']}")
+        print(f"temporal attention params: {counts['temporal']}")
+        print(f"params without temporal layers: {counts['without_temporal']}")
+
+    app.run(run, argv)
+
+
+if __name__ == "__main__":
+    main()
