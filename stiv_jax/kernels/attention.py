@@ -1,9 +1,16 @@
-"""Fused QK-RMSNorm + RoPE + attention: reference and dispatch.
+"""Fused QK-RMSNorm + RoPE + attention: reference, validation and backend dispatch.
 
 Shapes: B batch, L query length, M key length, N heads, H head dim.
   q [B, L, N, H], k/v [B, M, N, H] -> out [B, L, N, H] (dtype of q).
   q_norm_scale / k_norm_scale [H] (None: no QK-norm), rope (cos, sin) broadcastable to
   [B, L, H/2] in rotate-half convention, mask [B, M] bool (True = valid key), causal.
+
+Implementations (`impl`):
+  xla     `attention_reference` (XLA fuses it; O(L·M) scores in memory).
+  pallas  our Mosaic flash kernel (`pallas_attention`), interpret mode off TPU.
+  splash  jax's TPU splash-attention kernel after an XLA prologue (comparison baseline).
+  cudnn   `jax.nn.dot_product_attention(implementation="cudnn")` after an XLA prologue.
+  auto    xla on CPU, pallas on TPU, cudnn on GPU.
 """
 
 from __future__ import annotations
@@ -11,44 +18,133 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from stiv_jax.kernels import baselines
+from stiv_jax.kernels.flash_tpu import BlockSizes
+from stiv_jax.kernels.pallas_attention import pallas_attention
+from stiv_jax.kernels.prologue import apply_rope, qk_prologue, rms_norm
+from stiv_jax.kernels.sharding import shard_over_batch
 
-def rms_norm(x: jax.Array, scale: jax.Array | None, eps: float) -> jax.Array:
-    x = x.astype(jnp.float32)
-    x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
-    return x if scale is None else x * scale.astype(jnp.float32)
-
-
-def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """x [B, L, N, H] float32, cos/sin broadcastable to [B, L, H/2] -> rotated x."""
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    cos, sin = cos[..., None, :], sin[..., None, :]  # broadcast over heads
-    return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+IMPLS = ("auto", "xla", "pallas", "splash", "cudnn")
+__all__ = ["IMPLS", "BlockSizes", "apply_rope", "attention", "attention_reference", "rms_norm"]
 
 
 def attention_reference(
-    q, k, v, *, q_norm_scale=None, k_norm_scale=None, rope=None, mask=None, causal=False, eps=1e-6
-):
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    q_norm_scale: jax.Array | None = None,
+    k_norm_scale: jax.Array | None = None,
+    rope: tuple[jax.Array, jax.Array] | None = None,
+    mask: jax.Array | None = None,
+    causal: bool = False,
+    eps: float = 1e-6,
+) -> jax.Array:
     """Plain-jnp fused attention; fp32 norm, rotation and softmax."""
     dtype = q.dtype
-    qf = rms_norm(q, q_norm_scale, eps) if q_norm_scale is not None else q.astype(jnp.float32)
-    kf = rms_norm(k, k_norm_scale, eps) if k_norm_scale is not None else k.astype(jnp.float32)
-    if rope is not None:
-        cos, sin = rope
-        qf, kf = apply_rope(qf, cos, sin), apply_rope(kf, cos, sin)
+    qf = qk_prologue(q, q_norm_scale, rope, eps)
+    kf = qk_prologue(k, k_norm_scale, rope, eps)
     logits = jnp.einsum("blnh,bmnh->bnlm", qf, kf) / jnp.sqrt(q.shape[-1]).astype(jnp.float32)
     if mask is not None:
         logits = jnp.where(mask[:, None, None, :], logits, -1e30)
     if causal:
-        l, m = logits.shape[-2:]
-        logits = jnp.where(jnp.tril(jnp.ones((l, m), bool)), logits, -1e30)
+        q_len, k_len = logits.shape[-2:]
+        logits = jnp.where(jnp.tril(jnp.ones((q_len, k_len), bool)), logits, -1e30)
     probs = jax.nn.softmax(logits, axis=-1)
     out = jnp.einsum("bnlm,bmnh->blnh", probs, v.astype(jnp.float32))
     return out.astype(dtype)
 
 
-def attention(q, k, v, *, impl: str = "auto", **kwargs):
-    """Dispatch by backend; `xla` (and `auto` on CPU) is the reference under jit."""
-    if impl not in ("auto", "xla", "pallas", "splash", "cudnn"):
-        raise ValueError(f"attention impl={impl!r} is unknown; expected auto|xla|pallas|splash|cudnn")
-    return attention_reference(q, k, v, **kwargs)
+def validate(q, k, v, *, q_norm_scale, k_norm_scale, rope, mask) -> None:
+    """One clear sentence per malformed argument (shapes are static, so this is free)."""
+    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+        raise ValueError(
+            f"attention expects q [B, L, N, H] and k/v [B, M, N, H]; got q{q.shape}, "
+            f"k{k.shape}, v{v.shape}"
+        )
+    b, length, n, h = q.shape
+    if k.shape != v.shape or k.shape[0] != b or k.shape[2:] != (n, h):
+        raise ValueError(
+            f"k{k.shape} and v{v.shape} must both be [B={b}, M, N={n}, H={h}] to match q{q.shape}"
+        )
+    for name, scale in (("q_norm_scale", q_norm_scale), ("k_norm_scale", k_norm_scale)):
+        if scale is not None and tuple(scale.shape) != (h,):
+            raise ValueError(f"{name} has shape {tuple(scale.shape)}; expected ({h},) = [H]")
+    if rope is not None:
+        cos, sin = rope
+        if h % 2:
+            raise ValueError(f"RoPE needs an even head dim; got H={h}")
+        if k.shape[1] != length:
+            raise ValueError(f"RoPE is for self-attention (L == M); got L={length}, M={k.shape[1]}")
+        if cos.shape != sin.shape:
+            raise ValueError(f"rope cos{cos.shape} and sin{sin.shape} must have the same shape")
+        try:
+            jnp.broadcast_shapes(cos.shape, (b, length, h // 2))
+        except ValueError:
+            raise ValueError(
+                f"rope tables of shape {cos.shape} do not broadcast to [B, L, H/2] = "
+                f"{(b, length, h // 2)}"
+            ) from None
+        if cos.ndim == 3 and cos.shape[0] not in (1, b):
+            raise ValueError(f"rope tables {cos.shape} must have batch 1 or B={b}")
+    if mask is not None and tuple(mask.shape) != (b, k.shape[1]):
+        raise ValueError(f"mask has shape {tuple(mask.shape)}; expected [B, M] = {(b, k.shape[1])}")
+
+
+def resolve_impl(impl: str, backend: str | None = None) -> str:
+    """`auto` -> the implementation for the default backend; others pass through."""
+    if impl not in IMPLS:
+        raise ValueError(f"attention impl={impl!r} is unknown; expected one of {'|'.join(IMPLS)}")
+    if impl != "auto":
+        return impl
+    backend = backend or jax.default_backend()
+    return {"tpu": "pallas", "gpu": "cudnn", "cuda": "cudnn", "rocm": "cudnn"}.get(backend, "xla")
+
+
+def attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    q_norm_scale: jax.Array | None = None,
+    k_norm_scale: jax.Array | None = None,
+    rope: tuple[jax.Array, jax.Array] | None = None,
+    mask: jax.Array | None = None,
+    causal: bool = False,
+    impl: str = "auto",
+    eps: float = 1e-6,
+    block_sizes: BlockSizes | None = None,
+    packed: bool | None = None,
+    interpret: bool | None = None,
+    mesh: jax.sharding.Mesh | jax.sharding.AbstractMesh | None = None,
+) -> jax.Array:
+    """Attention by `impl`; differentiable for every impl (norm scales, q, k, v).
+
+    `interpret=None` runs the Mosaic kernels (pallas, splash) in interpret mode off TPU.
+    `mesh` (default: the ambient mesh of `jax.set_mesh`) lets Mosaic kernels, which XLA
+    cannot partition, run per shard under `shard_map` (batch over data/fsdp/context,
+    heads over tensor).
+    """
+    impl = resolve_impl(impl)
+    validate(q, k, v, q_norm_scale=q_norm_scale, k_norm_scale=k_norm_scale, rope=rope, mask=mask)
+    common = dict(
+        q_norm_scale=q_norm_scale,
+        k_norm_scale=k_norm_scale,
+        rope=rope,
+        mask=mask,
+        causal=causal,
+        eps=eps,
+    )
+    if impl == "xla":
+        return attention_reference(q, k, v, **common)
+    if impl == "cudnn":
+        return baselines.dot_product_attention(q, k, v, implementation="cudnn", **common)
+    if interpret is None:
+        interpret = jax.default_backend() != "tpu"
+    if impl == "pallas":
+        fn = lambda q, k, v, **kw: pallas_attention(
+            q, k, v, block_sizes=block_sizes, packed=packed, interpret=interpret, **kw
+        )
+    else:
+        fn = lambda q, k, v, **kw: baselines.splash_attention(q, k, v, interpret=interpret, **kw)
+    return shard_over_batch(fn, q, k, v, mesh=mesh, **common)

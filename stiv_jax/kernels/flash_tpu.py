@@ -1,0 +1,461 @@
+"""Pallas TPU (Mosaic) flash attention with the query's RMSNorm + RoPE fused in.
+
+Shapes: B batch (sequences), N heads, L query length, M key length, H head dim.
+  q [B, N, L, H] raw (the kernel normalises, rotates and scales it per query tile),
+  k [B, N, M, H] already normalised and rotated (see `prepare_keys` for why),
+  v [B, N, M, H] -> out [B, N, L, H] in q.dtype.
+  q_scale [1, H]; cos2 / sin2 [Bc, L, H] float32 with Bc in {1, B} (see `rope_tables`);
+  key_bias [B, 1, M] float32 additive (0 valid, MASK_VALUE padded);
+  q_segments [L, 1] / kv_segments [1, M] int32 shared by all rows (packed mode).
+
+Forward: online softmax over key tiles, fp32 accumulators in VMEM scratch, logsumexp saved.
+Backward (`jax.custom_vjp`): the normalised query q' is recomputed by XLA (O(B·N·L·H)
+memory), two Pallas kernels compute dq' and dk, dv tile by tile from the saved logsumexp
+(FlashAttention-2 recipe), and XLA pulls dq' back through the query prologue (giving dq and
+d q_scale). Nothing of size L·M is ever materialised, forward or backward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
+
+MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+_TRANS_B = (((1,), (1,)), ((), ()))  # contract the last dims: [a, h] x [b, h] -> [a, b]
+_TRANS_A = (((0,), (0,)), ((), ()))  # contract the first dims: [a, b] x [a, h] -> [b, h]
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSizes:
+    """Tile sizes of the kernels; they change speed and VMEM use, never the result."""
+
+    block_q: int = 512
+    """Query rows per program (forward and dq kernels); a multiple of 8."""
+    block_k: int = 512
+    """Key rows per program (forward and dq kernels); a multiple of 128."""
+    block_q_dkv: int = 512
+    """Query rows per step of the dk/dv kernel; a multiple of 8."""
+    block_k_dkv: int = 512
+    """Key rows per program of the dk/dv kernel; a multiple of 128."""
+    packed_len: int = 128
+    """Target tokens per packed row in packed (temporal) mode: short sequences are laid
+    side by side up to this length so one MXU tile serves many of them."""
+
+    def __post_init__(self):
+        for name in ("block_q", "block_q_dkv"):
+            value = getattr(self, name)
+            if value <= 0 or value % 8:
+                raise ValueError(f"BlockSizes.{name}={value} must be a positive multiple of 8")
+        for name in ("block_k", "block_k_dkv", "packed_len"):
+            value = getattr(self, name)
+            if value <= 0 or value % 128:
+                raise ValueError(f"BlockSizes.{name}={value} must be a positive multiple of 128")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    """Static (hashable) settings of one kernel call."""
+
+    block_q: int
+    block_k: int
+    block_q_dkv: int
+    block_k_dkv: int
+    sm_scale: float
+    eps: float
+    causal: bool
+    interpret: bool
+
+
+def round_up(x: int, multiple: int) -> int:
+    return -(-x // multiple) * multiple
+
+
+def fit_block(length: int, block: int, multiple: int) -> tuple[int, int]:
+    """(tile, padded length): one full-length tile if the sequence is short, else `block`."""
+    if length <= block:
+        tile = round_up(length, 8)
+        return tile, tile
+    assert block % multiple == 0, (block, multiple)
+    return block, round_up(length, block)
+
+
+def rope_tables(cos: jax.Array, sin: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """cos/sin [Bc, L, H/2] -> full-width cos2 = [cos, cos], sin2 = [-sin, sin] (float32).
+
+    With them rotate-half RoPE is `x * cos2 + swap_halves(x) * sin2`, a form without lane
+    slicing at H/2 (H/2 = 32 is a quarter of a TPU vreg row).
+    """
+    cos, sin = cos.astype(jnp.float32), sin.astype(jnp.float32)
+    return jnp.concatenate([cos, cos], -1), jnp.concatenate([-sin, sin], -1)
+
+
+def _swap_halves(x: jax.Array) -> jax.Array:
+    """[T, H] -> [T, H] with halves swapped, as an exact matmul with a permutation.
+
+    A [H, H] MXU product per query tile is cheap next to the [L, M] score products and
+    avoids lane rotations that Mosaic lowers poorly for H < 128.
+    """
+    h = x.shape[-1]
+    row = lax.broadcasted_iota(jnp.int32, (h, h), 0)
+    col = lax.broadcasted_iota(jnp.int32, (h, h), 1)
+    perm = jnp.logical_or(col == row + h // 2, col + h // 2 == row).astype(x.dtype)
+    return jnp.dot(x, perm, precision=lax.Precision.HIGHEST, preferred_element_type=jnp.float32)
+
+
+def query_prologue(q, q_scale, cos2, sin2, *, eps: float, sm_scale: float):
+    """Plain-jnp twin of the in-kernel query prologue; the backward pass differentiates it.
+
+    q [B, N, L, H] -> q' = rope(rmsnorm(q) * q_scale) * sm_scale, float32.
+    """
+    x = q.astype(jnp.float32)
+    if q_scale is not None:
+        x = x * lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
+        x = x * q_scale.astype(jnp.float32).reshape(1, 1, 1, -1)
+    if cos2 is not None:
+        c, s = cos2[:, None], sin2[:, None]  # [Bc, 1, L, H]: broadcast over heads
+        half = x.shape[-1] // 2
+        x = x * c + jnp.concatenate([x[..., half:], x[..., :half]], -1) * s
+    return x * sm_scale
+
+
+def _scores(q, k, bias_ref, qseg_ref, kvseg_ref, *, causal, q_start, k_start):
+    """Masked logits of one [block_q, block_k] tile, float32."""
+    s = lax.dot_general(q, k, _TRANS_B, preferred_element_type=jnp.float32)
+    if bias_ref is not None:
+        s = s + bias_ref[0]  # [1, block_k] broadcast over query rows
+    if qseg_ref is not None:
+        s = jnp.where(qseg_ref[...] == kvseg_ref[...], s, MASK_VALUE)
+    if causal:
+        row = lax.broadcasted_iota(jnp.int32, s.shape, 0) + q_start
+        col = lax.broadcasted_iota(jnp.int32, s.shape, 1) + k_start
+        s = jnp.where(col <= row, s, MASK_VALUE)
+    return s
+
+
+def _unpack(refs, flags):
+    """Split a flat ref list into named optional groups following `flags`."""
+    out, i = {}, 0
+    for name, count, present in flags:
+        out[name] = tuple(refs[i : i + count]) if present else (None,) * count
+        i += count if present else 0
+    return out, refs[i:]
+
+
+def _fwd_kernel(*refs, cfg: _Config, flags):
+    groups, rest = _unpack(refs, flags)
+    q_ref, k_ref, v_ref = groups["qkv"]
+    (scale_ref,) = groups["scale"]
+    cos_ref, sin_ref = groups["rope"]
+    (bias_ref,) = groups["bias"]
+    qseg_ref, kvseg_ref = groups["seg"]
+    o_ref, lse_ref, qs_ref, m_ref, l_ref, acc_ref = rest
+    qi, ki = pl.program_id(2), pl.program_id(3)
+
+    @pl.when(ki == 0)
+    def _prologue():
+        # Query RMSNorm + RoPE + softmax scale once per query tile, kept in VMEM for all
+        # key tiles: q' never travels to HBM.
+        x = q_ref[0, 0].astype(jnp.float32)
+        if scale_ref is not None:
+            x = x * lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + cfg.eps)
+            x = x * scale_ref[...].astype(jnp.float32)
+        if cos_ref is not None:
+            x = x * cos_ref[0] + _swap_halves(x) * sin_ref[0]
+        qs_ref[...] = (x * cfg.sm_scale).astype(qs_ref.dtype)
+        m_ref[...] = jnp.full(m_ref.shape, -jnp.inf, jnp.float32)
+        l_ref[...] = jnp.zeros(l_ref.shape, jnp.float32)
+        acc_ref[...] = jnp.zeros(acc_ref.shape, jnp.float32)
+
+    s = _scores(
+        qs_ref[...],
+        k_ref[0, 0],
+        bias_ref,
+        qseg_ref,
+        kvseg_ref,
+        causal=cfg.causal,
+        q_start=qi * cfg.block_q,
+        k_start=ki * cfg.block_k,
+    )
+    m_prev = m_ref[...]
+    m_next = jnp.maximum(m_prev, jnp.max(s, axis=1, keepdims=True))
+    alpha = jnp.exp(m_prev - m_next)
+    p = jnp.exp(s - m_next)
+    l_ref[...] = alpha * l_ref[...] + jnp.sum(p, axis=1, keepdims=True)
+    v = v_ref[0, 0]
+    acc_ref[...] = alpha * acc_ref[...] + jnp.dot(
+        p.astype(v.dtype), v, preferred_element_type=jnp.float32
+    )
+    m_ref[...] = m_next
+
+    @pl.when(ki == pl.num_programs(3) - 1)
+    def _store():
+        denom = l_ref[...]
+        o_ref[0, 0] = (acc_ref[...] / denom).astype(o_ref.dtype)
+        lse_ref[0, 0] = m_ref[...] + jnp.log(denom)
+
+
+def _dkv_kernel(*refs, cfg: _Config, flags):
+    groups, rest = _unpack(refs, flags)
+    q_ref, k_ref, v_ref = groups["qkv"]
+    (bias_ref,) = groups["bias"]
+    qseg_ref, kvseg_ref = groups["seg"]
+    lse_ref, delta_ref, do_ref, dk_ref, dv_ref, dk_acc, dv_acc = rest
+    ki, qi = pl.program_id(2), pl.program_id(3)
+
+    @pl.when(qi == 0)
+    def _init():
+        dk_acc[...] = jnp.zeros(dk_acc.shape, jnp.float32)
+        dv_acc[...] = jnp.zeros(dv_acc.shape, jnp.float32)
+
+    q, k, v, do = q_ref[0, 0], k_ref[0, 0], v_ref[0, 0], do_ref[0, 0]
+    s = _scores(
+        q,
+        k,
+        bias_ref,
+        qseg_ref,
+        kvseg_ref,
+        causal=cfg.causal,
+        q_start=qi * cfg.block_q_dkv,
+        k_start=ki * cfg.block_k_dkv,
+    )
+    p = jnp.exp(s - lse_ref[0, 0])  # [block_q, block_k]
+    dv_acc[...] += lax.dot_general(
+        p.astype(do.dtype), do, _TRANS_A, preferred_element_type=jnp.float32
+    )
+    dp = lax.dot_general(do, v, _TRANS_B, preferred_element_type=jnp.float32)
+    ds = p * (dp - delta_ref[0, 0])
+    dk_acc[...] += lax.dot_general(
+        ds.astype(q.dtype), q, _TRANS_A, preferred_element_type=jnp.float32
+    )
+
+    @pl.when(qi == pl.num_programs(3) - 1)
+    def _store():
+        dk_ref[0, 0] = dk_acc[...].astype(dk_ref.dtype)
+        dv_ref[0, 0] = dv_acc[...].astype(dv_ref.dtype)
+
+
+def _dq_kernel(*refs, cfg: _Config, flags):
+    groups, rest = _unpack(refs, flags)
+    q_ref, k_ref, v_ref = groups["qkv"]
+    (bias_ref,) = groups["bias"]
+    qseg_ref, kvseg_ref = groups["seg"]
+    lse_ref, delta_ref, do_ref, dq_ref, dq_acc = rest
+    qi, ki = pl.program_id(2), pl.program_id(3)
+
+    @pl.when(ki == 0)
+    def _init():
+        dq_acc[...] = jnp.zeros(dq_acc.shape, jnp.float32)
+
+    k, v, do = k_ref[0, 0], v_ref[0, 0], do_ref[0, 0]
+    s = _scores(
+        q_ref[0, 0],
+        k,
+        bias_ref,
+        qseg_ref,
+        kvseg_ref,
+        causal=cfg.causal,
+        q_start=qi * cfg.block_q,
+        k_start=ki * cfg.block_k,
+    )
+    p = jnp.exp(s - lse_ref[0, 0])
+    dp = lax.dot_general(do, v, _TRANS_B, preferred_element_type=jnp.float32)
+    ds = p * (dp - delta_ref[0, 0])
+    dq_acc[...] += jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
+
+    @pl.when(ki == pl.num_programs(3) - 1)
+    def _store():
+        dq_ref[0, 0] = dq_acc[...]
+
+
+def _bytes(*arrays) -> int:
+    return sum(math.prod(a.shape) * jnp.dtype(a.dtype).itemsize for a in arrays if a is not None)
+
+
+def _cost(q, k, extra_inputs, outputs, *, passes: int) -> pl.CostEstimate:
+    """Matmul flops (`passes` [L, M, H] products) and the exp count of the score tiles."""
+    b, n, q_len, h = q.shape
+    m = k.shape[2]
+    return pl.CostEstimate(
+        flops=2 * passes * b * n * q_len * m * h,
+        transcendentals=b * n * q_len * m,
+        bytes_accessed=_bytes(q, k, *extra_inputs, *outputs),
+    )
+
+
+def _mask_specs(bias, qseg, kvseg, block_q, block_k, *, kv_major: bool):
+    """BlockSpecs of the optional masks for grids (b, n, i, j) with j or i the key tile."""
+
+    def kv_index(i, j):
+        return i if kv_major else j
+
+    def q_index(i, j):
+        return j if kv_major else i
+
+    specs, args = [], []
+    if bias is not None:
+        specs.append(pl.BlockSpec((1, 1, block_k), lambda b, n, i, j: (b, 0, kv_index(i, j))))
+        args.append(bias)
+    if qseg is not None:
+        specs.append(pl.BlockSpec((block_q, 1), lambda b, n, i, j: (q_index(i, j), 0)))
+        specs.append(pl.BlockSpec((1, block_k), lambda b, n, i, j: (0, kv_index(i, j))))
+        args += [qseg, kvseg]
+    return specs, args
+
+
+def _flags(q_scale=None, cos2=None, bias=None, qseg=None, *, with_prologue: bool):
+    flags = [("qkv", 3, True)]
+    if with_prologue:
+        flags += [("scale", 1, q_scale is not None), ("rope", 2, cos2 is not None)]
+    else:
+        flags += [("scale", 1, False), ("rope", 2, False)]
+    return tuple(flags + [("bias", 1, bias is not None), ("seg", 2, qseg is not None)])
+
+
+def _forward(q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, cfg: _Config):
+    b, n, q_len, h = q.shape
+    m = k.shape[2]
+    bq, bk = cfg.block_q, cfg.block_k
+    grid = (b, n, q_len // bq, m // bk)
+    q_spec = pl.BlockSpec((1, 1, bq, h), lambda b, n, i, j: (b, n, i, 0))
+    kv_spec = pl.BlockSpec((1, 1, bk, h), lambda b, n, i, j: (b, n, j, 0))
+    in_specs, args = [q_spec, kv_spec, kv_spec], [q, k, v]
+    if q_scale is not None:
+        in_specs.append(pl.BlockSpec((1, h), lambda b, n, i, j: (0, 0)))
+        args.append(q_scale.reshape(1, h))
+    if cos2 is not None:
+        per_batch = cos2.shape[0] != 1
+        rope_spec = pl.BlockSpec((1, bq, h), lambda b, n, i, j: (b if per_batch else 0, i, 0))
+        in_specs += [rope_spec, rope_spec]
+        args += [cos2, sin2]
+    mask_specs, mask_args = _mask_specs(bias, qseg, kvseg, bq, bk, kv_major=False)
+    in_specs += mask_specs
+    args += mask_args
+    out_shape = [
+        jax.ShapeDtypeStruct(q.shape, q.dtype),
+        jax.ShapeDtypeStruct((b, n, q_len, 1), jnp.float32),
+    ]
+    out_specs = [q_spec, pl.BlockSpec((1, 1, bq, 1), lambda b, n, i, j: (b, n, i, 0))]
+    kernel = functools.partial(
+        _fwd_kernel, cfg=cfg, flags=_flags(q_scale, cos2, bias, qseg, with_prologue=True)
+    )
+    out, lse = pl.pallas_call(
+        kernel,
+        grid_spec=pltpu.PrefetchScalarGridSpec(
+            num_scalar_prefetch=0,
+            grid=grid,
+            in_specs=in_specs,
+            out_specs=out_specs,
+            scratch_shapes=[
+                pltpu.VMEM((bq, h), k.dtype),  # q' of this query tile
+                pltpu.VMEM((bq, 1), jnp.float32),  # running max
+                pltpu.VMEM((bq, 1), jnp.float32),  # running denominator
+                pltpu.VMEM((bq, h), jnp.float32),  # output accumulator
+            ],
+        ),
+        out_shape=out_shape,
+        compiler_params=pltpu.CompilerParams(
+            dimension_semantics=("parallel", "parallel", "parallel", "arbitrary")
+        ),
+        cost_estimate=_cost(q, k, args[2:], out_shape, passes=2),
+        interpret=cfg.interpret,
+        name="stiv_flash_fwd",
+    )(*args)
+    return out, lse
+
+
+def _backward(qp, k, v, bias, qseg, kvseg, lse, delta, do, cfg: _Config):
+    """Gradients w.r.t. q' (float32), k and v from the saved logsumexp."""
+    b, n, q_len, h = qp.shape
+    m = k.shape[2]
+    flags = _flags(bias=bias, qseg=qseg, with_prologue=False)
+
+    # dk, dv: key tiles are the parallel axis, query tiles the reduction axis.
+    bq, bk = cfg.block_q_dkv, cfg.block_k_dkv
+    q_spec = pl.BlockSpec((1, 1, bq, h), lambda b, n, j, i: (b, n, i, 0))
+    row_spec = pl.BlockSpec((1, 1, bq, 1), lambda b, n, j, i: (b, n, i, 0))
+    kv_spec = pl.BlockSpec((1, 1, bk, h), lambda b, n, j, i: (b, n, j, 0))
+    mask_specs, mask_args = _mask_specs(bias, qseg, kvseg, bq, bk, kv_major=True)
+    out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)]
+    dk, dv = pl.pallas_call(
+        functools.partial(_dkv_kernel, cfg=cfg, flags=flags),
+        grid_spec=pltpu.PrefetchScalarGridSpec(
+            num_scalar_prefetch=0,
+            grid=(b, n, m // bk, q_len // bq),
+            in_specs=[q_spec, kv_spec, kv_spec, *mask_specs, row_spec, row_spec, q_spec],
+            out_specs=[kv_spec, kv_spec],
+            scratch_shapes=[pltpu.VMEM((bk, h), jnp.float32), pltpu.VMEM((bk, h), jnp.float32)],
+        ),
+        out_shape=out_shape,
+        compiler_params=pltpu.CompilerParams(
+            dimension_semantics=("parallel", "parallel", "parallel", "arbitrary")
+        ),
+        cost_estimate=_cost(qp, k, [v, *mask_args, lse, delta, do], out_shape, passes=4),
+        interpret=cfg.interpret,
+        name="stiv_flash_dkv",
+    )(qp, k, v, *mask_args, lse, delta, do)
+
+    # dq: query tiles parallel, key tiles the reduction axis.
+    bq, bk = cfg.block_q, cfg.block_k
+    q_spec = pl.BlockSpec((1, 1, bq, h), lambda b, n, i, j: (b, n, i, 0))
+    row_spec = pl.BlockSpec((1, 1, bq, 1), lambda b, n, i, j: (b, n, i, 0))
+    kv_spec = pl.BlockSpec((1, 1, bk, h), lambda b, n, i, j: (b, n, j, 0))
+    mask_specs, mask_args = _mask_specs(bias, qseg, kvseg, bq, bk, kv_major=False)
+    out_shape = jax.ShapeDtypeStruct(qp.shape, jnp.float32)
+    dq = pl.pallas_call(
+        functools.partial(_dq_kernel, cfg=cfg, flags=flags),
+        grid_spec=pltpu.PrefetchScalarGridSpec(
+            num_scalar_prefetch=0,
+            grid=(b, n, q_len // bq, m // bk),
+            in_specs=[q_spec, kv_spec, kv_spec, *mask_specs, row_spec, row_spec, q_spec],
+            out_specs=q_spec,
+            scratch_shapes=[pltpu.VMEM((bq, h), jnp.float32)],
+        ),
+        out_shape=out_shape,
+        compiler_params=pltpu.CompilerParams(
+            dimension_semantics=("parallel", "parallel", "parallel", "arbitrary")
+        ),
+        cost_estimate=_cost(qp, k, [v, *mask_args, lse, delta, do], [out_shape], passes=3),
+        interpret=cfg.interpret,
+        name="stiv_flash_dq",
+    )(qp, k, v, *mask_args, lse, delta, do)
+    return dq, dk, dv
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(9,))
+def flash_core(q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, cfg: _Config):
+    """Padded, head-major inputs (see module docstring) -> out [B, N, L, H]."""
+    return _forward(q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, cfg)[0]
+
+
+def _flash_core_fwd(q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, cfg):
+    out, lse = _forward(q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, cfg)
+    return out, (q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, out, lse)
+
+
+def _flash_core_bwd(cfg, residuals, do):
+    q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, out, lse = residuals
+    prologue = functools.partial(
+        query_prologue,
+        cos2=cos2,
+        sin2=sin2,
+        eps=cfg.eps,
+        sm_scale=cfg.sm_scale,
+    )
+    qp, pullback = jax.vjp(lambda q_, s_: prologue(q_, s_), q, q_scale)
+    delta = jnp.sum(do.astype(jnp.float32) * out.astype(jnp.float32), -1, keepdims=True)
+    dqp, dk, dv = _backward(
+        qp.astype(k.dtype), k, v, bias, qseg, kvseg, lse, delta, do.astype(v.dtype), cfg
+    )
+    dq, dscale = pullback(dqp)
+    # Rope tables, key bias and segment ids are constants: no gradient flows to them.
+    return dq.astype(q.dtype), dk, dv, dscale, None, None, None, None, None
+
+
+flash_core.defvjp(_flash_core_fwd, _flash_core_bwd)
