@@ -1,0 +1,154 @@
+"""Text-encoder interface: strings → padded token states, mask and a pooled sentence vector.
+
+Shapes: B prompts, L = max_length tokens, D token width, Dp pooled width.
+  encode(texts) → TextEmbeddings(tokens f32 [B, L, D], mask bool [B, L], pooled f32 [B, Dp])
+
+Subclasses give a tokenizer (`tokenize(texts) -> ids int32 [B, L], mask bool [B, L]`) and an
+NNX module whose `__call__(ids, mask)` returns `(tokens [B, L, D], pooled [B, Dp])`. The base
+class validates input, splits large prompt lists into chunks, pads each chunk's batch to a power
+of two (so at most log2(chunk_size)+1 shapes ever compile), jits the forward once per shape,
+and keeps an optional bounded LRU cache keyed by the prompt text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+from flax import nnx
+
+
+@dataclass
+class TextEmbeddings:
+    """tokens f32 [B, L, D]; mask bool [B, L] (True = real token); pooled f32 [B, Dp]."""
+
+    tokens: np.ndarray
+    mask: np.ndarray
+    pooled: np.ndarray
+
+
+def read_config(directory: str) -> dict:
+    """Reads `<directory>/config.json` with a one-line error when absent or malformed."""
+    path = os.path.join(directory, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"text encoder config {path!r} not found (expected an HF dir)")
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"text encoder config {path!r} is not valid JSON: {e}") from None
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str | bytes):
+        raise TypeError(f"encode() expects a list of str, got a single {type(texts).__name__}")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__} ({t!r:.40}), expected str")
+    return texts
+
+
+def _bucket(n: int, cap: int) -> int:
+    """Smallest power of two ≥ n, capped at `cap` (chunk sizes that compile)."""
+    return min(cap, 1 << max(0, (n - 1).bit_length()))
+
+
+class TextEncoder:
+    """Base class; subclasses set `dim`, `pooled_dim`, `max_length`, `model`, `tokenize`."""
+
+    dim: int
+    pooled_dim: int
+    max_length: int
+    model: nnx.Module
+
+    def __init__(self, *, chunk_size: int = 64, cache_size: int = 0):
+        if chunk_size < 1 or cache_size < 0:
+            raise ValueError(f"{chunk_size=} must be ≥ 1 and {cache_size=} ≥ 0")
+        self.chunk_size = chunk_size
+        self.cache_size = cache_size  # 0 = no cache; else max number of prompts kept (LRU)
+        self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+        self._jitted = None
+
+    # Subclasses implement this.
+    def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def forward(self, ids: np.ndarray, mask: np.ndarray) -> tuple[jax.Array, jax.Array]:
+        """Jitted model call on token ids int32 [B, L] and mask bool [B, L]."""
+        if self._jitted is None:
+            graphdef, state = nnx.split(self.model)
+            fn = jax.jit(lambda st, i, m: nnx.merge(graphdef, st)(i, m))
+            self._jitted = lambda i, m: fn(state, i, m)
+        return self._jitted(ids, mask)
+
+    def _encode_uncached(self, texts: list[str]) -> TextEmbeddings:
+        ids, mask = self.tokenize(texts)
+        toks, pooled = [], []
+        for s in range(0, len(texts), self.chunk_size):
+            ci, cm = ids[s : s + self.chunk_size], mask[s : s + self.chunk_size]
+            n = len(ci)
+            b = _bucket(n, self.chunk_size)
+            # Pad the batch with copies of row 0 (a fully masked row could divide by zero).
+            ci = np.concatenate([ci, np.repeat(ci[:1], b - n, 0)])
+            cm = np.concatenate([cm, np.repeat(cm[:1], b - n, 0)])
+            t, p = self.forward(ci, cm)
+            toks.append(np.asarray(t[:n], np.float32))
+            pooled.append(np.asarray(p[:n], np.float32))
+        return TextEmbeddings(np.concatenate(toks), mask, np.concatenate(pooled))
+
+    def encode(self, texts: Sequence[str]) -> TextEmbeddings:
+        """Encodes prompts ("" is the null prompt) to numpy arrays; see module docstring."""
+        texts = check_texts(texts)
+        if not texts:
+            return TextEmbeddings(
+                np.zeros((0, self.max_length, self.dim), np.float32),
+                np.zeros((0, self.max_length), bool),
+                np.zeros((0, self.pooled_dim), np.float32),
+            )
+        if not self.cache_size:
+            return self._encode_uncached(texts)
+        todo = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if todo:
+            new = self._encode_uncached(todo)
+            for i, t in enumerate(todo):
+                self._cache[t] = (new.tokens[i], new.mask[i], new.pooled[i])
+        rows = []
+        for t in texts:
+            # A hit moves the prompt to the back; evict from the front only after assembling.
+            self._cache.move_to_end(t)
+            rows.append(self._cache[t])
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return TextEmbeddings(*(np.stack(x) for x in zip(*rows)))
+
+
+class PooledOverride(TextEncoder):
+    """Token states and mask from `main`, pooled vector from `pooled` (e.g. CLIP's EOS state)."""
+
+    def __init__(self, main: TextEncoder, pooled: TextEncoder):
+        super().__init__(chunk_size=main.chunk_size, cache_size=0)
+        self.main, self.pooled = main, pooled
+        self.dim, self.max_length = main.dim, main.max_length
+        self.pooled_dim = pooled.pooled_dim
+
+    def encode(self, texts: Sequence[str]) -> TextEmbeddings:
+        out = self.main.encode(texts)
+        out.pooled = self.pooled.encode(texts).pooled
+        return out
+
+
+def load_module(make, directory: str, rules, *, ignore=(), tensors=None) -> nnx.Module:
+    """Builds `make()` abstractly (no random init of big weights) and fills it from safetensors."""
+    from stiv_jax.weights import load_into, load_safetensors
+
+    model = nnx.eval_shape(make)
+    load_into(
+        model, load_safetensors(directory) if tensors is None else tensors, rules, ignore=ignore
+    )
+    return model
