@@ -1,0 +1,176 @@
+"""ShapesBench generator: determinism, splits, ground truth against the pixels, options."""
+
+import collections
+
+import cv2
+import numpy as np
+import pytest
+
+from stiv_jax.data import shapes
+from stiv_jax.data.motion import motion_score
+from stiv_jax.data.shapes import ShapesSource, generate_clip
+
+
+def _mask(frame: np.ndarray, rgb) -> np.ndarray:
+    return np.linalg.norm(frame.astype(np.float32) - np.asarray(rgb, np.float32), axis=-1) < 40
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return bool(np.array_equal(a, b))
+
+
+def test_deterministic_by_seed_split_index():
+    a, b = generate_clip(5), generate_clip(5)
+    assert _same(a, b)
+    assert not np.array_equal(a["video"], generate_clip(5, seed=1)["video"])
+    assert not np.array_equal(a["video"], generate_clip(6)["video"])
+    assert not np.array_equal(a["video"], generate_clip(5, split="heldout")["video"])
+
+
+@pytest.mark.parametrize("res, frames", [(16, 1), (32, 8), (64, 16), (32, 17)])
+def test_shapes_dtypes_and_score(res, frames):
+    clip = generate_clip(3, res=res, frames=frames)
+    assert clip["video"].shape == (frames, res, res, 3) and clip["video"].dtype == np.uint8
+    assert isinstance(clip["caption"], str) and clip["caption"]
+    assert clip["motion_score"].dtype == np.float32
+    expect = motion_score(clip["video"], interval=2) if frames > 1 else 0.0
+    assert clip["motion_score"] == pytest.approx(expect, abs=1e-6)
+    for obj in clip["truth"]["objects"]:
+        for key in ("x", "y", "size", "area"):
+            assert obj[key].shape == (frames,)
+
+
+def test_heldout_uses_disjoint_templates():
+    def skeleton(tpl):  # the fixed words of every phrasing of a template
+        return {getattr(tpl, f.name) for f in shapes.dataclasses.fields(tpl)}
+
+    train = set().union(*(skeleton(t) for t in shapes.TRAIN_TEMPLATES))
+    held = set().union(*(skeleton(t) for t in shapes.HELDOUT_TEMPLATES))
+    assert not train & held
+    caps = {s: {generate_clip(i, split=s)["caption"] for i in range(40)} for s in shapes.SPLITS}
+    assert not caps["train"] & caps["heldout"]
+    tpls = {generate_clip(i, split="heldout")["truth"]["template"] for i in range(40)}
+    assert tpls == set(range(len(shapes.HELDOUT_TEMPLATES)))
+
+
+def test_truth_matches_pixels_and_stays_in_frame():
+    res = 64
+    checked = 0
+    ys, xs = np.mgrid[0:res, 0:res]
+    for i in range(60):
+        clip = generate_clip(i, res=res, frames=8, textured=False)
+        bg = np.asarray(clip["truth"]["background"]["rgb"], np.float32)
+        objs = clip["truth"]["objects"]
+        for obj in objs:
+            s = obj["size"]
+            assert np.all(obj["x"] >= s - 1e-3) and np.all(obj["x"] <= res - 1 - s + 1e-3)
+            assert np.all(obj["y"] >= s - 1e-3) and np.all(obj["y"] <= res - 1 - s + 1e-3)
+            if len(objs) > 1:
+                continue  # the soft coverage below assumes one object over the background
+            for f in (0, 7):
+                # Coverage of each pixel by the object, from its blend between bg and colour.
+                d = np.asarray(obj["rgb"], np.float32) - bg
+                alpha = (clip["video"][f].astype(np.float32) - bg) @ d / (d @ d)
+                area = alpha.sum()
+                # 4x4 supersampling puts straight edges within 1/8 px: <= ~4% area, 0.15 px.
+                assert area == pytest.approx(obj["area"][f], rel=0.04)
+                assert (alpha * xs).sum() / area == pytest.approx(obj["x"][f], abs=0.15)
+                assert (alpha * ys).sum() / area == pytest.approx(obj["y"][f], abs=0.15)
+                # A hard colour threshold (what trackers use) still finds the centre.
+                m = _mask(clip["video"][f], obj["rgb"])
+                assert xs[m].mean() == pytest.approx(obj["x"][f], abs=0.6)
+                assert ys[m].mean() == pytest.approx(obj["y"][f], abs=0.6)
+                checked += 1
+    assert shapes.shape_area("square", 2.0) == 16.0
+    assert checked >= 40
+
+
+def test_motions_follow_their_captions():
+    res, n = 64, 8
+    seen = collections.Counter()
+    for i in range(200):
+        truth = generate_clip(i, res=res, frames=n, camera_pan=False)["truth"]
+        for obj in truth["objects"]:
+            motion, speed = obj["motion"], obj["speed"]
+            seen[motion] += 1
+            dx, dy = obj["x"][-1] - obj["x"][0], obj["y"][-1] - obj["y"][0]
+            if motion in shapes.DIRECTIONS:
+                ux, uy = shapes.DIRECTIONS[motion]
+                dist = np.hypot(dx, dy)
+                assert (dx * ux + dy * uy) / dist == pytest.approx(1.0, abs=1e-4)
+                # 8 frames at 64 px always fit the nominal speed.
+                assert dist / (n - 1) == pytest.approx(shapes.SPEEDS[speed] * res, rel=1e-4)
+            else:
+                assert abs(dx) < 1e-4 and abs(dy) < 1e-4
+            growth = obj["size"][-1] - obj["size"][0]
+            sign = {"grow": 1, "shrink": -1}.get(motion, 0)
+            assert np.sign(round(float(growth), 4)) == sign
+    assert set(seen) == set(shapes.MOTIONS)
+
+
+def test_camera_pan_moves_background_and_objects():
+    found = 0
+    for i in range(300):
+        clip = generate_clip(i, res=64, frames=8)
+        cam = clip["truth"]["camera"]
+        if cam["pan"] == "none":
+            continue
+        found += 1
+        assert "pan" in clip["caption"] or "camera" in clip["caption"]
+        ux, uy = shapes.DIRECTIONS[cam["pan"]]
+        offset = cam["offset"]
+        assert offset[-1] == pytest.approx(np.array([ux, uy]) * cam["rate"] * 7, abs=1e-3)
+        # The background moves against the pan: phase correlation of frame 0 -> last.
+        a, b = (cv2.cvtColor(clip["video"][f], cv2.COLOR_RGB2GRAY) for f in (0, -1))
+        (sx, sy), _ = cv2.phaseCorrelate(a.astype(np.float32), b.astype(np.float32))
+        assert np.hypot(sx + offset[-1, 0], sy + offset[-1, 1]) < 1.0
+        for obj in clip["truth"]["objects"]:
+            assert obj["motion"] == "still"
+            assert obj["x"][-1] - obj["x"][0] == pytest.approx(-offset[-1, 0], abs=1e-3)
+            assert obj["y"][-1] - obj["y"][0] == pytest.approx(-offset[-1, 1], abs=1e-3)
+        if found >= 6:
+            break
+    assert found >= 6
+
+
+def test_options_and_coverage():
+    kinds, colors, shp, nobj = set(), set(), set(), set()
+    for i in range(150):
+        t = generate_clip(i, textured=False)["truth"]
+        assert t["background"]["kind"] == "plain" and t["camera"]["pan"] == "none"
+        t = generate_clip(i, camera_pan=False)["truth"]
+        assert t["camera"]["pan"] == "none"
+        kinds.add(t["background"]["kind"])
+        nobj.add(len(t["objects"]))
+        for o in t["objects"]:
+            colors.add(o["color"])
+            shp.add(o["shape"])
+        if len(t["objects"]) == 2:
+            assert t["objects"][0]["color"] != t["objects"][1]["color"]
+    assert kinds == set(shapes.TEXTURES) and colors == set(shapes.COLORS)
+    assert shp == set(shapes.SHAPES) and nobj == {1, 2}
+
+
+def test_frame_stride_keeps_every_kth_rendered_frame():
+    strided = generate_clip(4, frames=5, frame_stride=2)
+    full = generate_clip(4, frames=9)
+    assert np.array_equal(strided["video"], full["video"][::2])
+    assert strided["caption"] == full["caption"]
+
+
+def test_source_and_errors():
+    src = ShapesSource(10, res=16, frames=4)
+    assert len(src) == 10
+    assert np.array_equal(src[3]["video"], generate_clip(3, res=16, frames=4)["video"])
+    with pytest.raises(IndexError, match="10"):
+        src[10]
+    with pytest.raises(ValueError, match="split='test'"):
+        generate_clip(0, split="test")
+    with pytest.raises(ValueError, match="res=8"):
+        generate_clip(0, res=8)
+    with pytest.raises(ValueError, match="num=0"):
+        ShapesSource(0)
