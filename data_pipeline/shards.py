@@ -1,0 +1,71 @@
+"""ArrayRecord writing: per-video work files and the final balanced shards.
+
+Shapes: index arrays are int32 [N, 3] = (stored height, width, num_frames) per record.
+Every file is written under a temporary name in the same folder and renamed when complete,
+so a crash never leaves a half-written file under a final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from array_record.python import array_record_module as ar
+
+# group_size:1 makes every record its own chunk: random access without reading neighbours.
+WRITER_OPTIONS = "group_size:1"
+
+
+def shard_name(split: str, i: int, n: int) -> str:
+    return f"{split}-{i:05d}-of-{n:05d}.array_record"
+
+
+def tmp_path(path: str) -> str:
+    return f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """Yields a temp path beside `path`; renames it onto `path` if the block succeeds."""
+    tmp = tmp_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_records(path: str, records: Sequence[bytes]) -> None:
+    """One ArrayRecord file of `records`, written atomically."""
+    with atomic_path(path) as tmp:
+        writer = ar.ArrayRecordWriter(tmp, WRITER_OPTIONS)
+        for r in records:
+            writer.write(r)
+        writer.close()
+
+
+def read_records(path: str) -> list[bytes]:
+    reader = ar.ArrayRecordReader(path)
+    try:
+        return list(reader.read(0, reader.num_records())) if reader.num_records() else []
+    finally:
+        reader.close()
+
+
+def write_index(path: str, rows: Sequence[Sequence[int]]) -> None:
+    arr = np.asarray(rows, np.int32).reshape(-1, 3)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
+
+
+def num_shards(num_records: int, hosts: int, records_per_shard: int) -> int:
+    """At least `hosts` shards and a multiple of it, so every host reads as many shards."""
+    if hosts < 1 or records_per_shard < 1:
+        raise ValueError(f"hosts={hosts} and records_per_shard={records_per_shard} must be >= 1")
+    n = max(hosts, -(-num_records // records_per_shard))
+    return -(-n // hosts) * hosts
