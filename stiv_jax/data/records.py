@@ -79,12 +79,15 @@ def decode_record(data: bytes) -> dict[str, Any]:
 # ---------------------------------------------------------------- video decoding
 
 
-def _open_bytes(data: bytes) -> tuple[cv2.VideoCapture, str | None]:
+def _open_bytes(data: bytes) -> tuple[cv2.VideoCapture, Any]:
+    """(capture, keep): `keep` is the stream the capture reads (it must outlive the capture:
+    OpenCV holds no reference to it) or the temp file path to delete afterwards."""
     # OpenCV >= 4.10 reads from a Python stream; older builds need a file.
+    stream = io.BytesIO(data)
     try:
-        cap = cv2.VideoCapture(io.BytesIO(data), cv2.CAP_FFMPEG, [])
+        cap = cv2.VideoCapture(stream, cv2.CAP_FFMPEG, [])
         if cap.isOpened():
-            return cap, None
+            return cap, stream
     except (cv2.error, TypeError):
         pass
     fd, path = tempfile.mkstemp(suffix=".mp4")
@@ -99,7 +102,7 @@ def decode_frames(video: bytes | np.ndarray, frame_ids: Sequence[int] | None = N
         if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
             raise ValueError(f"raw video {video.shape} {video.dtype} is not uint8 [T, H, W, 3]")
         return video if frame_ids is None else video[np.asarray(frame_ids)]
-    cap, tmp = _open_bytes(bytes(video))
+    cap, keep = _open_bytes(bytes(video))
     try:
         wanted = None if frame_ids is None else set(int(i) for i in frame_ids)
         last = None if frame_ids is None else max(frame_ids)
@@ -113,8 +116,8 @@ def decode_frames(video: bytes | np.ndarray, frame_ids: Sequence[int] | None = N
             i += 1
     finally:
         cap.release()
-        if tmp:
-            os.remove(tmp)
+        if isinstance(keep, str):
+            os.remove(keep)
     need = 1 if frame_ids is None else len(frame_ids)
     if len(out) < need:
         raise ValueError(f"mp4 record decoded {len(out)} frames; expected frames {frame_ids}")
