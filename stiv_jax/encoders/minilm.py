@@ -76,10 +76,10 @@ class BertLayer(nnx.Module):
         self.act = activation(c.hidden_act)
 
     def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
-        b, l, d = x.shape
-        split = lambda t: t.reshape(b, l, self.n, d // self.n)  # [B, L, D] → [B, L, N, H]
+        b, n_tok, d = x.shape
+        split = lambda t: t.reshape(b, n_tok, self.n, d // self.n)  # [B, L, D] → [B, L, N, H]
         a = attention(split(self.q(x)), split(self.k(x)), split(self.v(x)), bias)
-        x = self.attn_norm(x + self.o(a.reshape(b, l, d)))
+        x = self.attn_norm(x + self.o(a.reshape(b, n_tok, d)))
         return self.ff_norm(x + self.ff_out(self.act(self.ff_in(x))))
 
 
@@ -104,9 +104,9 @@ class Bert(nnx.Module):
         self.layers = nnx.List([BertLayer(c, **kw) for _ in range(c.num_layers)])
 
     def __call__(self, ids: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-        l = ids.shape[1]
+        n_tok = ids.shape[1]
         # token_type_ids are all 0 for single sentences, as in sentence-transformers.
-        x = self.word(ids) + self.position(jnp.arange(l))[None] + self.token_type.embedding[0]
+        x = self.word(ids) + self.position(jnp.arange(n_tok))[None] + self.token_type.embedding[0]
         x = self.emb_norm(x)
         bias = key_mask_bias(mask)
         for layer in self.layers:

