@@ -44,6 +44,18 @@ def _stack_branches(branches: tuple[Any, ...], batch: int) -> Any:
     return jax.tree.map(lambda *leaves: jnp.concatenate(leaves, axis=0), *branches)
 
 
+def _per_sample(scale: float | jax.Array, x: jax.Array) -> jax.Array:
+    """A guidance scale as float32, a 1-D [B] array reshaped to [B, 1, ..., 1] (one per sample)."""
+    scale = jnp.asarray(scale, jnp.float32)
+    if scale.ndim == 1:
+        if scale.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"guided_velocity: per-sample scale has shape {scale.shape}, expected ({x.shape[0]},)"
+            )
+        scale = scale.reshape(scale.shape + (1,) * (x.ndim - 1))
+    return scale
+
+
 def renormalize(v: jax.Array, v_full: jax.Array) -> jax.Array:
     """CFG renormalisation (Lumina-Next): per sample, scale v down to ‖v_full‖ if it exceeds it.
 
@@ -65,9 +77,9 @@ def guided_velocity(
     branches: tuple[Any, ...],
     *,
     mode: str = "joint",
-    scale: float = 7.5,
-    text_scale: float = 7.5,
-    image_scale: float = 1.5,
+    scale: float | jax.Array = 7.5,
+    text_scale: float | jax.Array = 7.5,
+    image_scale: float | jax.Array = 1.5,
     renorm: bool = False,
 ) -> jax.Array:
     """Guided velocity [B, ...] float32 from one `model_fn(x [kB, ...], t [kB], cond)` call.
@@ -76,6 +88,7 @@ def guided_velocity(
     `image_scale` and `text_scale` with branches (cond_full, cond_image_only, cond_null).
     scale = 1 (joint) or image_scale = text_scale = 1 (separate) gives the fully conditional
     velocity. `renorm=True` applies `renormalize(v, v_full)`. t may be a scalar or [B].
+    Each scale is a float, a [B] array (one scale per sample) or an array broadcastable to x.
     """
     if mode not in MODES:
         raise ValueError(
@@ -97,10 +110,11 @@ def guided_velocity(
     parts = jnp.split(v_all.astype(jnp.float32), k, axis=0)
     if mode == "joint":
         v_full, v_null = parts
-        v = v_null + scale * (v_full - v_null)
+        v = v_null + _per_sample(scale, x) * (v_full - v_null)
     else:
         v_full, v_img, v_null = parts
-        v = v_null + image_scale * (v_img - v_null) + text_scale * (v_full - v_img)
+        s_img, s_text = _per_sample(image_scale, x), _per_sample(text_scale, x)
+        v = v_null + s_img * (v_img - v_null) + s_text * (v_full - v_img)
     return renormalize(v, v_full) if renorm else v
 
 

@@ -33,7 +33,7 @@ def time_grid(steps: int, shift: float = 1.0) -> jax.Array:
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"time_grid: steps={steps!r} must be an integer >= 1")
-    if shift <= 0:
+    if isinstance(shift, (int, float)) and shift <= 0:  # a traced shift cannot be checked
         raise ValueError(f"time_grid: shift={shift!r} must be positive")
     grid = shift_time(jnp.linspace(0.0, 1.0, steps + 1, dtype=jnp.float32), shift)
     # Pin the ends: the formula fixes them mathematically but float32 may round them.

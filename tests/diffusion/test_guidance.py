@@ -155,3 +155,32 @@ def test_branch_validation_errors():
     with pytest.raises(ValueError, match="leading batch 2"):
         guided_velocity(model, x, t, (full, bad))
     assert model.batches == []  # validation happens before any model call
+
+
+def test_per_sample_scales():
+    model = CountingModel()
+    full, img, null, x, t = _conds()
+    scales = jnp.array([1.0, 6.0])
+    v = guided_velocity(model, x, t, (full, null), scale=scales)
+    for b in range(B):
+        ref = guided_velocity(model, x, t, (full, null), scale=float(scales[b]))
+        np.testing.assert_allclose(v[b], ref[b], rtol=1e-6, atol=1e-6)
+    # The lead's broadcast form [B, 1, 1, 1, 1] gives the same.
+    v5 = guided_velocity(model, x, t, (full, null), scale=scales[:, None, None, None, None])
+    np.testing.assert_array_equal(v5, v)
+    vs = guided_velocity(
+        model, x, t, (full, img, null), mode="separate", text_scale=scales, image_scale=scales / 2
+    )
+    for b in range(B):
+        ref = guided_velocity(
+            model,
+            x,
+            t,
+            (full, img, null),
+            mode="separate",
+            text_scale=float(scales[b]),
+            image_scale=float(scales[b]) / 2,
+        )
+        np.testing.assert_allclose(vs[b], ref[b], rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="per-sample scale has shape"):
+        guided_velocity(model, x, t, (full, null), scale=jnp.ones((3,)))
