@@ -22,10 +22,15 @@ from typing import Any
 
 import grain
 import numpy as np
+from absl import flags
 
 from stiv_jax.data.shapes import ShapesSource, generate_clip
 from stiv_jax.data.tasks import TASKS, sample_task, task_cond_mask, task_probs_array
 
+# Grain's defaults (16 threads, 500 prefetched elements) would hold 500 *batches* here:
+# gigabytes at real batch sizes. A few batches in flight hide the generation latency.
+READ_THREADS = 2
+PREFETCH_BATCHES = 4
 BATCH_KEYS = ("video", "caption", "motion_score", "micro", "cond_mask", "task")
 
 
@@ -136,8 +141,14 @@ def make_dataset(
         )
         .batch(batch, drop_remainder=True, batch_fn=collate)
     )
-    it_ds = ds.to_iter_dataset()
+    it_ds = ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=PREFETCH_BATCHES)
+    )
     if int(d.num_workers) > 0:
+        # Grain's worker processes read absl flags; a library caller (tests, notebooks) may
+        # never have parsed them, and then every flag read raises. Defaults are what we want.
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(d.num_workers)))
     return it_ds
 
