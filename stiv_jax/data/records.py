@@ -32,6 +32,7 @@ import cv2
 import grain
 import msgpack
 import numpy as np
+from absl import flags
 
 from stiv_jax.data import buckets as buckets_lib
 from stiv_jax.data import tasks as tasks_lib
@@ -290,6 +291,10 @@ def records_dataset(
     train = split == "train"
     seed = int(data.seed)
     task_probs = task_probs_from_config(config, latent_frames)
+    read_options = grain.ReadOptions(
+        num_threads=int(data.get("read_threads", 2)),
+        prefetch_buffer_size=int(data.get("prefetch_batches", 2)),
+    )
     per_bucket, counts = [], []
     for b, bucket in enumerate(buckets):
         idx = np.flatnonzero(assigned == b)
@@ -309,7 +314,9 @@ def records_dataset(
         )
         ds = ds.random_map(transform, seed=_mix_seed(seed + 1, process_index, b))
         ds = ds.batch(host_batch, drop_remainder=train, batch_fn=collate)
-        per_bucket.append(ds.to_iter_dataset())
+        # Few threads and a short buffer per bucket: every bucket prefetches on its own, and
+        # Grain's defaults (16 threads, 500 elements) would decode hundreds of batches ahead.
+        per_bucket.append(ds.to_iter_dataset(read_options))
         counts.append(len(idx))
     if not per_bucket:
         raise ValueError(
@@ -322,6 +329,10 @@ def records_dataset(
         ds = grain.experimental.InterleaveIterDataset(per_bucket, cycle_length=1)
     workers = int(data.get("num_workers", 0))
     if workers > 0:
+        # Grain's worker processes read absl flags; a library caller (tests, notebooks) may
+        # never have parsed them, and then every flag read raises. Defaults are what we want.
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     return ds
 
