@@ -146,6 +146,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     s.fps = 8  # fps of written MP4s
     s.num_train_samples = 4  # videos written by the trainer's periodic sampling
     s.batch_size = 4  # prompts per sampler batch
+    s.motion_score = 2.0  # motion score for prompts that give none
 
     # ---------------------------------------------------------------- encoders
     e = c.text_encoder = ml_collections.ConfigDict()
@@ -153,6 +154,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     e.path = ""  # checkpoint dir ("" = the packaged MiniLM-L6)
     e.max_length = 32 if small else 128  # token length L (padded / truncated)
     e.pooled_path = ""  # optional second encoder (e.g. CLIP) for the pooled vector
+    e.cache_size = 4096  # LRU of encoded prompts (training captions repeat)
+    e.dtype = "float32"  # encoder compute dtype
 
     a = c.autoencoder = ml_collections.ConfigDict()
     a.name = "pixel" if small else "sd_vae"  # pixel (identity) | sd_vae | wan

@@ -1,0 +1,60 @@
+"""Orbax checkpoints: `workdir/checkpoints/<step>/{state, data, config}`.
+
+state   params, EMA params, optimizer state, step (arrays; restored onto the shardings
+        of the abstract target, so a run resumes on another mesh)
+data    the Grain iterator state of this host (`process_<i>-of-<n>.json`)
+config  the run's ConfigDict as JSON
+
+Saves are async (Orbax writes into a temporary directory and renames it on commit, so a
+process killed mid-save leaves no half checkpoint that a restore would pick up).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import grain
+import ml_collections
+import orbax.checkpoint as ocp
+
+
+def manager(workdir: str, *, max_to_keep: int, async_save: bool = True) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save
+    )
+    return ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        options=options,
+        item_names=("state", "data", "config"),
+    )
+
+
+def config_to_json(config: ml_collections.ConfigDict) -> dict:
+    return json.loads(config.to_json_best_effort())
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_iter, config, *, force=False):
+    items = dict(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config_to_json(config)))
+    if data_iter is not None:
+        items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+    return mngr.save(step, args=ocp.args.Composite(**items), force=force)
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any, data_iter=None):
+    """Restores `state` (onto abstract_state's shapes/shardings) and the iterator in place."""
+    items = dict(state=ocp.args.StandardRestore(abstract_state))
+    if data_iter is not None:
+        items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    return mngr.restore(step, args=ocp.args.Composite(**items))["state"]
+
+
+def restore_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
+    """The config saved with a checkpoint (latest when step is None)."""
+    mngr = manager(workdir, max_to_keep=1_000_000, async_save=False)
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint under {os.path.join(workdir, 'checkpoints')}")
+    cfg = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    return ml_collections.ConfigDict(cfg)

@@ -1,0 +1,335 @@
+"""The one STIV trainer: flow matching with AdaFactor, EMA, Orbax checkpoints, exact resume.
+
+  python -m stiv_jax.train --config configs/stiv.py:variant=S --workdir runs/stiv_s \
+      [--config.train.steps=1000 ...]
+
+Shapes: B batch, T pixel frames, F latent frames, H/W latent size, C latent channels,
+L text tokens, Dt/Dp text widths.
+
+Sections: setup (encoders, model, optimizer) · batches (host: decode, encode text and
+latents) · step (jitted, donated state) · loop (log, checkpoint, sample, resume).
+
+Exactness: the step's rng is `fold_in(key(seed), step)`, the Grain iterator state is saved
+with every checkpoint and `metrics.jsonl` is cut back to the restored step on resume, so a
+run killed at any point and resumed logs the same losses as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from stiv_jax import checkpoint as ckpt
+from stiv_jax.autoencoders import get_autoencoder
+from stiv_jax.conditioning import drop_conditions, make_conditions, noise_augment
+from stiv_jax.diffusion import flow_loss, interpolate, sample_time, velocity_target
+from stiv_jax.encoders import get_text_encoder
+from stiv_jax.model.stiv import STIV
+from stiv_jax.optim import ema_update, make_optimizer
+
+# ============================================================================ setup
+
+
+class Components:
+    """Frozen encoders + the model's graph definition, built once from a config."""
+
+    def __init__(self, config, *, text_encoder=None, autoencoder=None):
+        self.config = config
+        self.autoencoder = autoencoder or get_autoencoder(config.autoencoder)
+        self.text_encoder = text_encoder or get_text_encoder(config.text_encoder)
+        m = config.model
+        if self.autoencoder.latent_channels != m.in_channels:
+            raise ValueError(
+                f"model.in_channels={m.in_channels} but autoencoder {config.autoencoder.name!r} "
+                f"gives {self.autoencoder.latent_channels} latent channels"
+            )
+        if (self.text_encoder.dim, self.text_encoder.pooled_dim) != (m.text_dim, m.pooled_dim):
+            raise ValueError(
+                f"model.text_dim/pooled_dim=({m.text_dim}, {m.pooled_dim}) but text encoder "
+                f"{config.text_encoder.name!r} gives ({self.text_encoder.dim}, "
+                f"{self.text_encoder.pooled_dim})"
+            )
+        self.latent_shape = self.autoencoder.latent_shape(
+            config.data.frames, config.data.res, config.data.res
+        )
+        null = self.text_encoder.encode([""])
+        self.null_text = {
+            "tokens": jnp.asarray(null.tokens[0]),
+            "mask": jnp.asarray(null.mask[0]),
+            "pooled": jnp.asarray(null.pooled[0]),
+        }
+
+    def model(self, seed: int) -> STIV:
+        return STIV(self.config.model, in_channels=self.config.model.in_channels, rngs=nnx.Rngs(seed))
+
+
+def fill_train_grid(config) -> None:
+    """Record the token grid RoPE is trained on (for position interpolation at other sizes)."""
+    m = config.model
+    if tuple(m.train_grid) != (0, 0, 0):
+        return
+    ae = get_autoencoder(config.autoencoder)
+    f, h, w, _ = ae.latent_shape(config.data.frames, config.data.res, config.data.res)
+    with config.unlocked():
+        m.train_grid = (f // m.temporal_patch, h // m.patch_size, w // m.patch_size)
+
+
+def init_state(model: STIV, tx: optax.GradientTransformation) -> tuple[Any, dict]:
+    """-> (graphdef, state) with state = {step, params, ema, opt} as pure pytrees."""
+    graphdef, params = nnx.split(model, nnx.Param)
+    params = params.to_pure_dict()
+    state = {
+        "step": jnp.zeros([], jnp.int32),
+        "params": params,
+        "ema": jax.tree.map(jnp.copy, params),
+        "opt": tx.init(params),
+    }
+    return graphdef, state
+
+
+# ============================================================================ batches
+
+
+def prepare_batch(batch: dict[str, np.ndarray], comps: Components) -> dict[str, jax.Array]:
+    """Host batch (video or cached latents, captions or cached text) -> model-ready arrays."""
+    if "latents" in batch:
+        latents = jnp.asarray(batch["latents"], jnp.float32)
+    else:
+        latents = comps.autoencoder.encode(jnp.asarray(batch["video"], jnp.float32))
+    if "text_tokens" in batch:
+        tokens, mask, pooled = batch["text_tokens"], batch["text_mask"], batch["text_pooled"]
+    else:
+        emb = comps.text_encoder.encode([str(c) for c in batch["caption"]])
+        tokens, mask, pooled = emb.tokens, emb.mask, emb.pooled
+    return {
+        "latents": latents,
+        "text_tokens": jnp.asarray(tokens, jnp.float32),
+        "text_mask": jnp.asarray(mask, bool),
+        "text_pooled": jnp.asarray(pooled, jnp.float32),
+        "micro": jnp.asarray(batch["micro"], jnp.float32),
+        "motion": jnp.asarray(batch["motion_score"], jnp.float32),
+        "cond_mask": jnp.asarray(batch["cond_mask"], bool),
+    }
+
+
+# ============================================================================ step
+
+
+def make_loss_fn(config, graphdef, null_text):
+    """loss(params, batch, key) -> scalar flow-matching loss on non-given frames."""
+    m, f = config.model, config.diffusion
+
+    def loss_fn(params, batch, key):
+        k_t, k_eps, k_drop, k_mask, k_aug = jax.random.split(key, 5)
+        x1 = batch["latents"]
+        cond = make_conditions(
+            latents=x1,
+            cond_mask=batch["cond_mask"],
+            text_tokens=batch["text_tokens"],
+            text_mask=batch["text_mask"],
+            text_pooled=batch["text_pooled"],
+            micro=batch["micro"],
+            motion=batch["motion"],
+        )
+        cond = drop_conditions(k_drop, cond, null_text, text_drop=f.text_drop, image_drop=f.image_drop)
+        if m.image_cond == "channel_concat":
+            cond = noise_augment(k_aug, cond, f.concat_noise)
+        t = sample_time(
+            k_t,
+            x1.shape[0],
+            method=f.timestep_sampling,
+            logit_mean=f.logit_mean,
+            logit_std=f.logit_std,
+            shift=f.shift,
+        )
+        eps = jax.random.normal(k_eps, x1.shape, jnp.float32)
+        model = nnx.merge(graphdef, params)
+        v = model(interpolate(x1, eps, t), t, cond, mask_key=k_mask)
+        return flow_loss(v, velocity_target(x1, eps), ~cond["cond_mask"])
+
+    return loss_fn
+
+
+def make_train_step(config, graphdef, tx, null_text):
+    """step(state, batch, base_key) -> (state, metrics); rng = fold_in(base_key, step)."""
+    loss_fn = make_loss_fn(config, graphdef, null_text)
+    decay = config.optim.ema_decay
+
+    def step(state, batch, base_key):
+        key = jax.random.fold_in(base_key, state["step"])
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, key)
+        updates, opt = tx.update(grads, state["opt"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        new = {
+            "step": state["step"] + 1,
+            "params": params,
+            "ema": ema_update(state["ema"], params, decay),
+            "opt": opt,
+        }
+        return new, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+    return step
+
+
+# ============================================================================ loop
+
+
+class MetricsLog:
+    """workdir/metrics.jsonl (one JSON object per logged step) + TensorBoard events."""
+
+    def __init__(self, workdir: str, *, resume_step: int):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._truncate(resume_step)
+        from tensorboardX import SummaryWriter
+
+        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def _truncate(self, step: int) -> None:
+        """Drops lines logged after the restored checkpoint (they will be logged again)."""
+        if not os.path.exists(self.path):
+            return
+        keep = []
+        with open(self.path) as fh:
+            for line in fh:
+                try:
+                    if json.loads(line)["step"] <= step:
+                        keep.append(line)
+                except (json.JSONDecodeError, KeyError):
+                    continue  # a line cut by a kill mid-write
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.writelines(keep)
+        os.replace(tmp, self.path)
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps({"step": step, **metrics}) + "\n")
+        for k, v in metrics.items():
+            self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+class _Preemption:
+    """SIGTERM (TPU VM maintenance, Ctrl-C-like stops): save at the next step and exit."""
+
+    def __init__(self):
+        self.requested = False
+        try:
+            signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (tests)
+            pass
+
+    def _handle(self, *_):
+        self.requested = True
+
+
+def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict:
+    """Trains `config.train.steps` steps in `workdir`, resuming from its latest checkpoint."""
+    from stiv_jax.data.pipeline import make_dataset
+
+    os.makedirs(workdir, exist_ok=True)
+    fill_train_grid(config)
+    comps = comps or Components(config)
+    t = config.train
+    tx = make_optimizer(config.optim)
+    graphdef, state = init_state(comps.model(t.seed), tx)
+    dataset = make_dataset(
+        config,
+        latent_frames=comps.latent_shape[0],
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    data_iter = iter(dataset)
+    mngr = ckpt.manager(workdir, max_to_keep=t.max_to_keep, async_save=t.async_checkpoint)
+    latest = mngr.latest_step()
+    if latest is not None:
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+        state = ckpt.restore(mngr, latest, abstract, data_iter)
+        logging.info("resumed from step %d in %s", latest, workdir)
+    start = int(state["step"])
+    log = MetricsLog(workdir, resume_step=start)
+    step_fn = jax.jit(make_train_step(config, graphdef, tx, comps.null_text), donate_argnums=0)
+    base_key = jax.random.key(t.seed)
+    stop = _Preemption()
+    tick, losses = time.time(), []
+    step = start
+    from tqdm import tqdm
+
+    bar = tqdm(total=t.steps, initial=start, desc="train", disable=jax.process_index() != 0)
+    while step < t.steps:
+        batch = prepare_batch(next(data_iter), comps)
+        state, metrics = step_fn(state, batch, base_key)
+        step += 1
+        bar.update(1)
+        losses.append(metrics["loss"])
+        if step % t.log_every == 0 or step == t.steps:
+            loss = float(losses[-1])
+            dt = (time.time() - tick) / len(losses)
+            log.write(step, {
+                "loss": loss,
+                "loss_avg": float(np.mean(jax.device_get(losses))),
+                "grad_norm": float(metrics["grad_norm"]),
+                "sec_per_step": dt,
+            })  # fmt: skip
+            bar.set_postfix(loss=f"{loss:.4f}")
+            tick, losses = time.time(), []
+            if not np.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss} at step {step}; stopping (see {log.path})")
+        done = step == t.steps
+        if step % t.ckpt_every == 0 or done or stop.requested or mngr.reached_preemption(step):
+            ckpt.save(mngr, step, state, data_iter, config, force=True)
+        if t.sample_every and step % t.sample_every == 0 and not done:
+            write_samples(config, comps, graphdef, state, workdir, step)
+        if stop.requested:
+            logging.warning("SIGTERM: saved step %d, exiting", step)
+            break
+    mngr.wait_until_finished()
+    bar.close()
+    if step == t.steps and jax.process_index() == 0:
+        write_samples(config, comps, graphdef, state, workdir, step)
+    log.close()
+    return state
+
+
+def write_samples(config, comps: Components, graphdef, state, workdir: str, step: int) -> list[str]:
+    """TI2V samples for held-out ShapesBench cases -> workdir/samples/step_<N>/<i>.mp4."""
+    from stiv_jax.data.pipeline import heldout_cases
+    from stiv_jax.sample import generate_cases
+
+    if config.data.source != "shapes":
+        return []
+    cases = heldout_cases(config, config.sample.num_train_samples)
+    params = state["ema"] if config.sample.use_ema else state["params"]
+    out = os.path.join(workdir, "samples", f"step_{step}")
+    return generate_cases(config, comps, graphdef, params, cases, out)
+
+
+def main(argv=None) -> None:
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    cfg_flag = config_flags.DEFINE_config_file("config", None, "configs/stiv.py:ARG", lock_config=True)
+    wd_flag = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, samples).")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+    def run(_):
+        logging.getLogger().setLevel(logging.INFO)
+        train_loop(cfg_flag.value, wd_flag.value)
+
+    app.run(run, argv)
+
+
+if __name__ == "__main__":
+    main()
