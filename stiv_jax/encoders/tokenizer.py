@@ -9,9 +9,24 @@ appends EOS like HF's T5Tokenizer.
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
+
+
+def _declared_pad_token(directory: str) -> str | None:
+    """The pad token named by special_tokens_map.json / tokenizer_config.json, if any."""
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            with open(path) as f:
+                tok = json.load(f).get("pad_token")
+            if isinstance(tok, dict):
+                tok = tok.get("content")
+            if isinstance(tok, str):
+                return tok
+    return None
 
 
 class Tokenizer:
@@ -42,7 +57,11 @@ class Tokenizer:
         if os.path.isfile(path):
             from tokenizers import Tokenizer as HFTokenizer
 
-            return cls(HFTokenizer.from_file(path), max_length, pad_id=pad_id)
+            backend = HFTokenizer.from_file(path)
+            declared = _declared_pad_token(directory)
+            if declared is not None and backend.token_to_id(declared) is not None:
+                pad_id = backend.token_to_id(declared)
+            return cls(backend, max_length, pad_id=pad_id)
         spm_path = os.path.join(directory, "spiece.model")
         if os.path.isfile(spm_path):
             try:
