@@ -51,6 +51,7 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "olive": (80, 85, 30),
 }
 TEXTURES = ("plain", "stripes", "checker", "noise")
+STRIPE_CROSS = 0.35  # relative amplitude of the wave along the stripes
 TEXTURE_CONTRAST = 22.0  # +- amplitude of a texture around its base colour (0..255 scale)
 # Unit screen directions (x right, y down).
 _D = 1.0 / math.sqrt(2.0)
@@ -177,12 +178,15 @@ def _texture(kind: str, rng: np.random.Generator, res: int) -> dict[str, Any]:
         return {"kind": kind}
     if kind == "stripes":  # oblique stripes so both horizontal and vertical pans show
         ang = rng.uniform(0.2, 1.37) + rng.integers(0, 4) * (math.pi / 2)
-        period = rng.uniform(0.15, 0.3) * res
-        k = 2 * math.pi / period
-        return {
-            "kind": kind,
-            "waves": [(k * math.cos(ang), k * math.sin(ang), rng.uniform(0, 6.3))],
-        }
+        k = 2 * math.pi / (rng.uniform(0.15, 0.3) * res)
+        # A faint long wave along the stripes: pure stripes hide motion along them (the
+        # aperture problem), so a pan would be ambiguous.
+        k2 = 2 * math.pi / (rng.uniform(0.4, 0.7) * res)
+        waves = [
+            (k * math.cos(ang), k * math.sin(ang), rng.uniform(0, 6.3), 1.0),
+            (-k2 * math.sin(ang), k2 * math.cos(ang), rng.uniform(0, 6.3), STRIPE_CROSS),
+        ]
+        return {"kind": kind, "waves": waves}
     if kind == "checker":
         period = rng.uniform(0.2, 0.35) * res
         k = 2 * math.pi / period
@@ -191,7 +195,7 @@ def _texture(kind: str, rng: np.random.Generator, res: int) -> dict[str, Any]:
     for _ in range(5):
         ang = rng.uniform(0, 2 * math.pi)
         k = 2 * math.pi / (rng.uniform(0.12, 0.5) * res)
-        waves.append((k * math.cos(ang), k * math.sin(ang), rng.uniform(0, 6.3)))
+        waves.append((k * math.cos(ang), k * math.sin(ang), rng.uniform(0, 6.3), 1.0))
     return {"kind": kind, "waves": waves}
 
 
@@ -201,7 +205,7 @@ def _render_texture(tex: dict[str, Any], xs: np.ndarray, ys: np.ndarray) -> np.n
     if kind == "checker":
         s = np.sin(tex["k"] * xs + tex["phase"][0]) * np.sin(tex["k"] * ys + tex["phase"][1])
         return np.tanh(4.0 * s)  # soft edges: sub-pixel shifts change pixels smoothly
-    v = sum(np.sin(kx * xs + ky * ys + ph) for kx, ky, ph in tex["waves"])
+    v = sum(a * np.sin(kx * xs + ky * ys + ph) for kx, ky, ph, a in tex["waves"])
     return v / math.sqrt(len(tex["waves"])) if kind == "noise" else v
 
 

@@ -112,15 +112,10 @@ def test_two_hosts_are_disjoint_and_cover_the_data():
         seen.append({h for b in batches for h in _hashes(b)})
     assert len(seen[0]) == len(seen[1]) == 8
     assert not seen[0] & seen[1]
-    every = {
-        hashlib.sha1(generate_clip(i, res=16, frames=4)["video"]).hexdigest() for i in range(16)
-    }
     # Hashes of the float video: map the generated uint8 clips the same way.
+    videos = [generate_clip(i, res=16, frames=4)["video"] for i in range(16)]
     every = {
-        hashlib.sha1(
-            (generate_clip(i, res=16, frames=4)["video"].astype(np.float32) / 127.5 - 1.0).tobytes()
-        ).hexdigest()
-        for i in range(16)
+        hashlib.sha1((v.astype(np.float32) / 127.5 - 1.0).tobytes()).hexdigest() for v in videos
     }
     assert seen[0] | seen[1] == every
 
