@@ -31,7 +31,9 @@ def _parse_arg(arg: str | None) -> dict[str, str]:
         key, eq, value = part.partition("=")
         key = key.strip()
         if key not in _ARG_KEYS:
-            raise ValueError(f"config argument {key!r} in {arg!r} is unknown; expected one of {_ARG_KEYS}")
+            raise ValueError(
+                f"config argument {key!r} in {arg!r} is unknown; expected one of {_ARG_KEYS}"
+            )
         if not eq and key != "runlocal":
             raise ValueError(f"config argument {part!r} needs a value, e.g. {key}=...")
         out[key] = value.strip() if eq else "1"
@@ -54,7 +56,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.mlp_ratio = 4.0  # MLP hidden = mlp_ratio * D
     m.patch_size = variant.patch  # spatial patch p
     m.temporal_patch = 2  # temporal patch pt (1, 2 or 4); the paper uses 2
-    m.image_cond = args.get("image_cond", "frame_replace")  # frame_replace | channel_concat | cross_attn
+    m.image_cond = args.get(
+        "image_cond", "frame_replace"
+    )  # frame_replace | channel_concat | cross_attn
     m.mask_ratio = 0.5  # MaskDiT ratio of spatial positions dropped in training (0 = unmasked)
     m.decoder_depth = 2  # MaskDiT decoder blocks that run on all tokens
     m.causal_temporal = False  # causal temporal attention (ablation)

@@ -36,7 +36,9 @@ def config_to_json(config: ml_collections.ConfigDict) -> dict:
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_iter, config, *, force=False):
-    items = dict(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config_to_json(config)))
+    items = dict(
+        state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config_to_json(config))
+    )
     if data_iter is not None:
         items["data"] = grain.checkpoint.CheckpointSave(data_iter)
     return mngr.save(step, args=ocp.args.Composite(**items), force=force)

@@ -34,7 +34,11 @@ def scale_by_factored_rms(
 
     def init(params):
         def row(p):
-            return jnp.zeros(p.shape[:-1], jnp.float32) if _factored(p.shape, min_dim_to_factor) else jnp.zeros((1,))
+            return (
+                jnp.zeros(p.shape[:-1], jnp.float32)
+                if _factored(p.shape, min_dim_to_factor)
+                else jnp.zeros((1,))
+            )
 
         def col(p):
             if _factored(p.shape, min_dim_to_factor):
@@ -42,7 +46,11 @@ def scale_by_factored_rms(
             return jnp.zeros((1,))
 
         def full(p):
-            return jnp.zeros((1,)) if _factored(p.shape, min_dim_to_factor) else jnp.zeros(p.shape, jnp.float32)
+            return (
+                jnp.zeros((1,))
+                if _factored(p.shape, min_dim_to_factor)
+                else jnp.zeros(p.shape, jnp.float32)
+            )
 
         return FactoredState(
             jnp.zeros([], jnp.int32),

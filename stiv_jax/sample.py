@@ -64,7 +64,9 @@ def make_sample_fn(config, graphdef):
         if s.cfg_mode == "separate":
             image_only = drop_text(cond, jnp.ones(x0.shape[:1], bool), null_text)
             branches = (cond, image_only, branches[1])
-            kw.update(text_scale=s.cfg_text * sc / s.cfg_scale, image_scale=s.cfg_image * sc / s.cfg_scale)
+            kw.update(
+                text_scale=s.cfg_text * sc / s.cfg_scale, image_scale=s.cfg_image * sc / s.cfg_scale
+            )
         else:
             kw.update(scale=sc)
         velocity = make_guided_fn(model_fn(params), branches, **kw)
@@ -99,7 +101,9 @@ def build_conditions(config, comps, reqs: list[Request]):
         lat = np.asarray(comps.autoencoder.encode(img))[0, 0]  # [h, w, C]
         for k in r.cond_frames:
             latents[i, k], mask[i, k] = lat, True
-    micro = np.tile(np.array([res, res, 0, 0, config.data.frame_stride], np.float32), (len(reqs), 1))
+    micro = np.tile(
+        np.array([res, res, 0, 0, config.data.frame_stride], np.float32), (len(reqs), 1)
+    )
     cond = make_conditions(
         latents=jnp.asarray(latents),
         cond_mask=jnp.asarray(mask),
@@ -138,7 +142,10 @@ def generate_cases(config, comps, graphdef, params, cases: list[dict], out: str)
         )
     sample_fn = make_sample_fn(config, graphdef)
     videos = generate(config, comps, sample_fn, params, reqs)
-    paths = [write_mp4(os.path.join(out, f"{r.id}.mp4"), v, config.sample.fps) for r, v in zip(reqs, videos)]
+    paths = [
+        write_mp4(os.path.join(out, f"{r.id}.mp4"), v, config.sample.fps)
+        for r, v in zip(reqs, videos)
+    ]
     with open(os.path.join(out, "captions.json.tmp"), "w") as fh:
         json.dump({r.id: r.prompt for r in reqs}, fh, indent=1)
     os.replace(os.path.join(out, "captions.json.tmp"), os.path.join(out, "captions.json"))
@@ -174,7 +181,9 @@ def parse_prompts(path: str, config) -> tuple[list[Request], list[str]]:
             image = obj.get("image")
             frames = obj.get("cond_frames", [0] if image else [])
             f = f or _latent_frames(config)
-            if not isinstance(frames, list) or not all(isinstance(k, int) and 0 <= k < f for k in frames):
+            if not isinstance(frames, list) or not all(
+                isinstance(k, int) and 0 <= k < f for k in frames
+            ):
                 raise ValueError(f"cond_frames {frames!r} must be a list of ints in [0, {f})")
             if frames and not image:
                 raise ValueError(f"cond_frames {frames!r} given without an image")
@@ -189,7 +198,12 @@ def parse_prompts(path: str, config) -> tuple[list[Request], list[str]]:
             )
             if image:
                 res = config.data.res
-                req.first_frame = load_image(image if os.path.isabs(image) else os.path.join(os.path.dirname(os.path.abspath(path)), image), (res, res))
+                req.first_frame = load_image(
+                    image
+                    if os.path.isabs(image)
+                    else os.path.join(os.path.dirname(os.path.abspath(path)), image),
+                    (res, res),
+                )
         except (ValueError, TypeError, FileNotFoundError, json.JSONDecodeError) as e:
             errors.append(f"{path}:{n}: {e}; skipped")
             continue
@@ -201,7 +215,9 @@ def parse_prompts(path: str, config) -> tuple[list[Request], list[str]]:
 def _latent_frames(config) -> int:
     from stiv_jax.autoencoders import get_autoencoder
 
-    return get_autoencoder(config.autoencoder).latent_shape(config.data.frames, config.data.res, config.data.res)[0]
+    return get_autoencoder(config.autoencoder).latent_shape(
+        config.data.frames, config.data.res, config.data.res
+    )[0]
 
 
 def _done_ids(out: str) -> set[str]:
@@ -224,8 +240,8 @@ def run_job(config, workdir: str, prompts: str, out: str) -> dict:
     from tqdm import tqdm
 
     from stiv_jax import checkpoint as ckpt
-    from stiv_jax.train import Components, init_state
     from stiv_jax.optim import make_optimizer
+    from stiv_jax.train import Components, init_state
 
     saved = ckpt.restore_config(workdir)
     with config.unlocked():
@@ -268,7 +284,9 @@ def main(argv=None) -> None:
     from absl import app, flags
     from ml_collections import config_flags
 
-    cfg_flag = config_flags.DEFINE_config_file("config", None, "configs/stiv.py:ARG", lock_config=True)
+    cfg_flag = config_flags.DEFINE_config_file(
+        "config", None, "configs/stiv.py:ARG", lock_config=True
+    )
     wd = flags.DEFINE_string("workdir", None, "Training run directory with checkpoints.")
     pr = flags.DEFINE_string("prompts", None, "Prompts JSONL file.")
     out = flags.DEFINE_string("out", None, "Output directory for MP4s and results.jsonl.")

@@ -70,7 +70,9 @@ class Components:
         }
 
     def model(self, seed: int) -> STIV:
-        return STIV(self.config.model, in_channels=self.config.model.in_channels, rngs=nnx.Rngs(seed))
+        return STIV(
+            self.config.model, in_channels=self.config.model.in_channels, rngs=nnx.Rngs(seed)
+        )
 
 
 def fill_train_grid(config) -> None:
@@ -141,7 +143,9 @@ def make_loss_fn(config, graphdef, null_text):
             micro=batch["micro"],
             motion=batch["motion"],
         )
-        cond = drop_conditions(k_drop, cond, null_text, text_drop=f.text_drop, image_drop=f.image_drop)
+        cond = drop_conditions(
+            k_drop, cond, null_text, text_drop=f.text_drop, image_drop=f.image_drop
+        )
         if m.image_cond == "channel_concat":
             cond = noise_augment(k_aug, cond, f.concat_noise)
         t = sample_time(
@@ -286,7 +290,9 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
             bar.set_postfix(loss=f"{loss:.4f}")
             tick, losses = time.time(), []
             if not np.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss} at step {step}; stopping (see {log.path})")
+                raise FloatingPointError(
+                    f"loss is {loss} at step {step}; stopping (see {log.path})"
+                )
         done = step == t.steps
         if step % t.ckpt_every == 0 or done or stop.requested or mngr.reached_preemption(step):
             ckpt.save(mngr, step, state, data_iter, config, force=True)
@@ -320,7 +326,9 @@ def main(argv=None) -> None:
     from absl import app, flags
     from ml_collections import config_flags
 
-    cfg_flag = config_flags.DEFINE_config_file("config", None, "configs/stiv.py:ARG", lock_config=True)
+    cfg_flag = config_flags.DEFINE_config_file(
+        "config", None, "configs/stiv.py:ARG", lock_config=True
+    )
     wd_flag = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, samples).")
     flags.mark_flags_as_required(["config", "workdir"])
 

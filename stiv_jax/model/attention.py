@@ -8,9 +8,9 @@ D width, N heads, H = D / N head dim. The norm, rotation and softmax run inside
 from __future__ import annotations
 
 import jax
+from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
-from flax import nnx
 from stiv_jax.kernels import attention
 from stiv_jax.model.layers import EMBED, HEADS, RMSNorm, dense
 

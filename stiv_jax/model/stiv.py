@@ -60,6 +60,27 @@ def unpatchify(x: jax.Array, pt: int, p: int, hw: tuple[int, int], c: int) -> ja
     return x.reshape(b, fp * pt, hw[0], hw[1], c)
 
 
+def mask_select(tokens: jax.Array, key: jax.Array, ratio: float) -> tuple[jax.Array, jax.Array]:
+    """MaskDiT: keep a random (1 − ratio) share of spatial positions, the same in every frame.
+
+    tokens [B, F', S, D] -> (kept [B, F', K, D], perm [B, S]); perm[:, :K] are the kept
+    positions, perm[:, K:] the masked ones.
+    """
+    b, _, s, _ = tokens.shape
+    keep = max(1, int(round(s * (1.0 - ratio))))
+    perm = jnp.argsort(jax.random.uniform(key, (b, s)), axis=1)
+    return jnp.take_along_axis(tokens, perm[:, None, :keep, None], axis=2), perm
+
+
+def mask_restore(kept: jax.Array, perm: jax.Array, mask_token: jax.Array) -> jax.Array:
+    """Inverse of `mask_select`: [B, F', K, D] -> [B, F', S, D], mask token at masked positions."""
+    b, f, k, d = kept.shape
+    s = perm.shape[1]
+    fill = jnp.broadcast_to(mask_token.astype(kept.dtype), (b, f, s - k, d))
+    full = jnp.concatenate([kept, fill], axis=2)
+    return jnp.take_along_axis(full, jnp.argsort(perm, axis=1)[:, None, :, None], axis=2)
+
+
 class STIV(nnx.Module):
     """The STIV diffusion transformer (see module docstring for shapes)."""
 
@@ -94,9 +115,7 @@ class STIV(nnx.Module):
             else None
         )
         self.adaln = dense(d, MOD_ROWS * d, (EMBED, None), zero=True, **kw)
-        block_kw = dict(
-            impl=cfg.attention_impl, causal_temporal=cfg.causal_temporal, **kw
-        )
+        block_kw = dict(impl=cfg.attention_impl, causal_temporal=cfg.causal_temporal, **kw)
         if cfg.scan_blocks:
 
             @nnx.split_rngs(splits=cfg.depth)
@@ -132,7 +151,9 @@ class STIV(nnx.Module):
         if self.cfg.image_cond == "frame_replace":
             return jnp.where(given, cond["cond_latents"].astype(x.dtype), x)
         if self.cfg.image_cond == "channel_concat":
-            return jnp.concatenate([x, jnp.where(given, cond["cond_latents"], 0).astype(x.dtype)], -1)
+            return jnp.concatenate(
+                [x, jnp.where(given, cond["cond_latents"], 0).astype(x.dtype)], -1
+            )
         return x
 
     def context(self, cond: Conditions, s_frame: int):
@@ -195,23 +216,20 @@ class STIV(nnx.Module):
 
         masked = mask_key is not None and c.mask_ratio > 0
         if masked:
-            keep = max(1, int(round(s * (1.0 - c.mask_ratio))))
-            perm = jnp.argsort(jax.random.uniform(mask_key, (b, s)), axis=1)  # [B, S]
-            ids = perm[:, :keep]
-            h = jnp.take_along_axis(tokens, ids[:, None, :, None], axis=2)
-            rope_k = tuple(r[ids] for r in rope_s)  # [B, K, H/2]
+            h, perm = mask_select(tokens, mask_key, c.mask_ratio)
+            rope_k = tuple(r[perm[:, : h.shape[2]]] for r in rope_s)  # [B, K, H/2]
         else:
             h, rope_k = tokens, rope_s
         h = self.run_blocks(h, mod, ctx, ctx_mask, rope_k, rope_t)
         if masked:
-            fill = jnp.broadcast_to(self.mask_token[...].astype(h.dtype), (b, h.shape[1], s - keep, c.width))
-            h = jnp.concatenate([h, fill], axis=2)
-            h = jnp.take_along_axis(h, jnp.argsort(perm, axis=1)[:, None, :, None], axis=2)
+            h = mask_restore(h, perm, self.mask_token[...])
         for block in self.decoder:
             h = block(h, mod, ctx, ctx_mask, rope_s, rope_t)
 
         shift, scale = jnp.split(self.final_table[...][None] + cvec[:, None], 2, axis=1)
-        h = modulate(layer_norm(h), shift[:, :, None].astype(h.dtype), scale[:, :, None].astype(h.dtype))
+        h = modulate(
+            layer_norm(h), shift[:, :, None].astype(h.dtype), scale[:, :, None].astype(h.dtype)
+        )
         out = self.final(h)
         return unpatchify(out, pt, p, (hh, ww), ch).astype(jnp.float32)
 
