@@ -161,6 +161,15 @@ CLIP_IGNORE = [
 ]
 
 
+def clip_tensors(directory: str) -> dict:
+    """Checkpoint tensors under `text_model.` names: transformers ≥ 5 saves a CLIPTextModel
+    without that prefix, older versions (e.g. Stable Diffusion's text_encoder/) with it."""
+    t = load_safetensors(directory)
+    if "embeddings.token_embedding.weight" in t:
+        t = {(k if k == "text_projection.weight" else f"text_model.{k}"): v for k, v in t.items()}
+    return t
+
+
 class CLIPEncoder(TextEncoder):
     """An HF CLIP directory (CLIPTextModel[WithProjection] or full CLIPModel) as a TextEncoder.
 
@@ -180,7 +189,7 @@ class CLIPEncoder(TextEncoder):
         if not os.path.isdir(path):
             raise FileNotFoundError(f"CLIP path {path!r} is not a directory")
         hf = read_config(path)
-        tensors = load_safetensors(path)
+        tensors = clip_tensors(path)
         proj = tensors.get("text_projection.weight")
         c = CLIPTextConfig.from_hf(hf, None if proj is None else int(proj.shape[0]))
         max_length = c.max_position_embeddings if max_length is None else max_length
