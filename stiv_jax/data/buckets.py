@@ -34,6 +34,10 @@ class Bucket:
     def aspect(self) -> float:
         return self.height / self.width
 
+    def shape_row(self) -> tuple[int, int, int]:
+        """The shard index row (height, width, num_frames) of a clip of exactly this shape."""
+        return (self.height, self.width, self.frames)
+
     def __str__(self) -> str:
         return f"{self.frames}x{self.height}x{self.width}"
 

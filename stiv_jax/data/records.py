@@ -198,7 +198,7 @@ class ClipTransform:
             out["latents"] = np.asarray(rec["latents"], np.float32)
             micro = np.asarray(rec["micro"], np.float32)
         else:
-            out["video"], micro = self._video(rec, rng)
+            out["video"], micro = self.crop_video(rec, rng)
         if all(k in rec for k in CACHED_TEXT):
             out["text_tokens"] = np.asarray(rec["text_tokens"], np.float32)
             out["text_mask"] = np.asarray(rec["text_mask"], bool)
@@ -214,7 +214,8 @@ class ClipTransform:
         )
         return out
 
-    def _video(self, rec: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def crop_video(self, rec: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(video float32 [T, H, W, 3] in [-1, 1], micro float32 [5]) of a decoded record."""
         t, n = self.bucket.frames, int(rec["num_frames"])
         stride = 1 if t == 1 else max(1, min(self.frame_stride, (n - 1) // (t - 1)))
         span = (t - 1) * stride + 1
