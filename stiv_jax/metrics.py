@@ -66,29 +66,51 @@ def _subpixel(c_m: float, c_0: float, c_p: float) -> float:
     return 0.0 if den <= 0 else float(np.clip(0.5 * (c_m - c_p) / den, -0.5, 0.5))
 
 
-def _pair_shift(g0: np.ndarray, g1: np.ndarray, ok0: np.ndarray, ok1: np.ndarray, r: int):
-    """Shift s (x, y) with g1(p) ~ g0(p - s) over pixels valid in both; None if unobservable.
-
-    Exhaustive masked SSD over integer shifts in [-r, r]^2, then a parabola per axis.
-    """
+def _search(g0, g1, ok0, ok1, center: tuple[int, int], r: int):
+    """Masked-SSD shift s = center + [-r, r]^2 (x, y) with g1(p) ~ g0(p - s), sub-pixel."""
     h, w = g0.shape
-    core1, okc = g1[r : h - r, r : w - r], ok1[r : h - r, r : w - r]
+    m = max(abs(center[0]), abs(center[1])) + r  # margin so every shifted window fits
+    if min(h, w) - 2 * m < 8:
+        return None
+    core1, okc = g1[m : h - m, m : w - m], ok1[m : h - m, m : w - m]
     cost = np.full((2 * r + 1, 2 * r + 1), np.inf)
-    for sy in range(-r, r + 1):
-        for sx in range(-r, r + 1):
-            win = (slice(r - sy, h - r - sy), slice(r - sx, w - r - sx))
+    for j in range(2 * r + 1):
+        for i in range(2 * r + 1):
+            sx, sy = center[0] + i - r, center[1] + j - r
+            win = (slice(m - sy, h - m - sy), slice(m - sx, w - m - sx))
             valid = okc & ok0[win]
             if valid.sum() >= 16:
-                cost[sy + r, sx + r] = np.mean((core1[valid] - g0[win][valid]) ** 2)
+                cost[j, i] = np.mean((core1[valid] - g0[win][valid]) ** 2)
     if not np.isfinite(cost).any():
         return None
     iy, ix = np.unravel_index(np.argmin(cost), cost.shape)
-    sx, sy = float(ix - r), float(iy - r)
+    sx, sy = float(center[0] + ix - r), float(center[1] + iy - r)
     if 0 < ix < 2 * r and np.isfinite(cost[iy, ix - 1 : ix + 2]).all():
         sx += _subpixel(*cost[iy, ix - 1 : ix + 2])
     if 0 < iy < 2 * r and np.isfinite(cost[iy - 1 : iy + 2, ix]).all():
         sy += _subpixel(*cost[iy - 1 : iy + 2, ix])
     return sx, sy
+
+
+def _pair_shift(g0, g1, ok0, ok1, r: int):
+    """Shift (x, y) of g0 -> g1 over pixels valid in both, up to r px; None if unobservable.
+
+    Exhaustive search for r <= 3; larger ranges go coarse-to-fine (half resolution with
+    half the range, then +-2 px at full resolution), which keeps 256 px clips fast.
+    """
+    h, w = g0.shape
+    if r <= 3 or min(h, w) < 32:
+        return _search(g0, g1, ok0, ok1, (0, 0), r)
+    size = ((w + 1) // 2, (h + 1) // 2)
+    # A coarse pixel is valid only if its whole (blurred) footprint was valid.
+    down_ok = [
+        cv2.resize(cv2.erode(m.astype(np.uint8), np.ones((3, 3), np.uint8)), size) > 0
+        for m in (ok0, ok1)
+    ]
+    coarse = _pair_shift(cv2.pyrDown(g0), cv2.pyrDown(g1), *down_ok, (r + 1) // 2)
+    if coarse is None:
+        return None
+    return _search(g0, g1, ok0, ok1, (round(2 * coarse[0]), round(2 * coarse[1])), 2)
 
 
 def background_shift(

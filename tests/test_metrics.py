@@ -94,14 +94,15 @@ def test_track_color_and_classifiers():
     assert metrics.classify_size(np.array([10.0, 10, 10.5]), vis) == "same"
 
 
-def test_background_shift_recovers_a_pan():
+@pytest.mark.parametrize("res, max_shift", [(32, 2), (128, 8)])  # 8: coarse-to-fine path
+def test_background_shift_recovers_a_pan(res, max_shift):
     clip = next(
         c
-        for c in (generate_clip(i, res=32) for i in range(200))
+        for c in (generate_clip(i, res=res, frames=6) for i in range(200))
         if c["truth"]["camera"]["pan"] != "none"
     )
     rgbs = [o["rgb"] for o in clip["truth"]["objects"]]
-    shift = metrics.background_shift(clip["video"], rgbs)
+    shift = metrics.background_shift(clip["video"], rgbs, max_shift)
     # The world moves on screen by minus the camera offset.
     np.testing.assert_allclose(shift, -clip["truth"]["camera"]["offset"], atol=0.5)
 
