@@ -25,7 +25,7 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cv2
@@ -97,8 +97,23 @@ def _open_bytes(data: bytes) -> tuple[cv2.VideoCapture, Any]:
     return cv2.VideoCapture(path), path
 
 
-def decode_frames(video: bytes | np.ndarray, frame_ids: Sequence[int] | None = None) -> np.ndarray:
-    """uint8 RGB [T, H, W, 3] of the given frame indices (sorted ascending) or all frames."""
+def decode_frames(
+    video: bytes | np.ndarray | Sequence[bytes], frame_ids: Sequence[int] | None = None
+) -> np.ndarray:
+    """uint8 RGB [T, H, W, 3] of the given frame indices (sorted ascending) or all frames.
+
+    `video`: mp4 bytes, a uint8 [T, H, W, 3] array, or a list of encoded images (PNG/JPEG
+    frames, as TFDS stores videos), of which only the requested ones are decoded.
+    """
+    if isinstance(video, (list, tuple)):
+        ids = range(len(video)) if frame_ids is None else frame_ids
+        out = []
+        for i in ids:
+            img = cv2.imdecode(np.frombuffer(video[int(i)], np.uint8), cv2.IMREAD_COLOR)
+            if img is None:
+                raise ValueError(f"frame {i} of an image-sequence video could not be decoded")
+            out.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+        return np.stack(out)
     if isinstance(video, np.ndarray):
         if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
             raise ValueError(f"raw video {video.shape} {video.dtype} is not uint8 [T, H, W, 3]")
@@ -172,6 +187,8 @@ def _resize_crop(
 class ClipTransform:
     """Reads record `index` from `source` and makes one example of `bucket` (grain RandomMap).
 
+    `decode` turns what `source[i]` returns into a record dict (default: msgpack records).
+
     Temporal crop: stride s = min(frame_stride, (n - 1) // (T - 1)) so short clips still fit,
     random start (training) or centred (evaluation).
     """
@@ -186,13 +203,14 @@ class ClipTransform:
         task_probs: dict[str, float],
         predict_frames: int,
         train: bool,
+        decode: Callable[[Any], dict[str, Any]] = decode_record,
     ):
-        self.source, self.bucket, self.train = source, bucket, train
+        self.source, self.bucket, self.train, self.decode = source, bucket, train, decode
         self.latent_frames, self.frame_stride = latent_frames, frame_stride
         self.task_probs, self.predict_frames = dict(task_probs), predict_frames
 
     def __call__(self, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        rec = decode_record(self.source[int(index)])
+        rec = self.decode(self.source[int(index)])
         out: dict[str, np.ndarray] = {}
         if "latents" in rec:
             out["latents"] = np.asarray(rec["latents"], np.float32)
@@ -269,13 +287,7 @@ def records_dataset(
     one pass, bucket after bucket, centre crops. Each batch holds one bucket shape.
     """
     data = config.data
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index} must be in [0, {process_count})")
-    if data.batch_size % process_count:
-        raise ValueError(
-            f"config.data.batch_size={data.batch_size} is not divisible by {process_count} hosts"
-        )
-    host_batch = data.batch_size // process_count
+    host_batch = host_batch_size(config, process_index, process_count)
     files = list_shards(data.path, split)
     if len(files) < process_count:
         raise ValueError(
@@ -287,9 +299,49 @@ def records_dataset(
     source = grain.sources.ArrayRecordDataSource(files)
     if len(source) != len(meta):
         raise ValueError(f"shards hold {len(source)} records but their indexes list {len(meta)}")
+    return bucketed_dataset(
+        config,
+        source,
+        meta,
+        np.arange(len(meta)),
+        latent_frames=latent_frames,
+        train=split == "train",
+        host_batch=host_batch,
+        process_index=process_index,
+    )
+
+
+def host_batch_size(config, process_index: int, process_count: int) -> int:
+    """config.data.batch_size / process_count, checked."""
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} must be in [0, {process_count})")
+    batch = int(config.data.batch_size)
+    if batch % process_count:
+        raise ValueError(
+            f"config.data.batch_size={batch} is not divisible by {process_count} hosts"
+        )
+    return batch // process_count
+
+
+def bucketed_dataset(
+    config,
+    source,
+    meta: np.ndarray,
+    indices: np.ndarray,
+    *,
+    latent_frames: int,
+    train: bool,
+    host_batch: int,
+    process_index: int,
+    decode: Callable[[Any], dict[str, Any]] = decode_record,
+) -> grain.IterDataset:
+    """Batches of records `indices` of `source` (meta int [N, 3] per source record), one
+    Grain pipeline per bucket, mixed by `config.data.buckets.weights` (train) or one after
+    the other (one pass). Shared by the records and TFDS sources."""
+    data = config.data
     buckets, weighting = buckets_lib.buckets_from_config(config)
-    assigned = buckets_lib.assign_all(buckets, meta)
-    train = split == "train"
+    indices = np.asarray(indices)
+    assigned = buckets_lib.assign_all(buckets, meta[indices])
     seed = int(data.seed)
     task_probs = task_probs_from_config(config, latent_frames)
     read_options = grain.ReadOptions(
@@ -298,7 +350,7 @@ def records_dataset(
     )
     per_bucket, counts = [], []
     for b, bucket in enumerate(buckets):
-        idx = np.flatnonzero(assigned == b)
+        idx = indices[assigned == b]
         if len(idx) < (host_batch if train else 1):
             continue
         ds = grain.MapDataset.source(idx.tolist())
@@ -312,6 +364,7 @@ def records_dataset(
             task_probs=task_probs,
             predict_frames=int(data.get("predict_frames", 1)),
             train=train,
+            decode=decode,
         )
         ds = ds.random_map(transform, seed=_mix_seed(seed + 1, process_index, b))
         ds = ds.batch(host_batch, drop_remainder=train, batch_fn=collate)
@@ -322,7 +375,7 @@ def records_dataset(
     if not per_bucket:
         raise ValueError(
             f"no bucket of {[str(b) for b in buckets]} has {host_batch} clips on host "
-            f"{process_index} ({len(meta)} clips; sizes/frames do not fit)"
+            f"{process_index} ({len(indices)} clips; sizes/frames do not fit)"
         )
     if train:
         ds = grain.IterDataset.mix(per_bucket, buckets_lib.mix_weights(counts, weighting))

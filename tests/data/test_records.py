@@ -12,6 +12,7 @@ from data_pipeline import shards as shards_lib
 from data_pipeline.video_io import encode_mp4
 from stiv_jax.data import buckets as buckets_lib
 from stiv_jax.data import records
+from stiv_jax.data.motion import motion_score
 
 T_SRC = 12  # frames per stored test clip
 
@@ -208,3 +209,102 @@ def test_bad_inputs_raise_clear_errors(shards, tmp_path):
     with pytest.raises(ValueError, match="no bucket"):
         c = _config(shards, buckets={"shapes": ("40x8x8",)})
         records.records_dataset(c, latent_frames=3)
+
+
+# ---------------------------------------------------------------- TFDS array_record source
+
+
+def _example_class():
+    """tf.train.Example built from its .proto definition with google.protobuf (no TF)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    fdp = descriptor_pb2.FileDescriptorProto(name="ex_test.proto", package="tensorflow")
+    fdp.syntax = "proto3"
+    F = descriptor_pb2.FieldDescriptorProto
+    rep, opt = F.LABEL_REPEATED, F.LABEL_OPTIONAL
+
+    def msg(name, fields, nested=()):
+        m = fdp.message_type.add(name=name) if isinstance(name, str) else name
+        for fname, num, ftype, label, tname in fields:
+            f = m.field.add(name=fname, number=num, type=ftype, label=label)
+            if tname:
+                f.type_name = tname
+        return m
+
+    msg("BytesList", [("value", 1, F.TYPE_BYTES, rep, None)])
+    msg("FloatList", [("value", 1, F.TYPE_FLOAT, rep, None)])
+    msg("Int64List", [("value", 1, F.TYPE_INT64, rep, None)])
+    msg(
+        "Feature",
+        [
+            ("bytes_list", 1, F.TYPE_MESSAGE, opt, ".tensorflow.BytesList"),
+            ("float_list", 2, F.TYPE_MESSAGE, opt, ".tensorflow.FloatList"),
+            ("int64_list", 3, F.TYPE_MESSAGE, opt, ".tensorflow.Int64List"),
+        ],
+    )
+    feats = msg(
+        "Features", [("feature", 1, F.TYPE_MESSAGE, rep, ".tensorflow.Features.FeatureEntry")]
+    )
+    entry = feats.nested_type.add(name="FeatureEntry")
+    entry.options.map_entry = True
+    msg(entry, [("key", 1, F.TYPE_STRING, opt, None)])
+    msg(entry, [("value", 2, F.TYPE_MESSAGE, opt, ".tensorflow.Feature")])
+    msg("Example", [("features", 1, F.TYPE_MESSAGE, opt, ".tensorflow.Features")])
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.Example"))
+
+
+def _tfds_example(cls, video: np.ndarray, label: int, score: float) -> bytes:
+    import cv2
+
+    ex = cls()
+    frames = [cv2.imencode(".png", cv2.cvtColor(f, cv2.COLOR_RGB2BGR))[1].tobytes() for f in video]
+    ex.features.feature["video"].bytes_list.value.extend(frames)
+    ex.features.feature["label"].int64_list.value.append(label)
+    ex.features.feature["score"].float_list.value.append(score)
+    ex.features.feature["neg"].int64_list.value.extend([-3, 5])
+    return ex.SerializeToString()
+
+
+def test_tfds_array_record_layout_without_tensorflow(tmp_path):
+    from stiv_jax.data import tfds_source
+
+    cls = _example_class()
+    root = tmp_path / "my_videos" / "1.0.0"  # TFDS: <data_dir>/<name>/<version>/
+    root.mkdir(parents=True)
+    (root / "label.labels.txt").write_text("juggling\nrunning\nswimming\n")
+    (root / "dataset_info.json").write_text('{"name": "my_videos", "fileFormat": "ARRAY_RECORD"}')
+    clips = [_clip(i, 16, 16, t=14 + i) for i in range(6)]
+    for split in ("train", "test"):
+        for s in range(2):
+            ids = range(s, 6, 2)
+            path = str(root / f"my_videos-{split}.array_record-{s:05d}-of-00002")
+            recs = [_tfds_example(cls, clips[i], i % 3, i / 2) for i in ids]
+            shards_lib.write_records(path, recs)
+    ex = tfds_source.parse_example(_tfds_example(cls, clips[0], 2, 1.5))
+    assert ex["label"] == [2] and ex["neg"] == [-3, 5] and ex["score"] == [1.5]
+    assert len(ex["video"]) == 14
+
+    c = _config(root, batch_size=2, buckets={"shapes": ("4x8x8",)})
+    c.data.tfds = {"video_key": "video", "caption_key": "label"}
+    it = iter(tfds_source.tfds_dataset(c, latent_frames=3))
+    b = next(it)
+    assert set(b) == {"video", "caption", "motion_score", "micro", "cond_mask", "task"}
+    assert b["video"].shape == (2, 4, 8, 8, 3)
+    assert set(b["caption"]) <= {"juggling", "running", "swimming"}
+    # Computed motion score equals the shared function on the full decoded clip.
+    dec = tfds_source.TfdsDecoder("video", "label", "", ["juggling", "running", "swimming"])
+    rec = dec(_tfds_example(cls, clips[3], 0, 0.0))
+    assert rec["motion_score"] == np.float32(motion_score(clips[3], interval=12))
+    assert rec["caption"] == "juggling" and rec["num_frames"] == 17
+    # A precomputed score is used as is; two hosts read disjoint records covering all.
+    c.data.tfds = {"caption_key": "label", "motion_key": "score"}
+    seen = []
+    for host in range(2):
+        ds = tfds_source.tfds_dataset(
+            c, latent_frames=3, split="test", process_index=host, process_count=2
+        )
+        seen.append(sorted(float(s) for bt in ds for s in bt["motion_score"]))
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == [i / 2 for i in range(6)]
