@@ -29,6 +29,12 @@ def _declared_pad_token(directory: str) -> str | None:
     return None
 
 
+def _has_tokenizer(directory: str) -> bool:
+    return any(
+        os.path.isfile(os.path.join(directory, n)) for n in ("tokenizer.json", "spiece.model")
+    )
+
+
 class Tokenizer:
     """Wraps a `tokenizers.Tokenizer` (or a SentencePiece model) padded/truncated to L."""
 
@@ -53,6 +59,15 @@ class Tokenizer:
     def from_dir(
         cls, directory: str, max_length: int, *, pad_id: int = 0, eos_id: int | None = None
     ) -> Tokenizer:
+        """Tokenizer of an HF model dir, or of its diffusers sibling (text_encoder_2 → tokenizer_2)."""
+        directory = os.path.normpath(directory)
+        base = os.path.basename(directory)
+        if base.startswith("text_encoder") and not _has_tokenizer(directory):
+            sibling = os.path.join(
+                os.path.dirname(directory), base.replace("text_encoder", "tokenizer", 1)
+            )
+            if _has_tokenizer(sibling):
+                directory = sibling
         path = os.path.join(directory, "tokenizer.json")
         if os.path.isfile(path):
             from tokenizers import Tokenizer as HFTokenizer
@@ -76,7 +91,8 @@ class Tokenizer:
             sp = sentencepiece.SentencePieceProcessor(model_file=spm_path)
             return cls(sp, max_length, pad_id=pad_id, eos_id=eos_id)
         raise FileNotFoundError(
-            f"no tokenizer in {directory!r}: expected tokenizer.json (or spiece.model)"
+            f"no tokenizer in {directory!r}: expected tokenizer.json (or spiece.model), here or "
+            "in a diffusers sibling tokenizer/ directory"
         )
 
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -53,14 +53,48 @@ def test_parity_vs_transformers_bert(enc):
     np.testing.assert_allclose(out.pooled, ref_pooled, atol=1e-4, rtol=0)
 
 
-def test_normalized_pooled_matches_sentence_transformers():
+def test_pooled_matches_sentence_transformers(enc):
     st = pytest.importorskip("sentence_transformers")
     model = st.SentenceTransformer(packaged_minilm_dir(), device="cpu")
-    ref = model.encode(TEXTS[:2] + TEXTS[3:], convert_to_numpy=True)  # untruncated prompts
-    enc = MiniLMEncoder(max_length=L, normalize=True)
-    out = enc.encode(TEXTS[:2] + TEXTS[3:])
-    np.testing.assert_allclose(np.linalg.norm(out.pooled, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(out.pooled, ref, atol=1e-4, rtol=0)
+    texts = TEXTS[:2] + TEXTS[3:]  # prompts shorter than L: no truncation on either side
+    ref = model.encode(texts, convert_to_numpy=True)  # mean pooling, then L2 normalisation
+    pooled = enc.encode(texts).pooled
+    pooled = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+    np.testing.assert_allclose(pooled, ref, atol=1e-4, rtol=0)
+
+
+def test_random_tiny_bert_dir_and_normalize_flag(tmp_path, word_tokenizer, make_ids, rng):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(
+        vocab_size=30,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=16,
+        layer_norm_eps=1e-7,
+    )
+    model = transformers.BertModel(cfg, add_pooling_layer=True).eval()
+    model.save_pretrained(str(tmp_path), safe_serialization=True)
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3} | {f"w{i}": 4 + i for i in range(26)}
+    word_tokenizer(str(tmp_path), vocab, "[CLS] $A [SEP]", ["[CLS]", "[SEP]"], "[PAD]")
+    enc = MiniLMEncoder(str(tmp_path), max_length=10, normalize=True)
+    ids, mask = make_ids(rng, 3, 10, (4, 30), [10, 4, 2], first=2, last=3)
+    tokens, pooled = enc.forward(ids, mask)
+    with torch.no_grad():
+        ref = model(
+            input_ids=torch.from_numpy(ids.astype(np.int64)),
+            attention_mask=torch.from_numpy(mask.astype(np.int64)),
+        ).last_hidden_state.numpy()
+    w = mask[..., None].astype(np.float32)
+    ref_pooled = (ref * w).sum(1) / w.sum(1)
+    ref_pooled /= np.linalg.norm(ref_pooled, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(tokens)[mask], ref[mask], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.asarray(pooled), ref_pooled, atol=1e-4, rtol=0)
+    ids2, _ = enc.tokenize(["w0 w5", ""])
+    np.testing.assert_array_equal(ids2[0, :5], [2, 4, 9, 3, 0])
 
 
 def test_missing_package_message(monkeypatch):
