@@ -21,6 +21,7 @@ from flax import nnx
 
 from stiv_jax.model.attention import CrossAttention, SelfAttention
 from stiv_jax.model.layers import MLP, layer_norm, modulate
+from stiv_jax.parallel import SPATIAL_LAYOUT, TEMPORAL_LAYOUT, constrain
 
 MOD_ROWS = 12  # (shift, scale, gate) × (spatial, temporal, cross, mlp)
 
@@ -66,8 +67,10 @@ class STIVBlock(nnx.Module):
         def cross(h):
             return self.cross(h.reshape(b, f * s, d), context, context_mask).reshape(b, f, s, d)
 
-        x = sandwich(x, 0, spatial)
-        x = sandwich(x, 1, temporal)
+        # Context parallelism (no-op without a mesh): frames on `context` for spatial
+        # attention, tokens on `context` for temporal; XLA all-to-alls between them.
+        x = sandwich(constrain(x, SPATIAL_LAYOUT), 0, spatial)
+        x = sandwich(constrain(x, TEMPORAL_LAYOUT), 1, temporal)
         x = sandwich(x, 2, cross)
         return sandwich(x, 3, self.mlp)
 
