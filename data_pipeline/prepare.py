@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import cv2
 import numpy as np
 import tqdm
 
@@ -244,6 +245,12 @@ def _worker(args: tuple[InputItem, Settings, str]) -> dict:
     return process_video(*args)
 
 
+def _init_worker() -> None:
+    # One OpenCV thread per worker process: the processes are the parallelism, and OpenCV's
+    # own thread pool in every process would oversubscribe the cores.
+    cv2.setNumThreads(1)
+
+
 def prepare(
     inputs: list[InputItem],
     out: str,
@@ -276,7 +283,9 @@ def prepare(
     jobs = [(inputs[i], settings, work) for i in todo]
     if workers > 1 and len(jobs) > 1:
         # spawn: no forked copies of OpenCV/FFmpeg threads or of a caller's JAX runtime.
-        with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+        with multiprocessing.get_context("spawn").Pool(
+            min(workers, len(jobs)), initializer=_init_worker
+        ) as pool:
             for i, r in zip(todo, pool.imap(_worker, jobs)):
                 results[i] = r
                 bar.update()

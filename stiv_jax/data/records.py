@@ -26,16 +26,17 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
-import grain
 import msgpack
 import numpy as np
-from absl import flags
 
 from stiv_jax.data import buckets as buckets_lib
 from stiv_jax.data import tasks as tasks_lib
+
+if TYPE_CHECKING:
+    import grain
 
 CACHED_TEXT = ("text_tokens", "text_mask", "text_pooled")
 _SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.array_record$")
@@ -286,6 +287,8 @@ def records_dataset(
     Training repeats forever, reshuffling each epoch by `config.data.seed`; other splits are
     one pass, bucket after bucket, centre crops. Each batch holds one bucket shape.
     """
+    import grain  # lazy: the offline engine's worker processes use the codec only
+
     data = config.data
     host_batch = host_batch_size(config, process_index, process_count)
     files = list_shards(data.path, split)
@@ -338,6 +341,9 @@ def bucketed_dataset(
     """Batches of records `indices` of `source` (meta int [N, 3] per source record), one
     Grain pipeline per bucket, mixed by `config.data.buckets.weights` (train) or one after
     the other (one pass). Shared by the records and TFDS sources."""
+    import grain
+    from absl import flags
+
     data = config.data
     buckets, weighting = buckets_lib.buckets_from_config(config)
     indices = np.asarray(indices)
