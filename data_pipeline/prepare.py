@@ -202,29 +202,28 @@ def summarize(results: list[dict]) -> dict[str, Any]:
 
 
 def write_shards(out: str, split: str, results: list[dict], hosts: int, per_shard: int) -> list:
-    """Deals the finished records round-robin into shards; returns [{file, num_records}]."""
+    """Streams the finished records round-robin into shards; returns [{file, num_records}]."""
     work = os.path.join(out, "work")
     sources = [r for r in results if r.get("status") == "ok" and r.get("written", 0) > 0]
     total = sum(r["written"] for r in sources)
     n = shards_lib.num_shards(total, hosts, per_shard)
-    records: list[list[bytes]] = [[] for _ in range(n)]
-    rows: list[list] = [[] for _ in range(n)]
-    k = 0
-    for r in sources:
-        path = os.path.join(work, r["key"] + ".array_record")
-        index = np.load(path + ".index.npy", allow_pickle=False)
-        for rec, row in zip(shards_lib.read_records(path), index):
-            records[k % n].append(rec)
-            rows[k % n].append(row)
-            k += 1
     names = [shards_lib.shard_name(split, i, n) for i in range(n)]
     for old in glob.glob(os.path.join(glob.escape(out), f"{split}-*-of-*.array_record*")):
         if os.path.basename(old).split(".array_record")[0] + ".array_record" not in names:
             os.remove(old)  # shards of an earlier run with another shard count
-    for name, recs, idx in zip(names, records, rows):
-        shards_lib.write_records(os.path.join(out, name), recs)
+    rows: list[list] = [[] for _ in range(n)]
+    with shards_lib.ShardWriters([os.path.join(out, name) for name in names]) as writers:
+        k = 0
+        for r in sources:
+            path = os.path.join(work, r["key"] + ".array_record")
+            index = np.load(path + ".index.npy", allow_pickle=False)
+            for rec, row in zip(shards_lib.read_records(path), index):
+                writers.write(k % n, rec)
+                rows[k % n].append(row)
+                k += 1
+    for name, idx in zip(names, rows):
         shards_lib.write_index(os.path.join(out, name + ".index.npy"), idx)
-    return [{"file": name, "num_records": len(recs)} for name, recs in zip(names, records)]
+    return [{"file": name, "num_records": len(idx)} for name, idx in zip(names, rows)]
 
 
 def _dump_json(path: str, obj: Any) -> None:

@@ -48,6 +48,31 @@ def write_records(path: str, records: Sequence[bytes]) -> None:
         writer.close()
 
 
+class ShardWriters:
+    """Writers for several shards at once, on temp names renamed together on success."""
+
+    def __init__(self, paths: Sequence[str]):
+        self.paths = list(paths)
+        self.tmps = [tmp_path(p) for p in self.paths]
+        self.writers = []
+
+    def __enter__(self) -> ShardWriters:
+        self.writers = [ar.ArrayRecordWriter(t, WRITER_OPTIONS) for t in self.tmps]
+        return self
+
+    def write(self, shard: int, record: bytes) -> None:
+        self.writers[shard].write(record)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        for w in self.writers:
+            w.close()
+        for tmp, path in zip(self.tmps, self.paths):
+            if exc_type is None:
+                os.replace(tmp, path)
+            elif os.path.exists(tmp):
+                os.remove(tmp)
+
+
 def read_records(path: str) -> list[bytes]:
     reader = ar.ArrayRecordReader(path)
     try:
