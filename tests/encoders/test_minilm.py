@@ -109,3 +109,12 @@ def test_bad_path_and_length(tmp_path):
         MiniLMEncoder(str(tmp_path / "nope"))
     with pytest.raises(ValueError, match="max_length=600"):
         MiniLMEncoder(max_length=600)
+
+
+def test_built_from_project_config():
+    from configs.stiv import get_config
+
+    cfg = get_config("variant=tiny").text_encoder
+    enc = get_text_encoder(cfg)
+    assert isinstance(enc, MiniLMEncoder)
+    assert enc.max_length == cfg.max_length and enc.cache_size == cfg.get("cache_size", 0)
