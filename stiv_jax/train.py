@@ -89,7 +89,7 @@ def fill_train_grid(config) -> None:
 def init_state(model: STIV, tx: optax.GradientTransformation) -> tuple[Any, dict]:
     """-> (graphdef, state) with state = {step, params, ema, opt} as pure pytrees."""
     graphdef, params = nnx.split(model, nnx.Param)
-    params = params.to_pure_dict()
+    params = nnx.to_pure_dict(params)
     state = {
         "step": jnp.zeros([], jnp.int32),
         "params": params,

@@ -23,6 +23,7 @@ from typing import TypedDict
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from flax import nnx
 
 from stiv_jax.model.block import MOD_ROWS, STIVBlock, remat_block
@@ -91,7 +92,7 @@ class STIV(nnx.Module):
             raise ValueError(f"model.temporal_patch={cfg.temporal_patch}; expected 1, 2 or 4")
         if not 0.0 <= cfg.mask_ratio < 1.0:
             raise ValueError(f"model.mask_ratio={cfg.mask_ratio}; expected a value in [0, 1)")
-        self.cfg = cfg
+        self.cfg = cfg = ml_collections.FrozenConfigDict(cfg)  # a snapshot, immune to later edits
         d, p, pt = cfg.width, cfg.patch_size, cfg.temporal_patch
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=pdtype)

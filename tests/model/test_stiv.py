@@ -1,0 +1,169 @@
+"""STIV model: identity init, MaskDiT, image conditioning, patching, variants."""
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from stiv_jax.model.block import STIVBlock
+from stiv_jax.model.rope import rope_1d, rope_2d
+from stiv_jax.model.stiv import STIV, mask_restore, mask_select, patchify, unpatchify
+from stiv_jax.model.variants import parse_variant
+
+
+def _cond(b, f, h, w, c=3, l=5, dt=384):
+    k = jax.random.split(jax.random.key(7), 4)
+    return dict(
+        text_tokens=jax.random.normal(k[0], (b, l, dt)),
+        text_mask=jnp.ones((b, l), bool).at[:, -2:].set(False),
+        text_pooled=jax.random.normal(k[1], (b, dt)),
+        micro=jnp.tile(jnp.array([16.0, 16.0, 0.0, 0.0, 1.0]), (b, 1)),
+        motion=jnp.ones((b,)),
+        cond_mask=jnp.zeros((b, f), bool).at[:, 0].set(True),
+        cond_latents=jax.random.normal(k[2], (b, f, h, w, c)),
+    )
+
+
+def _perturb(model, scale=0.05):
+    """Random non-zero values in every parameter (zero-init layers included)."""
+    graphdef, params = nnx.split(model, nnx.Param)
+    leaves, tree = jax.tree.flatten(nnx.to_pure_dict(params))
+    keys = jax.random.split(jax.random.key(3), len(leaves))
+    leaves = [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+    return nnx.merge(graphdef, jax.tree.unflatten(tree, leaves))
+
+
+def test_adaln_zero_init_block_is_identity():
+    block = STIVBlock(32, 2, 4.0, impl="xla", rngs=nnx.Rngs(0), dtype=jnp.float32, param_dtype=jnp.float32)
+    x = jax.random.normal(jax.random.key(0), (2, 4, 9, 32))
+    mod = jnp.zeros((2, 12, 32))  # the zero-initialised shared AdaLN projection's output
+    ctx, ctx_mask = jax.random.normal(jax.random.key(1), (2, 3, 32)), jnp.ones((2, 3), bool)
+    out = block(x, mod, ctx, ctx_mask, rope_2d(3, 3, 16), rope_1d(4, 16))
+    np.testing.assert_array_equal(out, x)
+    # a non-zero gate makes it a non-identity (the test can fail)
+    out2 = block(x, mod.at[:, 2].set(1.0), ctx, ctx_mask, rope_2d(3, 3, 16), rope_1d(4, 16))
+    assert float(jnp.abs(out2 - x).max()) > 1e-3
+
+
+def test_fresh_model_blocks_are_identity_and_output_zero(tiny_config):
+    m = STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0))
+    for block in list(m.blocks) + list(m.decoder):
+        np.testing.assert_array_equal(block.table[...], 0.0)
+    np.testing.assert_array_equal(m.adaln.kernel[...], 0.0)
+    x = jax.random.normal(jax.random.key(0), (2, 4, 16, 16, 3))
+    out = m(x, jnp.full((2,), 0.3), _cond(2, 4, 16, 16))
+    np.testing.assert_array_equal(out, 0.0)  # zero-init final layer
+
+
+def test_mask_select_uses_same_positions_in_every_frame():
+    tokens = jax.random.normal(jax.random.key(0), (3, 5, 16, 8))
+    kept, perm = mask_select(tokens, jax.random.key(1), 0.5)
+    assert kept.shape == (3, 5, 8, 8)
+    for b in range(3):
+        ids = np.asarray(perm[b, :8])
+        for f in range(5):
+            np.testing.assert_array_equal(kept[b, f], tokens[b, f, ids])
+    # different samples get different masks
+    assert not np.array_equal(np.sort(perm[0, :8]), np.sort(perm[1, :8]))
+    token = jnp.full((8,), 9.0)
+    full = mask_restore(kept, perm, token)
+    assert full.shape == tokens.shape
+    for b in range(3):
+        keep_ids, drop_ids = np.asarray(perm[b, :8]), np.asarray(perm[b, 8:])
+        np.testing.assert_array_equal(full[b][:, keep_ids], tokens[b][:, keep_ids])
+        np.testing.assert_array_equal(full[b][:, drop_ids], 9.0)
+
+
+def test_maskdit_forward_keeps_shape_and_depends_on_mask(tiny_config):
+    m = _perturb(STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0)))
+    x = jax.random.normal(jax.random.key(0), (2, 4, 16, 16, 3))
+    t, cond = jnp.full((2,), 0.4), _cond(2, 4, 16, 16)
+    a = m(x, t, cond, mask_key=jax.random.key(1))
+    b = m(x, t, cond, mask_key=jax.random.key(2))
+    full = m(x, t, cond)
+    assert a.shape == x.shape == full.shape
+    assert float(jnp.abs(a - b).max()) > 1e-4  # the mask matters in training
+    tiny_config.model.mask_ratio = 0.0
+    m0 = _perturb(STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0)))
+    np.testing.assert_allclose(m0(x, t, cond, mask_key=jax.random.key(1)), m0(x, t, cond), atol=1e-6)
+
+
+def test_frame_replace_ignores_noisy_given_frames(tiny_config):
+    m = _perturb(STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0)))
+    x = jax.random.normal(jax.random.key(0), (2, 4, 16, 16, 3))
+    t, cond = jnp.full((2,), 0.4), _cond(2, 4, 16, 16)
+    y = x.at[:, 0].set(123.0)  # frame 0 is given: its noisy content must not matter
+    np.testing.assert_allclose(m(x, t, cond), m(y, t, cond), atol=1e-5)
+    z = x.at[:, 1].set(123.0)  # frame 1 is not given: it must matter
+    assert float(jnp.abs(m(x, t, cond) - m(z, t, cond)).max()) > 1e-3
+
+
+def test_channel_concat_doubles_patch_embed_input(tiny_config):
+    p, pt = tiny_config.model.patch_size, tiny_config.model.temporal_patch
+    base = STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0))
+    tiny_config.model.image_cond = "channel_concat"
+    cc = STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0))
+    assert base.patch_embed.kernel.shape[0] == pt * p * p * 3
+    assert cc.patch_embed.kernel.shape[0] == 2 * pt * p * p * 3
+    cc = _perturb(cc)
+    x = jax.random.normal(jax.random.key(0), (2, 4, 16, 16, 3))
+    cond = _cond(2, 4, 16, 16)
+    out = cc(x, jnp.full((2,), 0.4), cond)
+    assert out.shape == x.shape
+    other = dict(cond, cond_latents=cond["cond_latents"] + 1.0)
+    assert float(jnp.abs(out - cc(x, jnp.full((2,), 0.4), other)).max()) > 1e-4
+
+
+def test_cross_attn_image_tokens_enter_context(tiny_config):
+    tiny_config.model.image_cond = "cross_attn"
+    m = _perturb(STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0)))
+    x = jax.random.normal(jax.random.key(0), (2, 4, 16, 16, 3))
+    cond = _cond(2, 4, 16, 16)
+    a = m(x, jnp.full((2,), 0.4), cond)
+    b = m(x, jnp.full((2,), 0.4), dict(cond, cond_latents=cond["cond_latents"] * 2))
+    assert float(jnp.abs(a - b).max()) > 1e-4
+
+
+def test_patchify_roundtrip_and_bad_shapes(tiny_config):
+    x = jax.random.normal(jax.random.key(0), (2, 4, 8, 12, 3))
+    tokens = patchify(x, 2, 2)
+    assert tokens.shape == (2, 2, 4 * 6, 2 * 2 * 2 * 3)
+    np.testing.assert_array_equal(unpatchify(tokens, 2, 2, (8, 12), 3), x)
+    m = STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="divisible"):
+        m(jnp.zeros((1, 3, 16, 16, 3)), jnp.zeros((1,)), _cond(1, 3, 16, 16))
+
+
+def test_scan_and_loop_blocks_agree(tiny_config):
+    loop = _perturb(STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0)))
+    tiny_config.model.scan_blocks = True
+    tiny_config.model.remat = "attention"
+    scan = STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0))
+    # copy the loop model's weights into the stacked (scanned) layout
+    _, lp = nnx.split(loop, nnx.Param)
+    g, sp = nnx.split(scan, nnx.Param)
+    lp, sp = nnx.to_pure_dict(lp), nnx.to_pure_dict(sp)
+    blocks = [lp["blocks"][i] for i in range(len(lp["blocks"]))]
+    sp = {**lp, "blocks": jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)}
+    scan = nnx.merge(g, sp)
+    x = jax.random.normal(jax.random.key(0), (2, 4, 16, 16, 3))
+    t, cond = jnp.full((2,), 0.4), _cond(2, 4, 16, 16)
+    np.testing.assert_allclose(scan(x, t, cond), loop(x, t, cond), atol=1e-5)
+
+
+def test_unknown_variant_is_one_clear_error():
+    with pytest.raises(ValueError, match="unknown variant 'XXXL/2'"):
+        parse_variant("XXXL/2")
+
+
+def test_count_params_cli():
+    out = subprocess.run(
+        [sys.executable, "-m", "stiv_jax.model.stiv", "--config", "configs/stiv.py:variant=XL/2", "--count-params"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout  # fmt: skip
+    total = int(out.split("params: ")[1].split()[0])
+    assert 0.6e9 < total < 1.0e9, out
