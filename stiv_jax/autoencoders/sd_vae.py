@@ -3,7 +3,9 @@
 Shapes: B batch, T frames (= F latent frames), H/W pixels, h/w = H/s, W/s with
 s = 2**(len(block_out_channels) - 1) (8 for SD), C latent channels (4 for SD).
   encode(video [B, T, H, W, 3] in [-1, 1]) -> latents [B, T, h, w, C]
-      latents = (posterior mean - shift_factor) · scaling_factor   (a sample instead if `rng`)
+      latents = (posterior mean - shift) · scaling_factor / std   (a sample instead if `rng`)
+      shift = config latents_mean (per channel) if set, else shift_factor, else 0;
+      std = config latents_std if set, else 1 — the diffusers pipelines' conventions.
   decode(latents [B, T, h, w, C]) -> video [B, T, H, W, 3] clipped to [-1, 1]
 Frames fold into the batch and run `chunk` images per jitted call (the last chunk is padded to
 the same shape), so memory is bounded by one chunk and each shape compiles once.
@@ -123,7 +125,19 @@ class SDAutoencoder:
         self.latent_channels = int(c["latent_channels"])
         self.spatial_factor = 2 ** (len(c["block_out_channels"]) - 1)
         self.scaling = float(c["scaling_factor"])
-        self.shift = float(c["shift_factor"] or 0.0)
+        lat = self.latent_channels
+        mean, std = c.get("latents_mean"), c.get("latents_std")
+        if (mean is None) != (std is None) or (
+            mean is not None and (len(mean), len(std)) != (lat, lat)
+        ):
+            raise ValueError(
+                f"AutoencoderKL latents_mean={mean}, latents_std={std}: expected both null or "
+                f"both {lat} values"
+            )
+        self.shift = jnp.asarray(
+            mean if mean is not None else c["shift_factor"] or 0.0, jnp.float32
+        )
+        self.std = jnp.asarray(std if std is not None else 1.0, jnp.float32)
         self.dtype = jnp.dtype(dtype)
         self.model = diffusers_dir.build_abstract(
             lambda: KLModel(c, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0))
@@ -187,7 +201,7 @@ class SDAutoencoder:
         diffusers_dir.check_video(video, self.spatial_factor, "SDAutoencoder")
         b, t = video.shape[:2]
         z = self.encode_frames(video.reshape(b * t, *video.shape[2:]), rng)
-        return ((z - self.shift) * self.scaling).reshape(b, t, *z.shape[1:])
+        return ((z - self.shift) * (self.scaling / self.std)).reshape(b, t, *z.shape[1:])
 
     def decode(self, latents: jax.Array) -> jax.Array:
         if latents.ndim != 5 or latents.shape[-1] != self.latent_channels:
@@ -196,6 +210,6 @@ class SDAutoencoder:
                 f"[B, T, h, w, {self.latent_channels}]"
             )
         b, t = latents.shape[:2]
-        z = jnp.asarray(latents, jnp.float32) / self.scaling + self.shift
+        z = jnp.asarray(latents, jnp.float32) * (self.std / self.scaling) + self.shift
         x = self.decode_frames(z.reshape(b * t, *latents.shape[2:]))
         return jnp.clip(x, -1.0, 1.0).reshape(b, t, *x.shape[1:])

@@ -6,6 +6,7 @@ padded), H = W = 16 pixels, h = w = 8, C = 4 latent channels.
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -123,3 +124,23 @@ def test_bad_inputs(tiny):
         check_config({"block_out_channels": [8], "up_block_types": ["UpBlock2D"]})
     with pytest.raises(ValueError, match="chunk=0"):
         SDAutoencoder({"block_out_channels": [8], "norm_num_groups": 4}, chunk=0)
+
+
+def test_latents_mean_std(tiny):
+    # SDXL-style configs carry per-channel latents_mean/std: (mu - mean) · scaling / std
+    _, path, ae = tiny
+    with open(os.path.join(path, "config.json")) as f:
+        cfg = json.load(f)
+    mean, std = [0.1, -0.2, 0.3, 0.4], [2.0, 1.0, 0.5, 4.0]
+    ae2 = SDAutoencoder({**cfg, "latents_mean": mean, "latents_std": std}, chunk=4, seed=None)
+    # same weights and graph: reuse the compiled steps instead of compiling again
+    ae2.state, ae2.encode_step, ae2.decode_step = ae.state, ae.encode_step, ae.decode_step
+    x = jnp.asarray(_video())
+    mu = np.asarray(ae.encode_frames(x.reshape(6, 16, 16, 3))).reshape(2, 3, 8, 8, 4)
+    z = np.asarray(ae2.encode(x))
+    np.testing.assert_allclose(z, (mu - mean) * SCALE / np.array(std), atol=1e-5, rtol=0)
+    y = ae2.decode(jnp.asarray(z))
+    want = np.clip(ae.decode_frames(jnp.asarray(mu.reshape(6, 8, 8, 4))), -1, 1)
+    np.testing.assert_allclose(y, np.asarray(want).reshape(y.shape), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="latents_mean"):
+        SDAutoencoder({**cfg, "latents_mean": mean}, seed=None)
