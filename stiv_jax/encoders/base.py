@@ -151,4 +151,8 @@ def load_module(make, directory: str, rules, *, ignore=(), tensors=None) -> nnx.
     load_into(
         model, load_safetensors(directory) if tensors is None else tensors, rules, ignore=ignore
     )
+    # Non-Param state would still be abstract here; the encoders are built to have none.
+    flat = nnx.to_flat_state(nnx.state(model))
+    abstract = [p for p, v in flat if isinstance(v.get_value(), jax.ShapeDtypeStruct)]
+    assert not abstract, f"state left uninitialised after loading: {abstract[:3]}"
     return model
