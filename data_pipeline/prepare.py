@@ -105,7 +105,7 @@ def _process(item: InputItem, s: Settings, work_dir: str, key: str, result: dict
         result["warning"] = "missing_caption"
         caption = ""
     p = video_io.probe(item.path, s.probe)
-    result["probe"] = dataclasses.asdict(p)
+    result["probe"] = {**dataclasses.asdict(p), "seconds": p.duration}
     if min(p.height, p.width) < s.filters.min_short_side:
         return _skip(result, "resolution", f"{p.width}x{p.height} below {s.filters.min_short_side}")
     if not filters_lib.orientation_ok(p.height, p.width, s.filters.orientation):
