@@ -37,11 +37,12 @@ class BlockSizes:
     """Tile sizes of the kernels; they change speed and VMEM use, never the result."""
 
     block_q: int = 512
-    """Query rows per program (forward and dq kernels); a multiple of 8."""
+    """Query rows per program (forward and dq kernels); a multiple of 128 (the saved
+    logsumexp is stored lane-dense, query positions on lanes)."""
     block_k: int = 512
     """Key rows per program (forward and dq kernels); a multiple of 128."""
     block_q_dkv: int = 512
-    """Query rows per step of the dk/dv kernel; a multiple of 8."""
+    """Query rows per step of the dk/dv kernel; a multiple of 128."""
     block_k_dkv: int = 512
     """Key rows per program of the dk/dv kernel; a multiple of 128."""
     packed_len: int = 128
@@ -49,11 +50,7 @@ class BlockSizes:
     side by side up to this length so one MXU tile serves many of them."""
 
     def __post_init__(self):
-        for name in ("block_q", "block_q_dkv"):
-            value = getattr(self, name)
-            if value <= 0 or value % 8:
-                raise ValueError(f"BlockSizes.{name}={value} must be a positive multiple of 8")
-        for name in ("block_k", "block_k_dkv", "packed_len"):
+        for name in ("block_q", "block_k", "block_q_dkv", "block_k_dkv", "packed_len"):
             value = getattr(self, name)
             if value <= 0 or value % 128:
                 raise ValueError(f"BlockSizes.{name}={value} must be a positive multiple of 128")
@@ -139,6 +136,24 @@ def _scores(q, k, bias_ref, qseg_ref, kvseg_ref, *, causal, q_start, k_start):
     return s
 
 
+def _column_to_row(x: jax.Array) -> jax.Array:
+    """[T, 1] -> [1, T] exactly, by a masked sublane reduction (no Mosaic transpose).
+
+    Per-row statistics are stored lane-dense ([.., 1, L]): a [.., L, 1] float32 array
+    would occupy 128 lanes per value in HBM, 128x the bytes.
+    """
+    t = x.shape[0]
+    eye = lax.broadcasted_iota(jnp.int32, (t, t), 0) == lax.broadcasted_iota(jnp.int32, (t, t), 1)
+    return jnp.sum(jnp.where(eye, x, 0.0), axis=0, keepdims=True)
+
+
+def _row_to_column(x: jax.Array) -> jax.Array:
+    """[1, T] -> [T, 1] exactly (inverse of `_column_to_row`)."""
+    t = x.shape[1]
+    eye = lax.broadcasted_iota(jnp.int32, (t, t), 0) == lax.broadcasted_iota(jnp.int32, (t, t), 1)
+    return jnp.sum(jnp.where(eye, x, 0.0), axis=1, keepdims=True)
+
+
 def _unpack(refs, flags):
     """Split a flat ref list into named optional groups following `flags`."""
     out, i = {}, 0
@@ -148,14 +163,17 @@ def _unpack(refs, flags):
     return out, refs[i:]
 
 
-def _fwd_kernel(*refs, cfg: _Config, flags):
+def _fwd_kernel(*refs, cfg: _Config, flags, save_lse: bool):
     groups, rest = _unpack(refs, flags)
     q_ref, k_ref, v_ref = groups["qkv"]
     (scale_ref,) = groups["scale"]
     cos_ref, sin_ref = groups["rope"]
     (bias_ref,) = groups["bias"]
     qseg_ref, kvseg_ref = groups["seg"]
-    o_ref, lse_ref, qs_ref, m_ref, l_ref, acc_ref = rest
+    if save_lse:
+        o_ref, lse_ref, qs_ref, m_ref, l_ref, acc_ref = rest
+    else:
+        (o_ref, qs_ref, m_ref, l_ref, acc_ref), lse_ref = rest, None
     qi, ki = pl.program_id(2), pl.program_id(3)
 
     @pl.when(ki == 0)
@@ -198,7 +216,8 @@ def _fwd_kernel(*refs, cfg: _Config, flags):
     def _store():
         denom = l_ref[...]
         o_ref[0, 0] = (acc_ref[...] / denom).astype(o_ref.dtype)
-        lse_ref[0, 0] = m_ref[...] + jnp.log(denom)
+        if lse_ref is not None:
+            lse_ref[0, 0] = _column_to_row(m_ref[...] + jnp.log(denom))
 
 
 def _dkv_kernel(*refs, cfg: _Config, flags):
@@ -225,12 +244,12 @@ def _dkv_kernel(*refs, cfg: _Config, flags):
         q_start=qi * cfg.block_q_dkv,
         k_start=ki * cfg.block_k_dkv,
     )
-    p = jnp.exp(s - lse_ref[0, 0])  # [block_q, block_k]
+    p = jnp.exp(s - _row_to_column(lse_ref[0, 0]))  # [block_q, block_k]
     dv_acc[...] += lax.dot_general(
         p.astype(do.dtype), do, _TRANS_A, preferred_element_type=jnp.float32
     )
     dp = lax.dot_general(do, v, _TRANS_B, preferred_element_type=jnp.float32)
-    ds = p * (dp - delta_ref[0, 0])
+    ds = p * (dp - _row_to_column(delta_ref[0, 0]))
     dk_acc[...] += lax.dot_general(
         ds.astype(q.dtype), q, _TRANS_A, preferred_element_type=jnp.float32
     )
@@ -264,9 +283,9 @@ def _dq_kernel(*refs, cfg: _Config, flags):
         q_start=qi * cfg.block_q,
         k_start=ki * cfg.block_k,
     )
-    p = jnp.exp(s - lse_ref[0, 0])
+    p = jnp.exp(s - _row_to_column(lse_ref[0, 0]))
     dp = lax.dot_general(do, v, _TRANS_B, preferred_element_type=jnp.float32)
-    ds = p * (dp - delta_ref[0, 0])
+    ds = p * (dp - _row_to_column(delta_ref[0, 0]))
     dq_acc[...] += jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
 
     @pl.when(ki == pl.num_programs(3) - 1)
@@ -318,7 +337,7 @@ def _flags(q_scale=None, cos2=None, bias=None, qseg=None, *, with_prologue: bool
     return tuple(flags + [("bias", 1, bias is not None), ("seg", 2, qseg is not None)])
 
 
-def _forward(q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, cfg: _Config):
+def _forward(q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, cfg: _Config, save_lse: bool):
     b, n, q_len, h = q.shape
     m = k.shape[2]
     bq, bk = cfg.block_q, cfg.block_k
@@ -337,15 +356,18 @@ def _forward(q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, cfg: _Config):
     mask_specs, mask_args = _mask_specs(bias, qseg, kvseg, bq, bk, kv_major=False)
     in_specs += mask_specs
     args += mask_args
-    out_shape = [
-        jax.ShapeDtypeStruct(q.shape, q.dtype),
-        jax.ShapeDtypeStruct((b, n, q_len, 1), jnp.float32),
-    ]
-    out_specs = [q_spec, pl.BlockSpec((1, 1, bq, 1), lambda b, n, i, j: (b, n, i, 0))]
+    out_shape = [jax.ShapeDtypeStruct(q.shape, q.dtype)]
+    out_specs = [q_spec]
+    if save_lse:
+        out_shape.append(jax.ShapeDtypeStruct((b, n, 1, q_len), jnp.float32))
+        out_specs.append(pl.BlockSpec((1, 1, 1, bq), lambda b, n, i, j: (b, n, 0, i)))
     kernel = functools.partial(
-        _fwd_kernel, cfg=cfg, flags=_flags(q_scale, cos2, bias, qseg, with_prologue=True)
+        _fwd_kernel,
+        cfg=cfg,
+        flags=_flags(q_scale, cos2, bias, qseg, with_prologue=True),
+        save_lse=save_lse,
     )
-    out, lse = pl.pallas_call(
+    outs = pl.pallas_call(
         kernel,
         grid_spec=pltpu.PrefetchScalarGridSpec(
             num_scalar_prefetch=0,
@@ -367,7 +389,7 @@ def _forward(q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, cfg: _Config):
         interpret=cfg.interpret,
         name="stiv_flash_fwd",
     )(*args)
-    return out, lse
+    return outs[0], (outs[1] if save_lse else None)
 
 
 def _backward(qp, k, v, bias, qseg, kvseg, lse, delta, do, cfg: _Config):
@@ -379,7 +401,7 @@ def _backward(qp, k, v, bias, qseg, kvseg, lse, delta, do, cfg: _Config):
     # dk, dv: key tiles are the parallel axis, query tiles the reduction axis.
     bq, bk = cfg.block_q_dkv, cfg.block_k_dkv
     q_spec = pl.BlockSpec((1, 1, bq, h), lambda b, n, j, i: (b, n, i, 0))
-    row_spec = pl.BlockSpec((1, 1, bq, 1), lambda b, n, j, i: (b, n, i, 0))
+    row_spec = pl.BlockSpec((1, 1, 1, bq), lambda b, n, j, i: (b, n, 0, i))
     kv_spec = pl.BlockSpec((1, 1, bk, h), lambda b, n, j, i: (b, n, j, 0))
     mask_specs, mask_args = _mask_specs(bias, qseg, kvseg, bq, bk, kv_major=True)
     out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)]
@@ -404,7 +426,7 @@ def _backward(qp, k, v, bias, qseg, kvseg, lse, delta, do, cfg: _Config):
     # dq: query tiles parallel, key tiles the reduction axis.
     bq, bk = cfg.block_q, cfg.block_k
     q_spec = pl.BlockSpec((1, 1, bq, h), lambda b, n, i, j: (b, n, i, 0))
-    row_spec = pl.BlockSpec((1, 1, bq, 1), lambda b, n, i, j: (b, n, i, 0))
+    row_spec = pl.BlockSpec((1, 1, 1, bq), lambda b, n, i, j: (b, n, 0, i))
     kv_spec = pl.BlockSpec((1, 1, bk, h), lambda b, n, i, j: (b, n, j, 0))
     mask_specs, mask_args = _mask_specs(bias, qseg, kvseg, bq, bk, kv_major=False)
     out_shape = jax.ShapeDtypeStruct(qp.shape, jnp.float32)
@@ -431,11 +453,11 @@ def _backward(qp, k, v, bias, qseg, kvseg, lse, delta, do, cfg: _Config):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(9,))
 def flash_core(q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, cfg: _Config):
     """Padded, head-major inputs (see module docstring) -> out [B, N, L, H]."""
-    return _forward(q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, cfg)[0]
+    return _forward(q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, cfg, save_lse=False)[0]
 
 
 def _flash_core_fwd(q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, cfg):
-    out, lse = _forward(q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, cfg)
+    out, lse = _forward(q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, cfg, save_lse=True)
     return out, (q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, out, lse)
 
 
@@ -449,7 +471,7 @@ def _flash_core_bwd(cfg, residuals, do):
         sm_scale=cfg.sm_scale,
     )
     qp, pullback = jax.vjp(lambda q_, s_: prologue(q_, s_), q, q_scale)
-    delta = jnp.sum(do.astype(jnp.float32) * out.astype(jnp.float32), -1, keepdims=True)
+    delta = jnp.sum(do.astype(jnp.float32) * out.astype(jnp.float32), -1)[:, :, None]
     dqp, dk, dv = _backward(
         qp.astype(k.dtype), k, v, bias, qseg, kvseg, lse, delta, do.astype(v.dtype), cfg
     )

@@ -79,6 +79,9 @@ def shard_over_batch(
             **static,
         )
 
-    return jax.shard_map(per_shard, mesh=mesh, in_specs=in_specs, out_specs=qkv_spec)(
-        q, k, v, q_norm_scale, k_norm_scale, rope, mask
+    # check_vma=False: pallas_call outputs carry no varying-axes annotation; the
+    # transpose then sums the replicated norm scales' cotangents over the shards.
+    mapped = jax.shard_map(
+        per_shard, mesh=mesh, in_specs=in_specs, out_specs=qkv_spec, check_vma=False
     )
+    return mapped(q, k, v, q_norm_scale, k_norm_scale, rope, mask)
