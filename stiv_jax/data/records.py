@@ -124,6 +124,14 @@ def decode_frames(
         wanted = None if frame_ids is None else set(int(i) for i in frame_ids)
         last = None if frame_ids is None else max(frame_ids)
         out, i = [], 0
+        first = 0 if frame_ids is None else min(frame_ids)
+        # Seek instead of decoding the frames before the crop: FFmpeg seeks to the previous
+        # keyframe and decodes forward, so the frames are exact (tested against a full decode).
+        if first > 0 and cap.set(cv2.CAP_PROP_POS_FRAMES, first):
+            if int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == first:
+                i = first
+            else:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
         while last is None or i <= last:
             ok, frame = cap.read()
             if not ok:
