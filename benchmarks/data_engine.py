@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import platform
+import resource
 import shutil
 import sys
 import tempfile
@@ -48,12 +49,19 @@ def _corpus(root: str, copies: int) -> str:
     return inp
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU of this process and its finished children (the pool workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def bench_prepare(inp: str, out: str, workers: int, max_side: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     items = list_inputs(inp)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     m = prep.prepare(items, out, prep.Settings(max_side=max_side), workers=workers, progress=False)
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     report = json.load(open(os.path.join(out, "report.json")))
     frames = sum(r.get("decoded_frames", 0) for r in report["per_video"])
     return {
@@ -63,6 +71,7 @@ def bench_prepare(inp: str, out: str, workers: int, max_side: int) -> dict:
         "clips_scored": m["clips"]["scored"],
         "seconds": round(dt, 3),
         "clips_per_s": round(m["clips"]["scored"] / dt, 3),
+        "cpu_s_per_clip": round(cpu / m["clips"]["scored"], 3),
         "source_frames_per_s": round(frames / dt, 1),
     }
 
@@ -78,10 +87,10 @@ def bench_grain(shards: str, workers: int, batches: int, warmup: int, bucket: st
     it = iter(records_dataset(c, latent_frames=max(3, t // 4)))
     for _ in range(warmup):
         next(it)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     for _ in range(batches):
         b = next(it)
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     return {
         "workers": workers,
         "bucket": bucket,
@@ -89,6 +98,8 @@ def bench_grain(shards: str, workers: int, batches: int, warmup: int, bucket: st
         "batches": batches,
         "seconds": round(dt, 3),
         "batches_per_s": round(batches / dt, 3),
+        # Grain worker processes are still alive here, so their CPU is not counted.
+        "main_cpu_s_per_batch": round(cpu / batches, 4),
     }
 
 
@@ -114,13 +125,17 @@ def main() -> None:
             print(
                 f"prepare workers={w}: {r['clips_scored']} clips from {r['videos']} videos in "
                 f"{r['seconds']}s = {r['clips_per_s']} clips/s "
-                f"({r['source_frames_per_s']} source frames/s)"
+                f"({r['source_frames_per_s']} source frames/s, "
+                f"{r['cpu_s_per_clip']} CPU-s per clip)"
             )
         results["grain"] = []
         for w in (int(x) for x in a.grain_workers.split(",")):
             r = bench_grain(out, w, a.batches, a.warmup, a.bucket)
             results["grain"].append(r)
-            print(f"grain workers={w}: batch {r['batch']} {r['batches_per_s']} batches/s")
+            print(
+                f"grain workers={w}: batch {r['batch']} {r['batches_per_s']} batches/s "
+                f"(main-process CPU {r['main_cpu_s_per_batch']} s/batch)"
+            )
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)
