@@ -9,6 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
+pytest.importorskip(
+    "scenedetect", reason="the [data] extra (scenedetect-headless) is not installed"
+)
+
 from data_pipeline import prepare as prep
 from data_pipeline import shards as shards_lib
 from data_pipeline.inputs import InputItem, list_inputs

@@ -9,6 +9,10 @@ import sys
 
 import pytest
 
+pytest.importorskip(
+    "scenedetect", reason="the [data] extra (scenedetect-headless) is not installed"
+)
+
 from data_pipeline.scenes import SceneSettings, cut_clips, detect_scenes
 
 ROW = re.compile(r"^\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|[^|]*\|\s*(\d+)\s*\|")
