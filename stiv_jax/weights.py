@@ -267,25 +267,49 @@ def _tname(transform) -> str:
 # ------------------------------------------------------------------ filling a module
 
 
+def _names(meta: dict) -> tuple | None:
+    for key in ("out_sharding", "sharding_names", "sharding"):
+        if meta.get(key):
+            return tuple(meta[key])
+    return None
+
+
+def _spec(names: tuple, shape: tuple, mesh, meta: dict) -> jax.sharding.PartitionSpec:
+    """Partition names → PartitionSpec on `mesh`: mesh axis names are used as they are,
+    logical names (embed, mlp, heads) go through flax's context rules and then the project's
+    rules table (stiv_jax.parallel), which also drops axes that do not divide a dim."""
+    from flax.core import spmd
+
+    names = (None,) * (len(shape) - len(names)) + tuple(
+        spmd.apply_rules(names, meta.get("sharding_rules"))
+    )
+    axes = set(mesh.axis_names)
+    flat = [a for n in names if n is not None for a in (n if isinstance(n, tuple) else (n,))]
+    if all(a in axes for a in flat):
+        return jax.sharding.PartitionSpec(*names)
+    from stiv_jax.parallel import logical_to_spec
+
+    return logical_to_spec(names, shape, mesh)
+
+
 def _placement(var: nnx.Variable):
-    """The sharding a new value should get: that of the current value, else from metadata."""
+    """The sharding a new value gets: from the partition metadata when a mesh is active (or
+    named in the metadata), else the current value's NamedSharding, else none (plain array)."""
     value = var.get_value()
+    meta = var.get_metadata()
+    names = _names(meta)
+    mesh = jax.sharding.get_mesh()
+    if getattr(mesh, "empty", True):
+        mesh = None
+    if names and mesh is not None:
+        return jax.sharding.NamedSharding(mesh, _spec(names, tuple(value.shape), mesh, meta))
     sharding = getattr(value, "sharding", None)
     if isinstance(sharding, jax.sharding.NamedSharding):
         return sharding
-    meta = var.get_metadata()
-    spec = meta.get("out_sharding") or meta.get("sharding")
-    if not spec:
-        return None
-    mesh = meta.get("mesh")
-    if mesh is None:
-        mesh = jax.sharding.get_mesh() if hasattr(jax.sharding, "get_mesh") else None
-    if mesh is None or getattr(mesh, "empty", True):
-        return None  # annotations without an active mesh: plain (single-device) arrays
-    from flax.core import spmd
-
-    spec = spmd.apply_rules(tuple(spec), meta.get("sharding_rules"))
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
+    if names and meta.get("mesh") is not None:
+        m = meta["mesh"]
+        return jax.sharding.NamedSharding(m, _spec(names, tuple(value.shape), m, meta))
+    return None
 
 
 def _path_str(path: tuple) -> str:

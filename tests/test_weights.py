@@ -183,15 +183,50 @@ def test_orbax_round_trip(tmp_path):
         restore_orbax(m2, str(tmp_path / "missing"))
 
 
-def test_keeps_sharding_annotations():
+@pytest.mark.parametrize("eager", [True, False])
+def test_keeps_sharding_annotations(eager):
+    # stiv_jax.model turns eager sharding off globally; both settings must keep the names.
     mesh = jax.make_mesh(
         (1, 1), ("fsdp", "tensor"), axis_types=(jax.sharding.AxisType.Explicit,) * 2
     )
     init = nnx.with_partitioning(nnx.initializers.lecun_normal(), ("fsdp", "tensor"))
-    with jax.set_mesh(mesh):
+    with nnx.use_eager_sharding(eager), jax.set_mesh(mesh):
         lin = nnx.Linear(4, 3, kernel_init=init, use_bias=False, rngs=nnx.Rngs(0))
         load_into(lin, {"w": np.ones((3, 4), np.float32)}, [Rule("kernel", "w", "linear")])
     sharding = lin.kernel[...].sharding
     assert isinstance(sharding, jax.sharding.NamedSharding)
     assert tuple(sharding.spec) == ("fsdp", "tensor")
     np.testing.assert_array_equal(lin.kernel[...], np.ones((4, 3)))
+
+
+LOGICAL_SCRIPT = """
+import jax, numpy as np
+from flax import nnx
+from stiv_jax.parallel import MESH_AXES
+from stiv_jax.weights import Rule, load_into
+mesh = jax.make_mesh((1, 2, 1, 2), MESH_AXES, axis_types=(jax.sharding.AxisType.Explicit,) * 4)
+init = nnx.with_partitioning(nnx.initializers.lecun_normal(), ("embed", "mlp"))
+with nnx.use_eager_sharding(False):
+    lin = nnx.Linear(4, 6, kernel_init=init, use_bias=False, rngs=nnx.Rngs(0))
+w = np.arange(24, dtype=np.float32).reshape(6, 4)
+with jax.set_mesh(mesh):
+    load_into(lin, {"w": w}, [Rule("kernel", "w", "linear")])
+k = lin.kernel[...]
+assert tuple(k.sharding.spec) == ("fsdp", "tensor"), k.sharding
+assert len(k.addressable_shards) == 4 and k.addressable_shards[0].data.shape == (2, 3)
+np.testing.assert_array_equal(np.asarray(k), w.T)
+print("OK")
+"""
+
+
+def test_logical_names_map_through_project_rules():
+    # Needs 4 host devices, so it runs in a fresh process (XLA_FLAGS is read at JAX start).
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env["JAX_PLATFORMS"] = "cpu"
+    r = subprocess.run(
+        [sys.executable, "-c", LOGICAL_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-2000:]
