@@ -284,13 +284,15 @@ def collate(examples: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
 def records_dataset(
     config,
     *,
-    latent_frames: int,
+    latent_frames: int | Callable[[int], int],
     split: str = "train",
     process_index: int = 0,
     process_count: int = 1,
 ) -> grain.IterDataset:
     """Per-host batch dicts from the shards in `config.data.path` (see module docstring).
 
+    `latent_frames`: F of `cond_mask`, an int for `config.data.frames` pixel frames or a
+    function T -> F when buckets differ in length (see `bucket_latent_frames`).
     Host `process_index` reads shards `process_index::process_count` (disjoint, covering).
     Training repeats forever, reshuffling each epoch by `config.data.seed`; other splits are
     one pass, bucket after bucket, centre crops. Each batch holds one bucket shape.
@@ -340,7 +342,7 @@ def bucketed_dataset(
     meta: np.ndarray,
     indices: np.ndarray,
     *,
-    latent_frames: int,
+    latent_frames: int | Callable[[int], int],
     train: bool,
     host_batch: int,
     process_index: int,
@@ -357,7 +359,6 @@ def bucketed_dataset(
     indices = np.asarray(indices)
     assigned = buckets_lib.assign_all(buckets, meta[indices])
     seed = int(data.seed)
-    task_probs = task_probs_from_config(config, latent_frames)
     read_options = grain.ReadOptions(
         num_threads=int(data.get("read_threads", 2)),
         prefetch_buffer_size=int(data.get("prefetch_batches", 2)),
@@ -367,13 +368,15 @@ def bucketed_dataset(
         idx = indices[assigned == b]
         if len(idx) < (host_batch if train else 1):
             continue
+        frames = bucket_latent_frames(config, bucket, latent_frames)
+        task_probs = task_probs_from_config(config, frames)
         ds = grain.MapDataset.source(idx.tolist())
         if train:
             ds = ds.shuffle(seed=_mix_seed(seed, process_index, b)).repeat(None)
         transform = ClipTransform(
             source,
             bucket,
-            latent_frames=latent_frames,
+            latent_frames=frames,
             frame_stride=int(data.get("frame_stride", 1)),
             task_probs=task_probs,
             predict_frames=int(data.get("predict_frames", 1)),
@@ -403,6 +406,26 @@ def bucketed_dataset(
             flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     return ds
+
+
+def bucket_latent_frames(
+    config, bucket: buckets_lib.Bucket, latent_frames: int | Callable[[int], int]
+) -> int:
+    """Latent frames F of `bucket` (the length of its `cond_mask`).
+
+    `latent_frames` is either F for `config.data.frames` pixel frames (enough when every
+    bucket has that many frames) or a function T -> F, e.g.
+    `lambda t: autoencoder.latent_shape(t, h, w)[0]`, for buckets of several lengths.
+    """
+    if callable(latent_frames):
+        return int(latent_frames(bucket.frames))
+    if bucket.frames != int(config.data.frames):
+        raise ValueError(
+            f"bucket {bucket} has {bucket.frames} frames but latent_frames={latent_frames} is "
+            f"for config.data.frames={config.data.frames}; pass latent_frames as a function "
+            "T -> F (e.g. lambda t: autoencoder.latent_shape(t, h, w)[0])"
+        )
+    return int(latent_frames)
 
 
 def _mix_seed(seed: int, host: int, bucket: int) -> int:

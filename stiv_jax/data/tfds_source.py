@@ -27,6 +27,7 @@ import glob
 import os
 import re
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -180,7 +181,7 @@ def tfds_files(path: str, split: str) -> list[str]:
 def tfds_dataset(
     config,
     *,
-    latent_frames: int,
+    latent_frames: int | Callable[[int], int],
     split: str = "train",
     process_index: int = 0,
     process_count: int = 1,

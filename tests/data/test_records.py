@@ -142,6 +142,19 @@ def test_batch_contract_buckets_and_crops(shards):
     assert shapes == {(8, 8), (8, 16)}  # both buckets appear, one shape per batch
 
 
+def test_buckets_of_several_lengths_take_a_latent_frames_function(shards):
+    c = _config(shards, buckets={"shapes": ("4x8x8", "8x8x16")}, predict_frames=1)
+    with pytest.raises(ValueError, match="pass latent_frames as a function"):
+        records.records_dataset(c, latent_frames=3)
+    it = iter(records.records_dataset(c, latent_frames=lambda t: t // 2 + 1))
+    seen = set()
+    for b in _take(it, 8):
+        t = b["video"].shape[1]
+        assert b["cond_mask"].shape == (2, t // 2 + 1)
+        seen.add((t, b["video"].shape[3]))
+    assert seen == {(4, 8), (8, 16)}
+
+
 def test_same_seed_same_batches_and_other_seed_differs(shards):
     a = _take(iter(records.records_dataset(_config(shards), latent_frames=3)), 6)
     b = _take(iter(records.records_dataset(_config(shards), latent_frames=3)), 6)

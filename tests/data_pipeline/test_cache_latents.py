@@ -37,7 +37,7 @@ def test_cached_equals_live(tmp_path):
     c = get_config("variant=tiny")
     c.data.source, c.data.path, c.data.batch_size = "records", src, 1
     c.data.buckets = {"shapes": ("4x8x8", "4x8x16")}
-    c.data.frame_stride, c.data.predict_frames = 1, 1
+    c.data.frame_stride, c.data.predict_frames, c.data.frames = 1, 1, 4
     c.text_encoder = ml_collections.ConfigDict({"name": "minilm", "path": "", "max_length": 8})
     ae, te = get_autoencoder(c.autoencoder), get_text_encoder(c.text_encoder)
 
