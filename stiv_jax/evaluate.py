@@ -1,0 +1,510 @@
+"""ShapesBench evaluation: sample held-out cases with a trained STIV, score them, write a table.
+
+  python -m stiv_jax.evaluate --config configs/stiv.py:variant=S --workdir runs/stiv_s --out R
+  python -m stiv_jax.evaluate --config configs/stiv.py:variant=S --videos R/videos --out R2
+
+Shapes: T pixel frames, H = W = data.res; videos are uint8 [T, H, W, 3] (model outputs
+float [-1, 1] [B, T, H, W, 3] are converted). The model legend (B, F, S, L, D, N, H) does
+not apply here: everything after sampling is pixel-space.
+
+Cases are the first `num_cases` clips of the held-out ShapesBench split (seeds and caption
+templates never used in training). Each case is sampled as TI2V (its frame 0 given) at
+several requested motion scores (the ground-truth score times each `motion_multipliers`
+entry, same noise seed, so only the motion request varies) and as T2V at the ground-truth
+score. Video ids are `<task>-<index:04d>-x<multiplier>`, e.g. `ti2v-0003-x0.5`.
+
+Scores (per task; the metric definitions are `stiv_jax.metrics.evaluate_videos`):
+  adherence, consistency, dynamic degree, first-frame fidelity: on the x1 videos
+  motion_control          Spearman(requested, measured) pooled over every multiplier
+  motion_control_within   mean over cases of that Spearman across the case's multipliers
+Two baselines are scored by the same code on the same cases: `static` (frame 0 repeated:
+the floor) and `ground_truth` (the generator's clip: the ceiling). Their motion control
+uses the x1 requests (the ground truth's own score), so it is 1.0 for the ceiling by
+construction; within-case control does not apply to them (one video per case).
+First-frame fidelity is not reported for T2V (no condition image).
+
+Outputs (each written to a temp name, then renamed): `OUT/videos/<id>.mp4` and
+`OUT/videos/<id>.json` (the case's ground truth and request), `OUT/scores.json`,
+`OUT/scores.md`. `--videos DIR` scores existing MP4s named by id; the truth comes from
+`<id>.json` when present (the clip is regenerated from the generator arguments recorded
+there), otherwise from the held-out split of `--config` by the index in the id. A missing,
+unreadable or wrong-shaped video is reported in one line naming the file, counted in
+`skipped`, and left out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stiv_jax import metrics
+from stiv_jax.data.motion import motion_score
+from stiv_jax.data.shapes import generate_clip
+
+TASKS = ("ti2v", "t2v")
+DEFAULT_MULTIPLIERS = (0.5, 1.0, 2.0)
+_ID = re.compile(r"^(ti2v|t2v)-(\d{4,})-x(\d+(?:\.\d+)?)$")
+ADHERENCE_KEYS = (
+    "direction_accuracy",
+    "still_accuracy",
+    "size_accuracy",
+    "pan_accuracy",
+    "static_camera_accuracy",
+    "subject_consistency",
+    "dynamic_degree",
+    "first_frame_psnr",
+    "first_frame_ssim",
+)
+MOTION_KEYS = ("motion_control", "motion_control_within")
+ROWS = ("static", "model", "ground_truth")
+
+
+# ============================================================================ plan
+
+
+@dataclass(frozen=True)
+class Item:
+    """One video to sample or score: a held-out case under one task and motion request."""
+
+    task: str
+    index: int
+    multiplier: float
+
+    @property
+    def id(self) -> str:
+        return f"{self.task}-{self.index:04d}-x{self.multiplier:g}"
+
+    @classmethod
+    def from_id(cls, vid: str) -> Item:
+        m = _ID.match(vid)
+        if not m:
+            raise ValueError(f"video id {vid!r} is not <ti2v|t2v>-<index>-x<multiplier>")
+        return cls(m.group(1), int(m.group(2)), float(m.group(3)))
+
+
+def make_plan(
+    num_cases: int, tasks: Sequence[str] = TASKS, multipliers: Sequence[float] = DEFAULT_MULTIPLIERS
+) -> list[Item]:
+    """TI2V at every multiplier, T2V at x1 only (its motion request is not the point)."""
+    if num_cases < 1:
+        raise ValueError(f"num_cases={num_cases} must be >= 1")
+    bad = [t for t in tasks if t not in TASKS]
+    if bad or not tasks:
+        raise ValueError(f"tasks {list(tasks)} must be a non-empty subset of {TASKS}")
+    if not multipliers or any(not (m > 0 and math.isfinite(m)) for m in multipliers):
+        raise ValueError(f"motion multipliers {list(multipliers)} must be positive numbers")
+    items = []
+    for t in tasks:
+        mults = sorted(set(multipliers)) if t == "ti2v" else [1.0]
+        items += [Item(t, i, float(m)) for i in range(num_cases) for m in mults]
+    return items
+
+
+def generator_kwargs(config: Any) -> dict[str, Any]:
+    """`generate_clip` arguments of the config's held-out split (recorded in each truth JSON)."""
+    d = config.data
+    return dict(
+        split="heldout",
+        seed=int(d.shapes.heldout_seed),
+        res=int(d.res),
+        frames=int(d.frames),
+        textured=bool(d.shapes.textured),
+        camera_pan=bool(d.shapes.camera_pan),
+        motion_interval=int(d.shapes.motion_interval),
+        frame_stride=int(d.frame_stride),
+    )
+
+
+def requested_motion(case: dict, item: Item) -> float:
+    return float(case["motion_score"]) * item.multiplier
+
+
+# ============================================================================ truth files
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None  # JSON has no NaN / inf
+    return x
+
+
+def _write_json(path: str, obj: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(_jsonable(obj), fh, indent=1)
+    os.replace(tmp, path)
+
+
+def truth_record(case: dict, item: Item, gen_kwargs: dict) -> dict:
+    """What `<id>.json` holds: the request, the caption and the generator's ground truth."""
+    return {
+        "id": item.id,
+        "task": item.task,
+        "index": item.index,
+        "multiplier": item.multiplier,
+        "requested_motion_score": requested_motion(case, item),
+        "caption": case["caption"],
+        "motion_score": float(case["motion_score"]),
+        "generator": gen_kwargs,
+        "truth": case["truth"],
+    }
+
+
+def load_case(item: Item, json_path: str | None, gen_kwargs: dict) -> dict:
+    """The held-out clip of `item`, regenerated from `json_path`'s generator args if given."""
+    if json_path is None:
+        return generate_clip(item.index, **gen_kwargs)
+    with open(json_path) as fh:
+        rec = json.load(fh)
+    if rec.get("id") != item.id or "generator" not in rec:
+        raise ValueError(f"{json_path} is not the truth file of video {item.id!r}")
+    case = generate_clip(int(rec["index"]), **rec["generator"])
+    if case["caption"] != rec["caption"]:
+        raise ValueError(
+            f"{json_path}: the generator now gives caption {case['caption']!r}, not the "
+            f"recorded {rec['caption']!r} (written by another ShapesBench version)"
+        )
+    return case
+
+
+# ============================================================================ sampling
+
+
+def restore_for_sampling(config: Any, workdir: str, step: int | None = None):
+    """(comps, graphdef, params, step) from `workdir`'s checkpoint, as `sample.run_job` does.
+
+    The architecture, encoders and optimizer layout are the checkpoint's (its saved config);
+    params are the EMA weights when `config.sample.use_ema`.
+    """
+    import jax
+
+    from stiv_jax import checkpoint as ckpt
+    from stiv_jax.optim import make_optimizer
+    from stiv_jax.train import Components, init_state
+
+    saved = ckpt.restore_config(workdir, step)
+    with config.unlocked():
+        impl = config.model.attention_impl
+        for key in ("model", "optim", "text_encoder", "autoencoder"):
+            config[key] = saved[key]
+        config.model.attention_impl = impl
+    for key in ("res", "frames", "frame_stride"):
+        if config.data[key] != saved.data[key]:
+            logging.warning(
+                "evaluating at data.%s=%s but the checkpoint trained at %s",
+                key, config.data[key], saved.data[key],
+            )  # fmt: skip
+    comps = Components(config)
+    tx = make_optimizer(config.optim)
+    graphdef, state = init_state(comps.model(0), tx)
+    mngr = ckpt.manager(workdir, max_to_keep=1_000_000, async_save=False)
+    step = mngr.latest_step() if step is None else step
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    state = ckpt.restore(mngr, step, abstract)
+    params = state["ema"] if config.sample.use_ema else state["params"]
+    return comps, graphdef, params, int(step)
+
+
+def sample_items(
+    config: Any,
+    comps,
+    graphdef,
+    params,
+    items: Sequence[Item],
+    cases: dict[int, dict],
+    out_dir: str,
+) -> int:
+    """Samples every item whose MP4 + JSON are not yet in `out_dir`; returns how many."""
+    from tqdm import tqdm
+
+    from stiv_jax.sample import Request, generate, make_sample_fn
+    from stiv_jax.video import write_mp4
+
+    os.makedirs(out_dir, exist_ok=True)
+    gen_kwargs = generator_kwargs(config)
+
+    def done(it: Item) -> bool:
+        base = os.path.join(out_dir, it.id)
+        return os.path.exists(base + ".mp4") and os.path.exists(base + ".json")
+
+    todo = [it for it in items if not done(it)]
+    if not todo:
+        return 0
+    sample_fn = make_sample_fn(config, graphdef)
+    bs = int(config.sample.batch_size)
+    for i in tqdm(range(0, len(todo), bs), desc="evaluate: sample"):
+        batch = todo[i : i + bs]
+        reqs = []
+        for it in batch:
+            case = cases[it.index]
+            ti2v = it.task == "ti2v"
+            reqs.append(
+                Request(
+                    id=it.id,
+                    prompt=case["caption"],
+                    cond_frames=[0] if ti2v else [],
+                    motion_score=requested_motion(case, it),
+                    seed=it.index,  # same noise across multipliers: only the request varies
+                    cfg_scale=float(config.sample.cfg_scale),
+                    first_frame=case["video"][0].astype(np.float32) / 127.5 - 1.0 if ti2v else None,
+                )
+            )
+        # Pad to a fixed batch so the jitted sampler compiles once.
+        reqs += [reqs[-1]] * (bs - len(reqs))
+        videos = generate(config, comps, sample_fn, params, reqs)
+        for it, video in zip(batch, videos):
+            base = os.path.join(out_dir, it.id)
+            write_mp4(base + ".mp4", video, int(config.sample.fps))
+            _write_json(base + ".json", truth_record(cases[it.index], it, gen_kwargs))
+    return len(todo)
+
+
+# ============================================================================ scoring
+
+
+def read_videos(
+    video_dir: str, config: Any
+) -> tuple[dict[Item, np.ndarray], dict[int, dict], list[str]]:
+    """MP4s in `video_dir` -> ({item: uint8 video}, {index: case}, errors); bad files skipped."""
+    from stiv_jax.video import read_mp4
+
+    if not os.path.isdir(video_dir):
+        raise FileNotFoundError(f"videos directory {video_dir!r} does not exist")
+    gen_kwargs = generator_kwargs(config)
+    names = sorted(os.listdir(video_dir))
+    mp4s = {n[:-4] for n in names if n.endswith(".mp4") and not n.endswith(".tmp.mp4")}
+    jsons = {n[:-5] for n in names if n.endswith(".json")}
+    videos, cases, errors = {}, {}, []
+    for vid in sorted(jsons - mp4s):
+        errors.append(f"{os.path.join(video_dir, vid + '.mp4')}: missing (truth JSON has no video)")
+    for vid in sorted(mp4s):
+        path = os.path.join(video_dir, vid + ".mp4")
+        try:
+            item = Item.from_id(vid)
+            js = os.path.join(video_dir, vid + ".json") if vid in jsons else None
+            case = cases.get(item.index) if js is None else None
+            case = case or load_case(item, js, gen_kwargs)
+            video = read_mp4(path)
+            want = case["video"].shape
+            if video.shape != want:
+                raise ValueError(f"video shape {video.shape} but the case is {want}")
+        except Exception as e:  # noqa: BLE001 - any unreadable file is counted and skipped
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            errors.append(f"{path}: {msg}; skipped")
+            continue
+        known = cases.setdefault(item.index, case)
+        if known["caption"] != case["caption"]:
+            errors.append(f"{path}: its truth differs from other videos of case {item.index}")
+            continue
+        videos[item] = video
+    if not videos and not errors:
+        errors.append(f"{video_dir}: no <task>-<index>-x<multiplier>.mp4 videos found")
+    return videos, cases, errors
+
+
+def _within_case_control(items: list[Item], requested: list[float], measured: list[float]):
+    """Mean over cases (with >= 2 multipliers) of Spearman(requested, measured)."""
+    by_case: dict[int, list[int]] = {}
+    for k, it in enumerate(items):
+        by_case.setdefault(it.index, []).append(k)
+    rhos = [
+        metrics.spearman([requested[k] for k in ks], [measured[k] for k in ks])
+        for ks in by_case.values()
+        if len(ks) >= 2
+    ]
+    return float(np.mean(rhos)) if rhos else math.nan
+
+
+def codec_roundtrip(videos: Sequence[np.ndarray], fps: int = 8) -> list[np.ndarray]:
+    """Each video written as MP4 and read back, so baselines carry the model's codec loss."""
+    import tempfile
+
+    from stiv_jax.video import read_mp4, write_mp4
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return [
+            read_mp4(write_mp4(os.path.join(tmp, f"{i}.mp4"), v, fps)) for i, v in enumerate(videos)
+        ]
+
+
+def score_task(
+    task: str, videos: dict[Item, np.ndarray], cases: dict[int, dict], *, codec: bool = True
+) -> dict:
+    """Rows static / model / ground_truth for one task (see the module docstring).
+
+    codec: pass the baselines through the same MP4 encoding as sampled videos (at 32 px,
+    4:2:0 chroma blurs object edges, which costs size accuracy and consistency).
+    """
+    items = sorted(
+        (it for it in videos if it.task == task), key=lambda it: (it.index, it.multiplier)
+    )
+    if not items:
+        return {}
+    primary = [it for it in items if it.multiplier == 1.0] or items
+    prim_cases = [cases[it.index] for it in primary]
+    rows: dict[str, dict] = {}
+    truth_videos = [c["video"] for c in prim_cases]
+    static_videos = [metrics.static_baseline(v) for v in truth_videos]
+    if codec:
+        truth_videos, static_videos = codec_roundtrip(truth_videos), codec_roundtrip(static_videos)
+    rows["static"] = metrics.evaluate_videos(static_videos, prim_cases)
+    rows["model"] = metrics.evaluate_videos([videos[it] for it in primary], prim_cases)
+    rows["ground_truth"] = metrics.evaluate_videos(truth_videos, prim_cases)
+    requested = [requested_motion(cases[it.index], it) for it in items]
+    measured = [
+        motion_score(videos[it], interval=cases[it.index]["truth"]["motion_interval"])
+        for it in items
+    ]
+    pooled = metrics.spearman(requested, measured) if len(items) > 1 else math.nan
+    rows["model"]["motion_control"] = pooled
+    rows["model"]["motion_control_within"] = _within_case_control(items, requested, measured)
+    rows["model"]["num_videos"] = float(len(items))
+    for name in ("static", "ground_truth"):
+        rows[name]["motion_control_within"] = 0.0 if name == "static" else math.nan
+    if task == "t2v":  # no condition image: first-frame fidelity does not apply
+        for row in rows.values():
+            row["first_frame_psnr"] = row["first_frame_ssim"] = math.nan
+    per_video = [
+        {"id": it.id, "requested_motion_score": r, "measured_motion_score": m}
+        for it, r, m in zip(items, requested, measured)
+    ]
+    return {"rows": rows, "num_cases": len(primary), "per_video": per_video}
+
+
+def score_videos(
+    videos: dict[Item, np.ndarray], cases: dict[int, dict], *, codec: bool = True
+) -> dict[str, dict]:
+    """{task: score_task(...)} for the tasks that have videos."""
+    return {t: s for t in TASKS if (s := score_task(t, videos, cases, codec=codec))}
+
+
+# ============================================================================ report
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    return f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
+
+
+def markdown_table(scores: dict[str, dict], header: dict[str, Any]) -> str:
+    """One table per task: metric rows x (static floor, model, ground-truth ceiling)."""
+    lines = ["# ShapesBench scores", ""]
+    lines += [f"- {k}: {v}" for k, v in header.items()]
+    for task, s in scores.items():
+        rows = s["rows"]
+        lines += ["", f"## {task.upper()} ({s['num_cases']} cases, "
+                  f"{int(rows['model']['num_videos'])} model videos)", ""]  # fmt: skip
+        lines += ["| metric | static (floor) | model | ground truth (ceiling) |"]
+        lines += ["|---|---|---|---|"]
+        for key in (*ADHERENCE_KEYS, *MOTION_KEYS):
+            lines.append(f"| {key} | " + " | ".join(_fmt(rows[r].get(key)) for r in ROWS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: str, scores: dict, header: dict, errors: list[str]) -> dict:
+    os.makedirs(out, exist_ok=True)
+    report = {**header, "skipped": len(errors), "errors": errors, "scores": scores}
+    _write_json(os.path.join(out, "scores.json"), report)
+    tmp = os.path.join(out, "scores.md.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(markdown_table(scores, {**header, "skipped": len(errors)}))
+    os.replace(tmp, os.path.join(out, "scores.md"))
+    return report
+
+
+# ============================================================================ jobs
+
+
+def evaluate_checkpoint(
+    config: Any,
+    workdir: str,
+    out: str,
+    *,
+    num_cases: int = 16,
+    tasks: Sequence[str] = TASKS,
+    multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
+    step: int | None = None,
+) -> dict:
+    """Samples the plan with `workdir`'s checkpoint into OUT/videos, then scores that dir."""
+    comps, graphdef, params, step = restore_for_sampling(config, workdir, step)
+    items = make_plan(num_cases, tasks, multipliers)
+    gen_kwargs = generator_kwargs(config)
+    cases = {i: generate_clip(i, **gen_kwargs) for i in sorted({it.index for it in items})}
+    video_dir = os.path.join(out, "videos")
+    sample_items(config, comps, graphdef, params, items, cases, video_dir)
+    header = {
+        "workdir": os.path.abspath(workdir),
+        "checkpoint_step": step,
+        "variant": config.model.variant,
+        "image_cond": config.model.image_cond,
+        "res": gen_kwargs["res"],
+        "frames": gen_kwargs["frames"],
+        "ode_steps": int(config.sample.steps),
+        "cfg_scale": float(config.sample.cfg_scale),
+        "use_ema": bool(config.sample.use_ema),
+        "motion_multipliers": sorted(set(multipliers)),
+    }
+    return evaluate_dir(config, video_dir, out, header=header)
+
+
+def evaluate_dir(config: Any, video_dir: str, out: str, *, header: dict | None = None) -> dict:
+    """Scores the MP4s in `video_dir` (see the module docstring) and writes the report."""
+    videos, cases, errors = read_videos(video_dir, config)
+    for e in errors:
+        logging.error(e)
+    header = {"videos": os.path.abspath(video_dir), **(header or {})}
+    return write_report(out, score_videos(videos, cases), header, errors)
+
+
+def main(argv=None) -> None:
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    cfg_flag = config_flags.DEFINE_config_file(
+        "config", None, "configs/stiv.py:ARG", lock_config=True
+    )
+    wd = flags.DEFINE_string("workdir", None, "Training run directory (sample its checkpoint).")
+    vd = flags.DEFINE_string("videos", None, "Score the MP4s in this directory instead.")
+    out = flags.DEFINE_string("out", None, "Report directory (scores.json, scores.md, videos/).")
+    n = flags.DEFINE_integer("num_cases", 16, "Held-out cases to sample.")
+    tk = flags.DEFINE_list("tasks", list(TASKS), "Tasks to sample: ti2v, t2v.")
+    mu = flags.DEFINE_list("motion_multipliers", ["0.5", "1", "2"], "TI2V motion requests.")
+    st = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+    flags.mark_flags_as_required(["config", "out"])
+
+    def run(_):
+        logging.getLogger().setLevel(logging.INFO)
+        if (wd.value is None) == (vd.value is None):
+            raise app.UsageError("give exactly one of --workdir (sample) or --videos (score)")
+        if vd.value:
+            report = evaluate_dir(cfg_flag.value, vd.value, out.value)
+        else:
+            mults = [float(m) for m in mu.value]
+            report = evaluate_checkpoint(
+                cfg_flag.value, wd.value, out.value, num_cases=n.value, tasks=tk.value,
+                multipliers=mults, step=st.value,
+            )  # fmt: skip
+        print(markdown_table(report["scores"], {"skipped": report["skipped"]}))
+
+    app.run(run, argv)
+
+
+if __name__ == "__main__":
+    main()
