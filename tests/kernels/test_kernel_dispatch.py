@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from kernel_inputs import make_inputs, rope_1d
 
-from stiv_jax.kernels import attention, attention_reference
-from stiv_jax.kernels import baselines
+from stiv_jax.kernels import attention, attention_reference, baselines
 from stiv_jax.kernels.attention import resolve_impl
 
 TOL = 2e-5
