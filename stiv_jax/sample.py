@@ -294,7 +294,10 @@ def main(argv=None) -> None:
 
     def run(_):
         logging.getLogger().setLevel(logging.INFO)
-        run_job(cfg_flag.value, wd.value, pr.value, out.value)
+        try:
+            run_job(cfg_flag.value, wd.value, pr.value, out.value)
+        except (ValueError, FileNotFoundError) as e:  # user errors: one line, no traceback
+            raise SystemExit(f"error: {e}") from None
 
     app.run(run, argv)
 

@@ -314,7 +314,7 @@ def write_samples(config, comps: Components, graphdef, state, workdir: str, step
     from stiv_jax.data.pipeline import heldout_cases
     from stiv_jax.sample import generate_cases
 
-    if config.data.source != "shapes":
+    if config.data.source != "shapes" or config.sample.num_train_samples <= 0:
         return []
     cases = heldout_cases(config, config.sample.num_train_samples)
     params = state["ema"] if config.sample.use_ema else state["params"]
@@ -334,7 +334,10 @@ def main(argv=None) -> None:
 
     def run(_):
         logging.getLogger().setLevel(logging.INFO)
-        train_loop(cfg_flag.value, wd_flag.value)
+        try:
+            train_loop(cfg_flag.value, wd_flag.value)
+        except (ValueError, FileNotFoundError) as e:  # user errors: one line, no traceback
+            raise SystemExit(f"error: {e}") from None
 
     app.run(run, argv)
 

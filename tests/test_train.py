@@ -1,0 +1,107 @@
+"""Trainer: overfitting one clip, exact resume after SIGKILL, metrics, bad config values."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stiv_jax.optim import make_optimizer
+from stiv_jax.train import Components, init_state, make_train_step, prepare_batch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_tiny_model_overfits_one_clip(tiny_config):
+    from stiv_jax.data.pipeline import make_dataset
+
+    c = tiny_config
+    c.model.mask_ratio = 0.0
+    c.diffusion.text_drop = c.diffusion.image_drop = 0.0
+    c.diffusion.timestep_sampling = "uniform"
+    c.optim.lr, c.optim.warmup_steps = 3e-3, 10
+    comps = Components(c)
+    batch = next(iter(make_dataset(c, latent_frames=comps.latent_shape[0])))
+    batch = {k: v[:1].repeat(2, axis=0) for k, v in batch.items()}  # one clip, twice
+    batch = prepare_batch(batch, comps)
+    tx = make_optimizer(c.optim)
+    graphdef, state = init_state(comps.model(0), tx)
+    step = jax.jit(make_train_step(c, graphdef, tx, comps.null_text))
+    key = jax.random.key(0)
+    losses = []
+    for _ in range(200):
+        state, m = step(state, batch, key)
+        losses.append(float(m["loss"]))
+    first, last = np.mean(losses[:10]), np.mean(losses[-20:])
+    assert last * 10 <= first, (first, last)
+
+
+def _run(workdir, steps, *extra, kill_after_ckpt=None):
+    cmd = [
+        sys.executable, "-m", "stiv_jax.train", "--config", "configs/stiv.py:variant=tiny",
+        "--workdir", workdir, f"--config.train.steps={steps}", "--config.train.log_every=1",
+        "--config.train.ckpt_every=4", "--config.data.res=16", "--config.data.frames=4",
+        "--config.data.batch_size=2", "--config.sample.num_train_samples=1",
+        "--config.sample.steps=2", *extra,
+    ]  # fmt: skip
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    if kill_after_ckpt is None:
+        subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, timeout=900)
+        return
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    target = os.path.join(workdir, "checkpoints", str(kill_after_ckpt), "commit_success.txt")
+    deadline = time.time() + 600
+    while not os.path.exists(target) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before the checkpoint to kill after"
+    time.sleep(1.0)  # let it run a bit past the checkpoint (mid-training)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def _losses(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as fh:
+        return {r["step"]: r["loss"] for r in map(json.loads, fh)}
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_is_bit_identical(tmp_path):
+    ref, run = str(tmp_path / "ref"), str(tmp_path / "run")
+    _run(ref, 10)
+    no_samples = "--config.sample.num_train_samples=0"
+    _run(run, 10, no_samples, kill_after_ckpt=4)
+    restored = max(int(s) for s in os.listdir(os.path.join(run, "checkpoints")) if s.isdigit())
+    assert restored < 10
+    _run(run, 10, no_samples)
+    a, b = _losses(ref), _losses(run)
+    assert sorted(a) == sorted(b) == list(range(1, 11))
+    for s in range(restored + 1, 11):
+        assert a[s] == b[s], (s, a[s], b[s])  # bit-identical on CPU
+    assert len(os.listdir(os.path.join(ref, "samples", "step_10"))) == 2  # 1 mp4 + captions
+
+
+def test_bad_override_is_one_clear_error(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "stiv_jax.train", "--config", "configs/stiv.py:variant=tiny",
+         "--workdir", str(tmp_path), "--config.model.image_cond=pixels"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "image_cond" in out.stderr and "pixels" in out.stderr
+
+
+def test_unknown_config_key_and_variant():
+    from configs.stiv import get_config
+
+    with pytest.raises(ValueError, match="unknown variant 'Q'"):
+        get_config("variant=Q")
+    with pytest.raises(ValueError, match="config argument 'colour'"):
+        get_config("colour=red")
