@@ -374,8 +374,10 @@ def load_into(
     for var, parts, stacked in pending:
         dt = jnp.dtype(dtype) if dtype is not None else var.get_value().dtype
         host = np.stack(parts) if stacked else parts[0]
-        # bf16 → other float types goes through float32: ml_dtypes casts are exact that way.
-        host = np.asarray(host.astype(np.float32) if host.dtype != dt else host).astype(dt)
+        if host.dtype != dt and jnp.issubdtype(host.dtype, jnp.floating):
+            # bf16/fp8 → other float types via float32: ml_dtypes casts are exact that way.
+            host = host.astype(np.float32)
+        host = np.asarray(host).astype(dt, copy=False)
         sharding = _placement(var)
         value = jax.device_put(host, sharding) if sharding is not None else jnp.asarray(host)
         var.set_value(value)
