@@ -181,11 +181,11 @@ def main() -> None:
             rec = json.loads(res.stdout.strip().splitlines()[-1])
             records.append(rec)
             print(fmt(rec), flush=True)
-    if a.out:
-        tmp = f"{a.out}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(records, f, indent=1)
-        os.replace(tmp, a.out)
+            if a.out:  # after every run, so a cut-off keeps what finished
+                tmp = f"{a.out}.tmp{os.getpid()}"
+                with open(tmp, "w") as f:
+                    json.dump(records, f, indent=1)
+                os.replace(tmp, a.out)
 
 
 if __name__ == "__main__":
