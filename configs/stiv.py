@@ -79,7 +79,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # ---------------------------------------------------------------- data
     d = c.data = ml_collections.ConfigDict()
-    d.source = "shapes"  # shapes (embedded ShapesBench) | records (ArrayRecord shards)
+    d.source = "shapes"  # shapes (embedded ShapesBench) | records (ArrayRecord shards) | tfds
     d.path = ""  # shards dir for source=records
     d.res = int(args.get("res", 32 if small else 256))  # pixel resolution (square)
     d.frames = int(args.get("frames", 8 if small else 20))  # pixel frames T
@@ -92,6 +92,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         {"t2v": 0.25, "ti2v": 0.55, "predict": 0.1, "interp": 0.1}
     )
     d.predict_frames = 2  # given latent frames in the prediction task
+    d.buckets = ml_collections.ConfigDict()  # records source: one shape per batch
+    d.buckets.shapes = (f"{d.frames}x{d.res}x{d.res}",)  # "TxHxW" buckets
+    d.buckets.weights = "count"  # bucket sampling: count (by data) | uniform
+    d.read_threads = 2  # records source: decode threads
+    d.prefetch_batches = 2  # batches prefetched ahead of the trainer
+    d.tfds = ml_collections.ConfigDict()  # source=tfds: feature names in the TFDS dataset
+    d.tfds.video_key = "video"  # video feature
+    d.tfds.caption_key = "caption"  # caption feature
+    d.tfds.motion_key = ""  # motion-score feature ("" = compute with stiv_jax.data.motion)
     d.shapes = ml_collections.ConfigDict()
     d.shapes.num_train = 100_000  # ShapesBench index space for training (procedural)
     d.shapes.heldout_seed = 1_000_003  # seed offset of the held-out evaluation split

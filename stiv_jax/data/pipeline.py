@@ -106,10 +106,13 @@ def make_dataset(
 ) -> grain.IterDataset:
     """Infinite per-host batch stream for `config.data` (see the module docstring)."""
     d = config.data
-    if d.source == "records":
-        from stiv_jax.data.records import records_dataset  # lazy: optional shard backend
-
-        return records_dataset(
+    if d.source in ("records", "tfds"):
+        # lazy: optional shard backends
+        if d.source == "records":
+            from stiv_jax.data.records import records_dataset as backend
+        else:
+            from stiv_jax.data.tfds_source import tfds_dataset as backend
+        return backend(
             config,
             latent_frames=latent_frames,
             split=split,
@@ -117,7 +120,9 @@ def make_dataset(
             process_count=process_count,
         )
     if d.source != "shapes":
-        raise ValueError(f"data.source={d.source!r} is unknown; expected 'shapes' or 'records'")
+        raise ValueError(
+            f"data.source={d.source!r} is unknown; expected 'shapes', 'records' or 'tfds'"
+        )
     if split not in ("train", "heldout"):
         raise ValueError(f"split={split!r} is unknown; expected 'train' or 'heldout'")
     batch = _host_batch_size(int(d.batch_size), process_index, process_count)
