@@ -94,7 +94,7 @@ def random_fill(module: nnx.Module, seed: int, param_dtype) -> None:
     """
     rs = np.random.default_rng(seed)
     for path, var in nnx.to_flat_state(nnx.state(module, nnx.Param)):
-        shape = tuple(var.value.shape)
+        shape = tuple(var.get_value().shape)
         name = str(path[-1])
         if name == "kernel":
             fan_in = int(np.prod(shape[:-1]))
