@@ -1,0 +1,213 @@
+"""STIV / Step-Video ablations at small scale: identical budgets, one change each, scored.
+
+Shapes: not applicable (whole training runs); the evaluation is `stiv_jax.evaluate`'s.
+
+  python benchmarks/ablations.py --out runs/ablations [--variant tiny --steps 200 \
+      --num_cases 12 --ode_steps 10] [--only baseline,channel_concat]
+
+Every variant is the same base config (`configs/stiv.py:variant=<v>,res=32,frames=8` plus
+the budget flags below) with ONE override:
+
+  baseline         frame_replace, image dropout 0.1, motion conditioning, MaskDiT 0.5
+  channel_concat   model.image_cond=channel_concat   (Step-Video's image conditioning)
+  cross_attn       model.image_cond=cross_attn       (STIV's rejected baseline)
+  no_image_drop    diffusion.image_drop=0.0          (sampled with the same JIT-CFG)
+  no_motion_cond   model.motion_cond=False
+  no_maskdit       model.mask_ratio=0.0
+
+Each trains with `stiv_jax.train.train_loop` in `OUT/<name>/` (same seeds, steps and batch),
+then `stiv_jax.evaluate.evaluate_checkpoint` samples the same held-out cases into
+`OUT/<name>/eval/`. Results are written after every variant (`OUT/results.json`,
+`OUT/table.md`, temp + rename); a variant whose `eval/scores.json` exists is skipped, and
+a killed run resumes (the trainer restores its last checkpoint, the evaluator skips
+videos already written). Wall and process-CPU seconds are recorded: on a shared machine
+the CPU figure is the one that transfers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from configs.stiv import get_config  # noqa: E402
+from stiv_jax import evaluate  # noqa: E402
+
+VARIANTS: dict[str, dict[str, object]] = {
+    "baseline": {},
+    "channel_concat": {"model.image_cond": "channel_concat"},
+    "no_motion_cond": {"model.motion_cond": False},
+    "no_image_drop": {"diffusion.image_drop": 0.0},
+    "no_maskdit": {"model.mask_ratio": 0.0},
+    "cross_attn": {"model.image_cond": "cross_attn"},
+}
+TI2V_COLS = (
+    "direction_accuracy",
+    "pan_accuracy",
+    "size_accuracy",
+    "still_accuracy",
+    "subject_consistency",
+    "dynamic_degree",
+    "first_frame_psnr",
+    "first_frame_ssim",
+    "motion_control",
+    "motion_control_within",
+)
+T2V_COLS = (
+    "direction_accuracy",
+    "pan_accuracy",
+    "size_accuracy",
+    "still_accuracy",
+    "subject_consistency",
+    "dynamic_degree",
+)
+
+
+def base_config(args: argparse.Namespace):
+    c = get_config(f"variant={args.variant},res=32,frames=8")
+    c.train.steps = args.steps
+    c.train.log_every = 10
+    c.train.ckpt_every = 50  # resumable within a variant
+    c.train.seed = args.seed
+    c.data.seed = args.seed
+    c.data.batch_size = args.batch
+    # A short run: the default 0.999 EMA would still be >80% the random init after 200 steps.
+    c.optim.ema_decay = args.ema_decay
+    c.sample.steps = args.ode_steps
+    c.sample.num_train_samples = 2  # the trainer's own end-of-run samples (not scored)
+    return c
+
+
+def apply(config, overrides: dict[str, object]) -> None:
+    for dotted, value in overrides.items():
+        *path, key = dotted.split(".")
+        node = config
+        for p in path:
+            node = node[p]
+        if key not in node:
+            raise KeyError(f"override {dotted!r} names no config field")
+        node[key] = value
+
+
+def _final_loss(workdir: str, last: int = 5) -> float:
+    """Mean `loss_avg` of the last `last` logged points (each already a 10-step mean)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    with open(path) as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    vals = [r["loss_avg"] for r in rows[-last:]]
+    return float(sum(vals) / len(vals)) if vals else math.nan
+
+
+def run_variant(name: str, args: argparse.Namespace) -> dict:
+    from stiv_jax.train import train_loop
+
+    workdir = os.path.join(args.out, name)
+    eval_dir = os.path.join(workdir, "eval")
+    budget_path = os.path.join(workdir, "budget.json")
+    if os.path.exists(os.path.join(eval_dir, "scores.json")) and os.path.exists(budget_path):
+        logging.info("%s: already evaluated, skipped", name)
+        with open(budget_path) as fh:
+            budget = json.load(fh)
+        with open(os.path.join(eval_dir, "scores.json")) as fh:
+            return {"budget": budget, "scores": json.load(fh)}
+    config = base_config(args)
+    apply(config, VARIANTS[name])
+    wall, cpu = time.time(), time.process_time()
+    train_loop(config, workdir)
+    train_wall, train_cpu = time.time() - wall, time.process_time() - cpu
+    config = base_config(args)  # evaluate restores the architecture from the checkpoint
+    apply(config, VARIANTS[name])
+    wall, cpu = time.time(), time.process_time()
+    scores = evaluate.evaluate_checkpoint(
+        config, workdir, eval_dir, num_cases=args.num_cases, multipliers=(0.5, 1.0, 2.0)
+    )
+    budget = {
+        "overrides": VARIANTS[name],
+        "variant": args.variant,
+        "steps": args.steps,
+        "batch": args.batch,
+        "seed": args.seed,
+        "ema_decay": args.ema_decay,
+        "ode_steps": args.ode_steps,
+        "num_cases": args.num_cases,
+        "final_loss": _final_loss(workdir),
+        # Resumed runs only time the part done by this process.
+        "train_wall_s": round(train_wall, 1),
+        "train_cpu_s": round(train_cpu, 1),
+        "eval_wall_s": round(time.time() - wall, 1),
+        "eval_cpu_s": round(time.process_time() - cpu, 1),
+    }
+    evaluate._write_json(budget_path, budget)
+    return {"budget": budget, "scores": scores}
+
+
+def _fmt(v) -> str:
+    return evaluate._fmt(v)
+
+
+def table(results: dict[str, dict]) -> str:
+    """Markdown: one table per task, variants as rows plus the floor and ceiling rows."""
+    lines = []
+    for task, cols in (("ti2v", TI2V_COLS), ("t2v", T2V_COLS)):
+        lines += ["", f"### {task.upper()}", ""]
+        lines.append("| variant | final loss | " + " | ".join(cols) + " |")
+        lines.append("|---" * (len(cols) + 2) + "|")
+        ref = None
+        for name, r in results.items():
+            s = r["scores"]["scores"].get(task)
+            if not s:
+                continue
+            ref = ref or s["rows"]
+            row = s["rows"]["model"]
+            lines.append(
+                f"| {name} | {_fmt(r['budget']['final_loss'])} | "
+                + " | ".join(_fmt(row.get(c)) for c in cols)
+                + " |"
+            )
+        if ref:
+            for base in ("static", "ground_truth"):
+                lines.append(
+                    f"| *{base}* | — | " + " | ".join(_fmt(ref[base].get(c)) for c in cols) + " |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--out", default="runs/ablations")
+    ap.add_argument("--variant", default="tiny")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ema_decay", type=float, default=0.98)
+    ap.add_argument("--ode_steps", type=int, default=10)
+    ap.add_argument("--num_cases", type=int, default=12)
+    ap.add_argument("--only", default=",".join(VARIANTS), help="comma-separated variant names")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    names = [n for n in args.only.split(",") if n]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown}; expected some of {list(VARIANTS)}")
+    os.makedirs(args.out, exist_ok=True)
+    results: dict[str, dict] = {}
+    for name in names:
+        t0 = time.time()
+        results[name] = run_variant(name, args)
+        evaluate._write_json(os.path.join(args.out, "results.json"), results)
+        tmp = os.path.join(args.out, "table.md.tmp")
+        with open(tmp, "w") as fh:
+            fh.write(table(results))
+        os.replace(tmp, os.path.join(args.out, "table.md"))
+        print(f"{name}: done in {time.time() - t0:.0f} s", flush=True)
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
