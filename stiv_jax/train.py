@@ -30,6 +30,7 @@ import optax
 from flax import nnx
 
 from stiv_jax import checkpoint as ckpt
+from stiv_jax import parallel
 from stiv_jax.autoencoders import get_autoencoder
 from stiv_jax.conditioning import drop_conditions, make_conditions, noise_augment
 from stiv_jax.diffusion import flow_loss, interpolate, sample_time, velocity_target
@@ -189,10 +190,15 @@ def make_train_step(config, graphdef, tx, null_text):
 
 
 class MetricsLog:
-    """workdir/metrics.jsonl (one JSON object per logged step) + TensorBoard events."""
+    """workdir/metrics.jsonl (one JSON object per logged step) + TensorBoard events.
+
+    Only process 0 writes (metrics are replicated, every host would write the same)."""
 
     def __init__(self, workdir: str, *, resume_step: int):
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self.tb = None
+        if jax.process_index() != 0:
+            return
         self._truncate(resume_step)
         from tensorboardX import SummaryWriter
 
@@ -216,13 +222,16 @@ class MetricsLog:
         os.replace(tmp, self.path)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
+        if self.tb is None:
+            return
         with open(self.path, "a") as fh:
             fh.write(json.dumps({"step": step, **metrics}) + "\n")
         for k, v in metrics.items():
             self.tb.add_scalar(k, v, step)
 
     def close(self) -> None:
-        self.tb.close()
+        if self.tb is not None:
+            self.tb.close()
 
 
 class _Preemption:
@@ -248,23 +257,44 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
     comps = comps or Components(config)
     t = config.train
     tx = make_optimizer(config.optim)
-    graphdef, state = init_state(comps.model(t.seed), tx)
-    dataset = make_dataset(
-        config,
-        latent_frames=comps.latent_shape[0],
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
+    # State lives sharded on the mesh from the start (init is jitted with its shardings).
+    mesh = parallel.make_mesh(config.mesh)
+    graphdef, abstract, shardings, init = parallel.sharded_init(
+        lambda: comps.model(t.seed), lambda model: init_state(model, tx), mesh
     )
-    data_iter = iter(dataset)
     mngr = ckpt.manager(workdir, max_to_keep=t.max_to_keep, async_save=t.async_checkpoint)
     latest = mngr.latest_step()
+    # Data shards are fixed when a run starts, so it resumes on any host count or mesh.
+    ckpt_dir = str(mngr.directory)
+    batch_size = int(config.data.batch_size)
+    data_iter = parallel.HostData(
+        lambda v, n: make_dataset(
+            config, latent_frames=comps.latent_shape[0], process_index=v, process_count=n
+        ),
+        num_shards=parallel.data_shards_of(ckpt_dir, latest) or jax.process_count(),
+        global_size=batch_size,
+        rows=parallel.process_rows(mesh, batch_size),
+    )
     if latest is not None:
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
-        state = ckpt.restore(mngr, latest, abstract, data_iter)
+        target = parallel.abstract_with_shardings(abstract, shardings)
+        state = ckpt.restore(mngr, latest, target)
+        data_state = parallel.read_data_states(os.path.join(ckpt_dir, str(latest), "data"))
+        if data_state is None:
+            raise ValueError(f"checkpoint {latest} in {ckpt_dir} has no data-shard states")
+        data_iter.set_state(data_state)
         logging.info("resumed from step %d in %s", latest, workdir)
+    else:
+        state = init()
     start = int(state["step"])
     log = MetricsLog(workdir, resume_step=start)
-    step_fn = jax.jit(make_train_step(config, graphdef, tx, comps.null_text), donate_argnums=0)
+    step_fn = parallel.in_mesh(
+        jax.jit(
+            make_train_step(config, graphdef, tx, comps.null_text),
+            out_shardings=(shardings, parallel.replicated(mesh)),
+            donate_argnums=0,
+        ),
+        mesh,
+    )
     base_key = jax.random.key(t.seed)
     stop = _Preemption()
     tick, losses = time.time(), []
@@ -273,7 +303,8 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
 
     bar = tqdm(total=t.steps, initial=start, desc="train", disable=jax.process_index() != 0)
     while step < t.steps:
-        batch = prepare_batch(next(data_iter), comps)
+        local = jax.device_get(prepare_batch(next(data_iter), comps))
+        batch = parallel.global_batch(local, mesh, batch_size)
         state, metrics = step_fn(state, batch, base_key)
         step += 1
         bar.update(1)
@@ -294,16 +325,18 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
                     f"loss is {loss} at step {step}; stopping (see {log.path})"
                 )
         done = step == t.steps
-        if step % t.ckpt_every == 0 or done or stop.requested or mngr.reached_preemption(step):
+        # Every host must stop at the same step: OR the SIGTERM flags over processes.
+        stopping = parallel.any_process(stop.requested)
+        if step % t.ckpt_every == 0 or done or stopping or mngr.reached_preemption(step):
             ckpt.save(mngr, step, state, data_iter, config, force=True)
         if t.sample_every and step % t.sample_every == 0 and not done:
             write_samples(config, comps, graphdef, state, workdir, step)
-        if stop.requested:
+        if stopping:
             logging.warning("SIGTERM: saved step %d, exiting", step)
             break
     mngr.wait_until_finished()
     bar.close()
-    if step == t.steps and jax.process_index() == 0:
+    if step == t.steps:
         write_samples(config, comps, graphdef, state, workdir, step)
     log.close()
     return state
@@ -315,6 +348,9 @@ def write_samples(config, comps: Components, graphdef, state, workdir: str, step
     from stiv_jax.sample import generate_cases
 
     if config.data.source != "shapes" or config.sample.num_train_samples <= 0:
+        return []
+    if jax.process_count() > 1:  # params span hosts; the sample job runs on every host
+        logging.info("multi-host run: no trainer samples (run stiv_jax.sample)")
         return []
     cases = heldout_cases(config, config.sample.num_train_samples)
     params = state["ema"] if config.sample.use_ema else state["params"]
@@ -334,6 +370,7 @@ def main(argv=None) -> None:
 
     def run(_):
         logging.getLogger().setLevel(logging.INFO)
+        parallel.initialize_distributed()  # no-op for a single process
         try:
             train_loop(cfg_flag.value, wd_flag.value)
         except (ValueError, FileNotFoundError) as e:  # user errors: one line, no traceback
