@@ -89,7 +89,8 @@ def rope_tables(cos: jax.Array, sin: jax.Array) -> tuple[jax.Array, jax.Array]:
     With them rotate-half RoPE is `x * cos2 + swap_halves(x) * sin2`, a form without lane
     slicing at H/2 (H/2 = 32 is a quarter of a TPU vreg row).
     """
-    cos, sin = cos.astype(jnp.float32), sin.astype(jnp.float32)
+    # Rope tables are constants of the layer: no gradient flows to them.
+    cos, sin = (lax.stop_gradient(t.astype(jnp.float32)) for t in (cos, sin))
     return jnp.concatenate([cos, cos], -1), jnp.concatenate([-sin, sin], -1)
 
 
@@ -107,7 +108,8 @@ def _swap_halves(x: jax.Array) -> jax.Array:
 
 
 def query_prologue(q, q_scale, cos2, sin2, *, eps: float, sm_scale: float):
-    """Plain-jnp twin of the in-kernel query prologue; the backward pass differentiates it.
+    """Plain-jnp twin of the in-kernel query prologue; the backward pass differentiates it,
+    and the key prologue (sm_scale=1) is this same function run by XLA.
 
     q [B, N, L, H] -> q' = rope(rmsnorm(q) * q_scale) * sm_scale, float32.
     """
@@ -163,6 +165,68 @@ def _unpack(refs, flags):
     return out, refs[i:]
 
 
+def _tile_prologue(x, scale_ref, cos_ref, sin_ref, eps: float) -> jax.Array:
+    """[T, H] tile -> RMSNorm (if scale_ref) then RoPE (if cos_ref), float32."""
+    x = x.astype(jnp.float32)
+    if scale_ref is not None:
+        x = x * lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
+        x = x * scale_ref[...].astype(jnp.float32)
+    if cos_ref is not None:
+        x = x * cos_ref[0] + _swap_halves(x) * sin_ref[0]
+    return x
+
+
+def _key_prologue_kernel(*refs, eps: float, flags):
+    groups, (out_ref,) = _unpack(refs, flags)
+    (k_ref,) = groups["k"]
+    (scale_ref,) = groups["scale"]
+    cos_ref, sin_ref = groups["rope"]
+    out_ref[0, 0] = _tile_prologue(k_ref[0, 0], scale_ref, cos_ref, sin_ref, eps).astype(
+        out_ref.dtype
+    )
+
+
+def key_prologue(k, k_scale, cos2, sin2, cfg: _Config) -> jax.Array:
+    """k [B, N, M, H] -> k' = rope(rmsnorm(k) * k_scale) in k.dtype, one HBM pass.
+
+    A Pallas kernel rather than XLA: XLA on TPU splits the rotate-half concat into
+    separate float32 [.., H/2] fusions, each padded to 128 lanes (4x) in HBM.
+    """
+    if k_scale is None and cos2 is None:
+        return k
+    b, n, m, h = k.shape
+    bk = cfg.block_k
+    spec = pl.BlockSpec((1, 1, bk, h), lambda b, n, j: (b, n, j, 0))
+    in_specs, args = [spec], [k]
+    if k_scale is not None:
+        in_specs.append(pl.BlockSpec((1, h), lambda b, n, j: (0, 0)))
+        args.append(k_scale.reshape(1, h))
+    if cos2 is not None:
+        per_batch = cos2.shape[0] != 1
+        table = pl.BlockSpec((1, bk, h), lambda b, n, j: (b if per_batch else 0, j, 0))
+        in_specs += [table, table]
+        args += [cos2, sin2]
+    flags = (("k", 1, True), ("scale", 1, k_scale is not None), ("rope", 2, cos2 is not None))
+    out_shape = jax.ShapeDtypeStruct(k.shape, k.dtype)
+    return pl.pallas_call(
+        functools.partial(_key_prologue_kernel, eps=cfg.eps, flags=flags),
+        grid=(b, n, m // bk),
+        in_specs=in_specs,
+        out_specs=spec,
+        out_shape=out_shape,
+        compiler_params=pltpu.CompilerParams(
+            dimension_semantics=("parallel", "parallel", "parallel")
+        ),
+        cost_estimate=pl.CostEstimate(
+            flops=2 * b * n * m * h * h,
+            transcendentals=b * n * m,
+            bytes_accessed=_bytes(*args) + _bytes(out_shape),
+        ),
+        interpret=cfg.interpret,
+        name="stiv_key_prologue",
+    )(*args)
+
+
 def _fwd_kernel(*refs, cfg: _Config, flags, save_lse: bool):
     groups, rest = _unpack(refs, flags)
     q_ref, k_ref, v_ref = groups["qkv"]
@@ -180,12 +244,7 @@ def _fwd_kernel(*refs, cfg: _Config, flags, save_lse: bool):
     def _prologue():
         # Query RMSNorm + RoPE + softmax scale once per query tile, kept in VMEM for all
         # key tiles: q' never travels to HBM.
-        x = q_ref[0, 0].astype(jnp.float32)
-        if scale_ref is not None:
-            x = x * lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + cfg.eps)
-            x = x * scale_ref[...].astype(jnp.float32)
-        if cos_ref is not None:
-            x = x * cos_ref[0] + _swap_halves(x) * sin_ref[0]
+        x = _tile_prologue(q_ref[0, 0], scale_ref, cos_ref, sin_ref, cfg.eps)
         qs_ref[...] = (x * cfg.sm_scale).astype(qs_ref.dtype)
         m_ref[...] = jnp.full(m_ref.shape, -jnp.inf, jnp.float32)
         l_ref[...] = jnp.zeros(l_ref.shape, jnp.float32)
@@ -404,7 +463,10 @@ def _backward(qp, k, v, bias, qseg, kvseg, lse, delta, do, cfg: _Config):
     row_spec = pl.BlockSpec((1, 1, 1, bq), lambda b, n, j, i: (b, n, 0, i))
     kv_spec = pl.BlockSpec((1, 1, bk, h), lambda b, n, j, i: (b, n, j, 0))
     mask_specs, mask_args = _mask_specs(bias, qseg, kvseg, bq, bk, kv_major=True)
-    out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)]
+    out_shape = [
+        jax.ShapeDtypeStruct(k.shape, jnp.float32),  # w.r.t. k', pulled back by XLA
+        jax.ShapeDtypeStruct(v.shape, v.dtype),
+    ]
     dk, dv = pl.pallas_call(
         functools.partial(_dkv_kernel, cfg=cfg, flags=flags),
         grid_spec=pltpu.PrefetchScalarGridSpec(
@@ -450,34 +512,51 @@ def _backward(qp, k, v, bias, qseg, kvseg, lse, delta, do, cfg: _Config):
     return dq, dk, dv
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(9,))
-def flash_core(q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, cfg: _Config):
-    """Padded, head-major inputs (see module docstring) -> out [B, N, L, H]."""
-    return _forward(q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, cfg, save_lse=False)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(11,))
+def flash_core(q, k, v, q_scale, k_scale, q_cos, q_sin, k_cos, k_sin, masks, kvseg, cfg: _Config):
+    """Padded, head-major raw q, k, v (see module docstring) -> out [B, N, L, H].
+
+    masks = (key bias or None, query segment ids or None); tables are [Bc, L|M, H].
+    """
+    kp = key_prologue(k, k_scale, k_cos, k_sin, cfg)
+    bias, qseg = masks
+    out, _ = _forward(q, kp, v, q_scale, q_cos, q_sin, bias, qseg, kvseg, cfg, save_lse=False)
+    return out
 
 
-def _flash_core_fwd(q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, cfg):
-    out, lse = _forward(q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, cfg, save_lse=True)
-    return out, (q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, out, lse)
+def _flash_core_fwd(q, k, v, q_scale, k_scale, q_cos, q_sin, k_cos, k_sin, masks, kvseg, cfg):
+    kp = key_prologue(k, k_scale, k_cos, k_sin, cfg)
+    bias, qseg = masks
+    out, lse = _forward(q, kp, v, q_scale, q_cos, q_sin, bias, qseg, kvseg, cfg, save_lse=True)
+    # k' is not saved: the backward recomputes it in XLA, where it is differentiated.
+    return out, (q, k, v, q_scale, k_scale, q_cos, q_sin, k_cos, k_sin, masks, kvseg, out, lse)
 
 
 def _flash_core_bwd(cfg, residuals, do):
-    q, k, v, q_scale, cos2, sin2, bias, qseg, kvseg, out, lse = residuals
-    prologue = functools.partial(
-        query_prologue,
-        cos2=cos2,
-        sin2=sin2,
-        eps=cfg.eps,
-        sm_scale=cfg.sm_scale,
-    )
-    qp, pullback = jax.vjp(lambda q_, s_: prologue(q_, s_), q, q_scale)
+    q, k, v, q_scale, k_scale, q_cos, q_sin, k_cos, k_sin, masks, kvseg, out, lse = residuals
+    bias, qseg = masks
+    q_fn = functools.partial(query_prologue, eps=cfg.eps, sm_scale=cfg.sm_scale)
+    k_fn = functools.partial(query_prologue, eps=cfg.eps, sm_scale=1.0)
+    qp, q_pullback = jax.vjp(lambda x, s: q_fn(x, s, q_cos, q_sin), q, q_scale)
+    kp, k_pullback = jax.vjp(lambda x, s: k_fn(x, s, k_cos, k_sin), k, k_scale)
     delta = jnp.sum(do.astype(jnp.float32) * out.astype(jnp.float32), -1)[:, :, None]
-    dqp, dk, dv = _backward(
-        qp.astype(k.dtype), k, v, bias, qseg, kvseg, lse, delta, do.astype(v.dtype), cfg
+    dqp, dkp, dv = _backward(
+        qp.astype(k.dtype),
+        kp.astype(k.dtype),
+        v,
+        bias,
+        qseg,
+        kvseg,
+        lse,
+        delta,
+        do.astype(v.dtype),
+        cfg,
     )
-    dq, dscale = pullback(dqp)
+    dq, dq_scale = q_pullback(dqp)
+    dk, dk_scale = k_pullback(dkp)
     # Rope tables, key bias and segment ids are constants: no gradient flows to them.
-    return dq.astype(q.dtype), dk, dv, dscale, None, None, None, None, None
+    none = (None,) * 4
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv, dq_scale, dk_scale, *none, (None, None), None
 
 
 flash_core.defvjp(_flash_core_fwd, _flash_core_bwd)

@@ -29,7 +29,6 @@ import numpy as np
 
 from stiv_jax.kernels import flash_tpu
 from stiv_jax.kernels.flash_tpu import MASK_VALUE, BlockSizes, round_up
-from stiv_jax.kernels.prologue import qk_prologue
 
 
 def _pad_axis(x: jax.Array, axis: int, size: int, value=0) -> jax.Array:
@@ -105,7 +104,6 @@ def pallas_attention(
             f"packed attention needs L == M and causal=False; got L={length}, M={m}, {causal=}"
         )
 
-    k = qk_prologue(k, k_norm_scale, rope, eps).astype(dtype)
     rope3 = None if rope is None else _rope_3d(rope, b, length)
     v = v.astype(dtype)
     qseg = kvseg = None
@@ -136,14 +134,17 @@ def pallas_attention(
         valid = jnp.ones((q.shape[0], m_len), bool) if mask is None else mask.astype(bool)
         valid = _pad_axis(valid, 1, m_pad, value=False)
         bias = jnp.where(valid, 0.0, MASK_VALUE).astype(jnp.float32)[:, None, :]
-    cos2 = sin2 = None
-    if rope3 is not None:
-        cos2, sin2 = (_pad_axis(t, 1, l_pad) for t in flash_tpu.rope_tables(*rope3))
+    tables = None if rope3 is None else flash_tpu.rope_tables(*rope3)
 
     # Head-major layout: each grid step reads contiguous [tile, H] slabs of one head.
     q = _pad_axis(q, 1, l_pad).transpose(0, 2, 1, 3)
     k = _pad_axis(k, 1, m_pad).transpose(0, 2, 1, 3)
     v = _pad_axis(v, 1, m_pad).transpose(0, 2, 1, 3)
+    k_cos = k_sin = cos2 = sin2 = None
+    if tables is not None:
+        k_cos, k_sin = (_pad_axis(t, 1, m_pad) for t in tables)
+        cos2, sin2 = (_pad_axis(t, 1, l_pad) for t in tables)
+
     cfg = flash_tpu._Config(
         block_q=bq,
         block_k=bk,
@@ -154,7 +155,9 @@ def pallas_attention(
         causal=causal,
         interpret=interpret,
     )
-    out = flash_tpu.flash_core(q, k, v, q_norm_scale, cos2, sin2, bias, qseg, kvseg, cfg)
+    out = flash_tpu.flash_core(
+        q, k, v, q_norm_scale, k_norm_scale, cos2, sin2, k_cos, k_sin, (bias, qseg), kvseg, cfg
+    )
     out = out.transpose(0, 2, 1, 3)[:, :q_len]
     if packed:
         out = _unpack(out, b, length, max(1, bs.packed_len // length))
