@@ -267,9 +267,15 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
     # Data shards are fixed when a run starts, so it resumes on any host count or mesh.
     ckpt_dir = str(mngr.directory)
     batch_size = int(config.data.batch_size)
+    res = config.data.res
+    latent_frames = (
+        comps.latent_shape[0]
+        if config.data.source == "shapes"
+        else lambda t: comps.autoencoder.latent_shape(t, res, res)[0]  # buckets: per length
+    )
     data_iter = parallel.HostData(
         lambda v, n: make_dataset(
-            config, latent_frames=comps.latent_shape[0], process_index=v, process_count=n
+            config, latent_frames=latent_frames, process_index=v, process_count=n
         ),
         num_shards=parallel.data_shards_of(ckpt_dir, latest) or jax.process_count(),
         global_size=batch_size,
