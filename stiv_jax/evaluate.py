@@ -193,6 +193,7 @@ def restore_for_sampling(config: Any, workdir: str, step: int | None = None):
     params are the EMA weights when `config.sample.use_ema`.
     """
     import jax
+    from flax import nnx
 
     from stiv_jax import checkpoint as ckpt
     from stiv_jax.optim import make_optimizer
@@ -212,10 +213,13 @@ def restore_for_sampling(config: Any, workdir: str, step: int | None = None):
             )  # fmt: skip
     comps = Components(config)
     tx = make_optimizer(config.optim)
-    graphdef, state = init_state(comps.model(0), tx)
+    # Shapes only: random weights that the restore would overwrite are never materialised.
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: comps.model(0)), nnx.Param)
+    abstract = jax.eval_shape(lambda: init_state(comps.model(0), tx)[1])
     mngr = ckpt.manager(workdir, max_to_keep=1_000_000, async_save=False)
     step = mngr.latest_step() if step is None else step
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint under {os.path.join(workdir, 'checkpoints')}")
     state = ckpt.restore(mngr, step, abstract)
     params = state["ema"] if config.sample.use_ema else state["params"]
     return comps, graphdef, params, int(step)
