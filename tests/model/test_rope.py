@@ -17,7 +17,9 @@ def test_rope_1d_depends_only_on_offset():
     h = 32
     table = rope_1d(20, h)
     q, k = jax.random.normal(jax.random.key(0), (2, h))
-    dots = {(i, j): float(_rot(q, table, i) @ _rot(k, table, j)) for i in range(20) for j in range(20)}
+    dots = {
+        (i, j): float(_rot(q, table, i) @ _rot(k, table, j)) for i in range(20) for j in range(20)
+    }
     for (i, j), v in dots.items():
         if i >= 3 and j >= 3:
             np.testing.assert_allclose(v, dots[(i - 3, j - 3)], rtol=1e-4, atol=1e-4)
@@ -59,6 +61,8 @@ def test_interpolation_maps_positions_onto_training_range():
     # 2D: an 8x8 grid trained at 4x4 covers the same angles
     c88, _ = rope_2d(8, 8, 16, train_hw=(4, 4))
     c44, _ = rope_2d(4, 4, 16)
-    np.testing.assert_allclose(np.asarray(c88).reshape(8, 8, -1)[::2, ::2].reshape(16, -1), c44, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(c88).reshape(8, 8, -1)[::2, ::2].reshape(16, -1), c44, atol=1e-6
+    )
     # same grid as training: no change
     np.testing.assert_allclose(rope_1d(8, 16, train_n=8)[0], cos8)

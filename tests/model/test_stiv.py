@@ -38,7 +38,9 @@ def _perturb(model, scale=0.05):
 
 
 def test_adaln_zero_init_block_is_identity():
-    block = STIVBlock(32, 2, 4.0, impl="xla", rngs=nnx.Rngs(0), dtype=jnp.float32, param_dtype=jnp.float32)
+    block = STIVBlock(
+        32, 2, 4.0, impl="xla", rngs=nnx.Rngs(0), dtype=jnp.float32, param_dtype=jnp.float32
+    )
     x = jax.random.normal(jax.random.key(0), (2, 4, 9, 32))
     mod = jnp.zeros((2, 12, 32))  # the zero-initialised shared AdaLN projection's output
     ctx, ctx_mask = jax.random.normal(jax.random.key(1), (2, 3, 32)), jnp.ones((2, 3), bool)
@@ -89,7 +91,9 @@ def test_maskdit_forward_keeps_shape_and_depends_on_mask(tiny_config):
     assert float(jnp.abs(a - b).max()) > 1e-4  # the mask matters in training
     tiny_config.model.mask_ratio = 0.0
     m0 = _perturb(STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0)))
-    np.testing.assert_allclose(m0(x, t, cond, mask_key=jax.random.key(1)), m0(x, t, cond), atol=1e-6)
+    np.testing.assert_allclose(
+        m0(x, t, cond, mask_key=jax.random.key(1)), m0(x, t, cond), atol=1e-6
+    )
 
 
 def test_frame_replace_ignores_noisy_given_frames(tiny_config):
