@@ -50,6 +50,8 @@ setup(
         "torch": TORCH_REFS,
         "tpu": TPU,
         "data": DATA,
-        "test": sorted(set(EMBEDDED + TORCH_REFS + DATA + ["pytest>=8", "pytest-timeout", "ruff"])),
+        "test": sorted(
+            set(EMBEDDED + TORCH_REFS + DATA + ["pytest>=8", "pytest-timeout", "ruff", "scipy"])
+        ),
     },
 )
