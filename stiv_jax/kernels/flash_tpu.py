@@ -23,6 +23,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
@@ -119,8 +120,12 @@ def query_prologue(q, q_scale, cos2, sin2, *, eps: float, sm_scale: float):
         x = x * q_scale.astype(jnp.float32).reshape(1, 1, 1, -1)
     if cos2 is not None:
         c, s = cos2[:, None], sin2[:, None]  # [Bc, 1, L, H]: broadcast over heads
-        half = x.shape[-1] // 2
-        x = x * c + jnp.concatenate([x[..., half:], x[..., :half]], -1) * s
+        # Swap halves by an exact permutation matmul, as in the kernel: XLA on TPU would
+        # materialise each [.., H/2] slice of a concat padded to 128 lanes (4x).
+        h = x.shape[-1]
+        perm = np.roll(np.eye(h, dtype=np.float32), h // 2, axis=1)
+        swapped = jnp.einsum("bnlh,hg->bnlg", x, perm, precision=lax.Precision.HIGHEST)
+        x = x * c + swapped * s
     return x * sm_scale
 
 
