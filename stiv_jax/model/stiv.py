@@ -236,15 +236,19 @@ class STIV(nnx.Module):
 
 
 def count_params(cfg, in_channels: int) -> dict[str, int]:
-    """Parameter counts from abstract shapes: total, temporal attention, everything else."""
+    """Parameter counts from abstract shapes (nothing is allocated), split by part."""
     abstract = nnx.eval_shape(lambda: STIV(cfg, in_channels=in_channels, rngs=nnx.Rngs(0)))
-    total = temporal = 0
+    counts = dict(total=0, temporal=0, decoder=0, decoder_temporal=0, blocks=0)
     for path, leaf in nnx.to_flat_state(nnx.state(abstract, nnx.Param)):
-        n = _numel(leaf.value.shape)
-        total += n
-        if "temporal" in path:
-            temporal += n
-    return {"total": total, "temporal": temporal, "without_temporal": total - temporal}
+        n = _numel(leaf.get_value().shape)
+        counts["total"] += n
+        counts["temporal"] += n if "temporal" in path else 0
+        counts["decoder"] += n if path[0] == "decoder" else 0
+        counts["decoder_temporal"] += n if path[0] == "decoder" and "temporal" in path else 0
+        counts["blocks"] += n if path[0] == "blocks" else 0
+    counts["without_temporal"] = counts["total"] - counts["temporal"]
+    counts["other"] = counts["total"] - counts["blocks"] - counts["decoder"]
+    return counts
 
 
 def _numel(shape) -> int:
@@ -265,8 +269,13 @@ def main(argv=None) -> None:
         config = cfg_flag.value
         counts = count_params(config.model, in_channels=config.model.in_channels)
         print(f"params: {counts['total']}")
-        print(f"temporal attention params: {counts['temporal']}")
+        print(f"  main blocks: {counts['blocks']}")
+        print(f"  MaskDiT decoder blocks: {counts['decoder']}")
+        print(f"  embedders, AdaLN-single, caption projection, final layer: {counts['other']}")
+        print(f"  temporal attention (all blocks): {counts['temporal']}")
         print(f"params without temporal layers: {counts['without_temporal']}")
+        main_only = counts["without_temporal"] - (counts["decoder"] - counts["decoder_temporal"])
+        print(f"params without temporal layers and decoder blocks: {main_only}")
 
     app.run(run, argv)
 
