@@ -368,9 +368,9 @@ def initialize_distributed() -> None:
     """`jax.distributed.initialize` when this is one of several processes.
 
     Explicit: JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES + JAX_PROCESS_ID (local
-    multi-process runs, tests). TPU VM pods: STIV_DISTRIBUTED=1 (set by tpu_scripts), or
-    TPU_WORKER_HOSTNAMES lists several workers, or MEGASCALE_COORDINATOR_ADDRESS is set;
-    jax then detects the rest itself. CPU processes talk through gloo.
+    multi-process runs, tests). TPU VM pods: STIV_DISTRIBUTED=1 (set by tpu_scripts) or
+    MEGASCALE_COORDINATOR_ADDRESS (multi-slice); jax then detects the rest itself from
+    the TPU metadata. CPU processes talk through gloo.
     """
     if jax.distributed.is_initialized():
         return
@@ -383,11 +383,7 @@ def initialize_distributed() -> None:
             num_processes=int(env["JAX_NUM_PROCESSES"]),
             process_id=int(env.get("JAX_PROCESS_ID", "0")),
         )
-    elif (
-        env.get("STIV_DISTRIBUTED") == "1"
-        or len(env.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1
-        or env.get("MEGASCALE_COORDINATOR_ADDRESS")
-    ):
+    elif env.get("STIV_DISTRIBUTED") == "1" or env.get("MEGASCALE_COORDINATOR_ADDRESS"):
         jax.distributed.initialize()
     else:
         return

@@ -1,0 +1,306 @@
+"""Compile the real train step (and sampler) of a config for a TPU topology, ahead of time.
+
+  python -m tpu_scripts.aot_compile --config configs/stiv.py:variant=M/2 --topology v5p:4x4x4 \
+      [--config.mesh.fsdp=-1 ...] [--sample] [--json out.json]
+
+Shapes: B global batch, F latent frames, H/W latent size, C latent channels, L text tokens,
+Dt/Dp text widths.
+
+Nothing is allocated: the train state is `jax.eval_shape` of the model init, the batch is
+ShapeDtypeStructs [B, F, H, W, C] (+ text, micro-conditions) with the mesh's NamedShardings,
+and `jax.jit(step).lower(...).compile()` runs against the devices of
+`jax.experimental.topologies.get_topology_desc("tpu", topology)` (libtpu, no TPU needed).
+
+Prints per-chip memory (arguments, outputs, temporaries, total) against the chip's HBM,
+FLOPs per step (XLA's cost analysis of the partitioned program, × chips), and the
+roofline bound: step time >= max(FLOPs / peak, HBM bytes / bandwidth) per chip, so
+MFU <= FLOPs / (time · peak). Collectives over ICI are not in the bound.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+# Per chip: bf16 dense peak FLOP/s, HBM bytes, HBM bandwidth bytes/s (Cloud TPU docs).
+CHIPS = {
+    "v4": (275e12, 32 * 2**30, 1228e9),
+    "v5e": (197e12, 16 * 2**30, 819e9),
+    "v5p": (459e12, 95 * 2**30, 2765e9),
+    "v6e": (918e12, 32 * 2**30, 1640e9),
+}
+ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "v6lite": "v6e"}
+
+
+@dataclasses.dataclass
+class Report:
+    what: str
+    topology: str
+    chips: int
+    mesh: dict[str, int]
+    argument_gib: float
+    output_gib: float
+    temp_gib: float
+    total_gib: float
+    hbm_gib: float
+    fits: bool
+    flops_per_step: float
+    bytes_per_chip: float
+    roofline_s: float
+    roofline_mfu: float
+    compile_s: float
+
+    def lines(self) -> list[str]:
+        return [
+            f"{self.what} on {self.topology} ({self.chips} chips, mesh {self.mesh})",
+            f"  per chip: arguments {self.argument_gib:.2f} GiB, outputs {self.output_gib:.2f} GiB"
+            f", temporaries {self.temp_gib:.2f} GiB, total {self.total_gib:.2f} GiB of "
+            f"{self.hbm_gib:.0f} GiB HBM -> {'fits' if self.fits else 'DOES NOT FIT'}",
+            f"  FLOPs/step {self.flops_per_step:.3e} ({self.flops_per_step / self.chips:.3e} "
+            f"per chip), HBM traffic {self.bytes_per_chip / 2**30:.1f} GiB per chip",
+            f"  roofline step time {self.roofline_s * 1e3:.1f} ms, MFU <= "
+            f"{100 * self.roofline_mfu:.1f}% (compiled in {self.compile_s:.1f} s)",
+        ]
+
+
+def chip_specs(topology: str) -> tuple[float, float, float]:
+    family = topology.split(":")[0].lower()
+    family = ALIASES.get(family, family)
+    if family not in CHIPS:
+        raise ValueError(
+            f"topology {topology!r}: unknown chip {family!r}; expected {sorted(CHIPS)}"
+        )
+    return CHIPS[family]
+
+
+def topology_devices(topology: str) -> list[Any]:
+    """Devices of a named topology such as `v5p:2x2x1` (needs libtpu, not a TPU)."""
+    from jax.experimental import topologies
+
+    if ":" not in topology:
+        raise ValueError(f"topology {topology!r} must look like v5p:2x2x1 or v6e:4x4")
+    try:
+        desc = topologies.get_topology_desc(platform="tpu", topology_name=topology)
+    except Exception as e:  # libtpu raises assorted types for unknown names
+        raise ValueError(f"topology {topology!r} is not known to libtpu: {e}") from None
+    return list(desc.devices)
+
+
+def latent_shape(config) -> tuple[int, int, int, int]:
+    """(F, H, W, C) of the configured autoencoder without loading its weights."""
+    t, r, name = int(config.data.frames), int(config.data.res), config.autoencoder.name
+    if name == "pixel":
+        return (t, r, r, 3)
+    if name == "sd_vae":
+        return (t, r // 8, r // 8, 4)
+    if name == "wan":
+        if (t - 1) % 4:
+            raise ValueError(f"Wan VAE needs data.frames = 1 + 4k, got {t}")
+        return (1 + (t - 1) // 4, r // 8, r // 8, 16)
+    raise ValueError(f"autoencoder.name={name!r}; expected pixel | sd_vae | wan")
+
+
+def fill_train_grid(config, latent: tuple[int, ...]) -> None:
+    """stiv_jax.train.fill_train_grid without building the autoencoder."""
+    m = config.model
+    if tuple(m.train_grid) == (0, 0, 0):
+        with config.unlocked():
+            m.train_grid = (
+                latent[0] // m.temporal_patch,
+                latent[1] // m.patch_size,
+                latent[2] // m.patch_size,
+            )
+
+
+def _abstract(shape, dtype, sharding) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype), sharding=sharding)
+
+
+def abstract_batch(config, mesh, latent: tuple[int, ...]) -> dict[str, jax.ShapeDtypeStruct]:
+    """The train step's batch (see stiv_jax.train.prepare_batch) as sharded abstract arrays."""
+    from stiv_jax import parallel
+
+    b, m = int(config.data.batch_size), config.model
+    length = int(config.text_encoder.max_length)
+    shapes = {
+        "latents": ((b, *latent), jnp.float32),
+        "text_tokens": ((b, length, m.text_dim), jnp.float32),
+        "text_mask": ((b, length), bool),
+        "text_pooled": ((b, m.pooled_dim), jnp.float32),
+        "micro": ((b, 5), jnp.float32),
+        "motion": ((b,), jnp.float32),
+        "cond_mask": ((b, latent[0]), bool),
+    }
+    return {k: _abstract(s, d, parallel.batch_sharding(mesh, s)) for k, (s, d) in shapes.items()}
+
+
+def null_text(config) -> dict[str, jax.Array]:
+    """Stand-in for the empty-prompt encoding: only shapes matter to the compiler."""
+    length, m = int(config.text_encoder.max_length), config.model
+    return {
+        "tokens": jnp.zeros((length, m.text_dim), jnp.float32),
+        "mask": jnp.zeros((length,), bool),
+        "pooled": jnp.zeros((m.pooled_dim,), jnp.float32),
+    }
+
+
+def _report(what, compiled, topology, mesh, compile_s) -> Report:
+    peak, hbm, bw = chip_specs(topology)
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    chips = mesh.devices.size
+    gib = 2.0**30
+    arg, out = mem.argument_size_in_bytes, mem.output_size_in_bytes
+    temp, alias = mem.temp_size_in_bytes, mem.alias_size_in_bytes
+    total = arg + out - alias + temp + mem.generated_code_size_in_bytes
+    flops_chip = float(cost.get("flops", 0.0))
+    bytes_chip = float(cost.get("bytes accessed", 0.0))
+    step_s = max(flops_chip / peak, bytes_chip / bw, 1e-12)
+    return Report(
+        what=what,
+        topology=topology,
+        chips=chips,
+        mesh=dict(zip(mesh.axis_names, mesh.axis_sizes)),
+        argument_gib=arg / gib,
+        output_gib=out / gib,
+        temp_gib=temp / gib,
+        total_gib=total / gib,
+        hbm_gib=hbm / gib,
+        fits=total <= hbm,
+        flops_per_step=flops_chip * chips,
+        bytes_per_chip=bytes_chip,
+        roofline_s=step_s,
+        roofline_mfu=flops_chip / (step_s * peak),
+        compile_s=compile_s,
+    )
+
+
+def compile_train_step(config, topology: str, devices=None) -> Report:
+    """AOT-compiles stiv_jax.train's step for `topology` with abstract, sharded inputs."""
+    import time
+
+    from flax import nnx
+
+    from stiv_jax import parallel
+    from stiv_jax.model.stiv import STIV
+    from stiv_jax.optim import make_optimizer
+    from stiv_jax.train import init_state, make_train_step
+
+    devices = devices if devices is not None else topology_devices(topology)
+    mesh = parallel.make_mesh(config.mesh, devices)
+    latent = latent_shape(config)
+    fill_train_grid(config, latent)
+    tx = make_optimizer(config.optim)
+    m = config.model
+
+    def model_fn():
+        return STIV(m, in_channels=m.in_channels, rngs=nnx.Rngs(0))
+
+    graphdef, abstract, shardings, _ = parallel.sharded_init(
+        model_fn, lambda model: init_state(model, tx), mesh
+    )
+    state = parallel.abstract_with_shardings(abstract, shardings)
+    batch = abstract_batch(config, mesh, latent)
+    rep = parallel.replicated(mesh)
+    key = jax.ShapeDtypeStruct((), jax.eval_shape(lambda: jax.random.key(0)).dtype, sharding=rep)
+    step = make_train_step(config, graphdef, tx, null_text(config))
+    jitted = jax.jit(step, out_shardings=(shardings, rep), donate_argnums=0)
+    tick = time.time()
+    with jax.set_mesh(mesh):
+        compiled = jitted.lower(state, batch, key).compile()
+    return _report("train step", compiled, topology, mesh, time.time() - tick)
+
+
+def compile_sampler(config, topology: str, devices=None) -> Report:
+    """AOT-compiles stiv_jax.sample's jitted sampler (all ODE steps, CFG batched)."""
+    import time
+
+    from flax import nnx
+
+    from stiv_jax import parallel
+    from stiv_jax.conditioning import make_conditions
+    from stiv_jax.model.stiv import STIV
+    from stiv_jax.sample import make_sample_fn
+
+    devices = devices if devices is not None else topology_devices(topology)
+    mesh = parallel.make_mesh(config.mesh, devices)
+    latent = latent_shape(config)
+    fill_train_grid(config, latent)
+    m = config.model
+    abstract_model = nnx.eval_shape(lambda: STIV(m, in_channels=m.in_channels, rngs=nnx.Rngs(0)))
+    graphdef, params = nnx.split(abstract_model, nnx.Param)
+    p_sh = parallel.named(parallel.param_specs(params, mesh), mesh)
+    params = parallel.abstract_with_shardings(nnx.to_pure_dict(params), p_sh)
+    b = int(config.sample.batch_size)
+    with config.unlocked():
+        config.data.batch_size = b
+    batch = abstract_batch(config, mesh, latent)
+    cond = jax.eval_shape(
+        lambda bt: make_conditions(
+            latents=bt["latents"],
+            cond_mask=bt["cond_mask"],
+            text_tokens=bt["text_tokens"],
+            text_mask=bt["text_mask"],
+            text_pooled=bt["text_pooled"],
+            micro=bt["micro"],
+            motion=bt["motion"],
+        ),
+        batch,
+    )
+    cond = {
+        k: _abstract(v.shape, v.dtype, parallel.batch_sharding(mesh, v.shape))
+        for k, v in cond.items()
+    }
+    rep = parallel.replicated(mesh)
+    nulls = {k: _abstract(v.shape, v.dtype, rep) for k, v in null_text(config).items()}
+    scale = _abstract((b,), jnp.float32, parallel.batch_sharding(mesh, (b,)))
+    sample_fn = make_sample_fn(config, graphdef)
+    tick = time.time()
+    with jax.set_mesh(mesh):
+        compiled = sample_fn.lower(params, batch["latents"], cond, nulls, scale).compile()
+    return _report(
+        f"sampler ({config.sample.steps} ODE steps, batch {b})", compiled, topology, mesh,
+        time.time() - tick,
+    )  # fmt: skip
+
+
+def main(argv=None) -> None:
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    cfg_flag = config_flags.DEFINE_config_file(
+        "config", None, "configs/stiv.py:ARG", lock_config=True
+    )
+    topo = flags.DEFINE_string("topology", None, "TPU topology, e.g. v5p:4x4x4, v6e:4x4")
+    sample = flags.DEFINE_bool("sample", False, "also compile the sampler")
+    out = flags.DEFINE_string("json", "", "write the reports here as JSON")
+    flags.mark_flags_as_required(["config", "topology"])
+
+    def run(_):
+        try:
+            reports = [compile_train_step(cfg_flag.value, topo.value)]
+            if sample.value:
+                reports.append(compile_sampler(cfg_flag.value, topo.value))
+        except ValueError as e:  # user errors: one line
+            raise SystemExit(f"error: {e}") from None
+        for r in reports:
+            print("\n".join(r.lines()), flush=True)
+        if out.value:
+            import os
+
+            tmp = out.value + ".tmp"
+            with open(tmp, "w") as fh:
+                json.dump([dataclasses.asdict(r) for r in reports], fh, indent=1)
+            os.replace(tmp, out.value)
+
+    app.run(run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
