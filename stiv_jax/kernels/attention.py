@@ -138,6 +138,11 @@ def attention(
     if impl == "xla":
         return attention_reference(q, k, v, **common)
     if impl == "cudnn":
+        if jax.default_backend() not in ("gpu", "cuda", "rocm"):
+            raise ValueError(
+                f"attention impl='cudnn' needs a GPU backend; this process runs on "
+                f"{jax.default_backend()!r} (use impl='auto' or 'xla')"
+            )
         return baselines.dot_product_attention(q, k, v, implementation="cudnn", **common)
     if interpret is None:
         interpret = jax.default_backend() != "tpu"

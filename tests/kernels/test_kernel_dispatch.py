@@ -46,6 +46,12 @@ def test_unknown_impl_is_named():
         attention(q, k, v, impl="flash")
 
 
+def test_cudnn_off_gpu_says_so():
+    q, k, v, *_ = make_inputs(0, 1, 8, 8, 1, 32, jnp.float32)
+    with pytest.raises(ValueError, match="impl='cudnn' needs a GPU backend"):
+        attention(q, k, v, impl="cudnn")
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
