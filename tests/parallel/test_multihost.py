@@ -89,6 +89,7 @@ def _metrics(workdir) -> dict[int, float]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # minutes of XLA compiles on 2 shared cores
 def test_two_hosts_sigterm_then_resume_on_one_host_other_mesh(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()

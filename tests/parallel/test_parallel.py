@@ -153,6 +153,7 @@ def _elems(tuple_shape: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # minutes of XLA compiles on 2 shared cores
 def test_sharded_train_step_matches_single_device_and_context_all_to_all():
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"

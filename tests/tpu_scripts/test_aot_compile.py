@@ -29,6 +29,7 @@ def _run(*args, timeout=900):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # minutes of XLA compiles on 2 shared cores
 def test_tiny_train_step_compiles_for_v5p(tmp_path):
     out = tmp_path / "aot.json"
     proc = _run(
