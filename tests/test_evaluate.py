@@ -51,6 +51,7 @@ def test_ground_truth_as_model_scores_at_ceiling(cases):
     assert model["direction_accuracy"] >= 0.98
     assert model["pan_accuracy"] >= 0.95 and model["size_accuracy"] >= 0.95
     assert model["first_frame_psnr"] == 100.0 and model["motion_control"] == pytest.approx(1.0)
+    assert model["video_psnr"] == 100.0
     for key in evaluate.ADHERENCE_KEYS:  # the ceiling row is the same computation
         assert model[key] == pytest.approx(gt[key], nan_ok=True)
 
@@ -62,6 +63,7 @@ def test_static_video_scores_at_floor(cases):
     assert model["pan_accuracy"] <= 0.02 and abs(model["motion_control"]) < 0.3
     for key in evaluate.ADHERENCE_KEYS:
         assert model[key] == pytest.approx(floor[key], nan_ok=True)
+    assert 20.0 < model["video_psnr"] < 40.0  # the background is right, the objects are not
     # A dynamic ground truth set: the floor is well below the ceiling on motion metrics.
     assert s["rows"]["ground_truth"]["dynamic_degree"] >= 0.8
 
@@ -81,6 +83,11 @@ def test_wrong_way_motion_scores_wrong(cases):
     reversed_ = _x1(cases, lambda v: np.ascontiguousarray(v[::-1]))
     s = evaluate.score_task("ti2v", reversed_, cases, codec=False)["rows"]["model"]
     assert s["direction_accuracy"] <= 0.02 and s["pan_accuracy"] <= 0.02
+    # Noise around the right frames scores below the static floor on video PSNR.
+    rng = np.random.default_rng(0)
+    noisy = _x1(cases, lambda v: np.clip(v + rng.normal(0, 40, v.shape), 0, 255).astype(np.uint8))
+    rows = evaluate.score_task("ti2v", noisy, cases, codec=False)["rows"]
+    assert rows["model"]["video_psnr"] < rows["static"]["video_psnr"] - 3.0
 
 
 def test_motion_control_within_case(cases):
