@@ -91,6 +91,17 @@ def validate(q, k, v, *, q_norm_scale, k_norm_scale, rope, mask) -> None:
         raise ValueError(f"mask has shape {tuple(mask.shape)}; expected [B, M] = {(b, k.shape[1])}")
 
 
+def target_platform(mesh=None) -> str:
+    """Platform the computation is compiled for: the mesh's devices when a mesh is given or
+    ambient (AOT-compiling for a TPU topology on a CPU host), else the default backend."""
+    mesh = mesh if mesh is not None else jax.sharding.get_abstract_mesh()
+    if isinstance(mesh, jax.sharding.Mesh):
+        return mesh.devices.flat[0].platform
+    device = None if mesh.empty else getattr(mesh, "abstract_device", None)
+    platform = getattr(device, "platform", None)
+    return platform or jax.default_backend()
+
+
 def resolve_impl(impl: str, backend: str | None = None) -> str:
     """`auto` -> the implementation for the default backend; others pass through."""
     if impl not in IMPLS:
@@ -120,12 +131,15 @@ def attention(
 ) -> jax.Array:
     """Attention by `impl`; differentiable for every impl (norm scales, q, k, v).
 
-    `interpret=None` runs the Mosaic kernels (pallas, splash) in interpret mode off TPU.
+    The target platform is that of `mesh` (or the ambient mesh), else the default backend:
+    `auto` and `interpret=None` (interpret mode off TPU) follow it, so AOT compilation for
+    a TPU topology on a CPU host gets the real Mosaic kernels.
     `mesh` (default: the ambient mesh of `jax.set_mesh`) lets Mosaic kernels, which XLA
     cannot partition, run per shard under `shard_map` (batch over data/fsdp/context,
     heads over tensor).
     """
-    impl = resolve_impl(impl)
+    platform = target_platform(mesh)
+    impl = resolve_impl(impl, platform)
     validate(q, k, v, q_norm_scale=q_norm_scale, k_norm_scale=k_norm_scale, rope=rope, mask=mask)
     common = dict(
         q_norm_scale=q_norm_scale,
@@ -138,14 +152,14 @@ def attention(
     if impl == "xla":
         return attention_reference(q, k, v, **common)
     if impl == "cudnn":
-        if jax.default_backend() not in ("gpu", "cuda", "rocm"):
+        if platform not in ("gpu", "cuda", "rocm"):
             raise ValueError(
-                f"attention impl='cudnn' needs a GPU backend; this process runs on "
-                f"{jax.default_backend()!r} (use impl='auto' or 'xla')"
+                f"attention impl='cudnn' needs a GPU backend; this computation targets "
+                f"{platform!r} (use impl='auto' or 'xla')"
             )
         return baselines.dot_product_attention(q, k, v, implementation="cudnn", **common)
     if interpret is None:
-        interpret = jax.default_backend() != "tpu"
+        interpret = platform != "tpu"
     if impl == "pallas":
         fn = lambda q, k, v, **kw: pallas_attention(
             q, k, v, block_sizes=block_sizes, packed=packed, interpret=interpret, **kw

@@ -2,7 +2,8 @@
 
 Shapes: B batch (sharded on data), L = M tokens, N heads, H head dim; bf16.
 Compiles forward and backward (gradients w.r.t. q, k, v and both norm scales) of
-`attention(impl="pallas")` under `shard_map` for spatial, packed temporal and masked cross
+`attention(impl="auto", mesh=<TPU mesh>)` (which must pick the Mosaic kernel, not interpret
+mode, from the mesh's platform) under `shard_map` for spatial, packed temporal and masked cross
 attention, and checks that the Pallas temp memory grows linearly with S.
 Runs in a subprocess: libtpu must be loaded with its multi-process lock relaxed, and a
 failure to start it must not leak into the rest of the test session.
@@ -48,7 +49,7 @@ SCRIPT = textwrap.dedent(
             rope_ = (rest[0], rest[1]) if rope else None
             mask_ = rest[-1] if mask else None
             out = attention(q, k, v, q_norm_scale=qs, k_norm_scale=ks, rope=rope_,
-                            mask=mask_, impl="pallas", interpret=False, mesh=mesh)
+                            mask=mask_, impl="auto", mesh=mesh)
             return jnp.sum(out.astype(jnp.float32))
 
         lowered = jax.jit(jax.value_and_grad(loss, range(5))).lower(*args)
