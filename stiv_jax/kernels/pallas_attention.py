@@ -91,18 +91,17 @@ def pallas_attention(
 ) -> jax.Array:
     """Fused QK-RMSNorm + RoPE + flash attention; inputs already validated.
 
-    `packed=None` packs when L = M <= packed_len / 2 and attention is not causal.
+    `packed=None` packs when L = M <= packed_len / 2. Causal masking stays exact when
+    packed: sequences are contiguous in a row, so `col <= row` within a segment is causal.
     """
     bs = block_sizes or BlockSizes()
     b, length, n, h = q.shape
     m = k.shape[1]
     dtype = q.dtype
     if packed is None:
-        packed = length == m and 2 * length <= bs.packed_len and not causal
-    if packed and (length != m or causal):
-        raise ValueError(
-            f"packed attention needs L == M and causal=False; got L={length}, M={m}, {causal=}"
-        )
+        packed = length == m and 2 * length <= bs.packed_len
+    if packed and length != m:
+        raise ValueError(f"packed attention needs L == M (self-attention); got L={length}, M={m}")
 
     rope3 = None if rope is None else _rope_3d(rope, b, length)
     v = v.astype(dtype)

@@ -30,7 +30,7 @@ def _forward_and_grads(fn, args, cotangent, **kw):
     return jax.jit(run)(*args)
 
 
-def _check(dtype, q, k, v, q_scale, k_scale, *, rope=None, mask=None, **kernel_kw):
+def _check(dtype, q, k, v, q_scale, k_scale, *, rope=None, mask=None, causal=False, **kernel_kw):
     """Forward and gradients w.r.t. (q, k, v, q_scale, k_scale) against the reference."""
     tol = TOL[dtype]
     # A fixed non-uniform cotangent, so that gradients are not trivially structured.
@@ -43,9 +43,9 @@ def _check(dtype, q, k, v, q_scale, k_scale, *, rope=None, mask=None, **kernel_k
     kernel = lambda *a, **kw: pallas_attention(*a, interpret=True, **kernel_kw, **kw)
     args = (q, k, v, q_scale, k_scale)
     ref_out, ref_grads = _forward_and_grads(
-        attention_reference, args, cotangent, rope=rope, mask=mask
+        attention_reference, args, cotangent, rope=rope, mask=mask, causal=causal
     )
-    out, grads = _forward_and_grads(kernel, args, cotangent, rope=rope, mask=mask)
+    out, grads = _forward_and_grads(kernel, args, cotangent, rope=rope, mask=mask, causal=causal)
     assert out.shape == q.shape and out.dtype == q.dtype
     _assert_close("out", out, ref_out, tol)
     for name, got, want in zip(("dq", "dk", "dv", "dq_scale", "dk_scale"), grads, ref_grads):
@@ -101,6 +101,12 @@ def test_temporal_packed_with_key_mask():
     q, k, v, qs, ks = make_inputs(4, 12, 10, 10, 2, 32, jnp.float32)
     mask = jnp.asarray(np.arange(10)[None] < (3 + np.arange(12) % 8)[:, None])
     _check(jnp.float32, q, k, v, qs, ks, rope=rope_1d(10, 32), mask=mask, packed=True)
+
+
+def test_temporal_packed_causal():
+    """The causal temporal ablation stays packed: causal within each packed sequence."""
+    q, k, v, qs, ks = make_inputs(8, 12, 5, 5, 1, 32, jnp.float32)
+    _check(jnp.float32, q, k, v, qs, ks, rope=rope_1d(5, 32), causal=True, packed=True)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
