@@ -1,18 +1,18 @@
-"""Pallas TPU (Mosaic) flash attention with the query's RMSNorm + RoPE fused in.
+"""Pallas TPU (Mosaic) flash attention with the QK-RMSNorm + RoPE prologue fused in.
 
 Shapes: B batch (sequences), N heads, L query length, M key length, H head dim.
-  q [B, N, L, H] raw (the kernel normalises, rotates and scales it per query tile),
-  k [B, N, M, H] already normalised and rotated (see `prepare_keys` for why),
-  v [B, N, M, H] -> out [B, N, L, H] in q.dtype.
-  q_scale [1, H]; cos2 / sin2 [Bc, L, H] float32 with Bc in {1, B} (see `rope_tables`);
+  q [B, N, L, H], k/v [B, N, M, H] raw (head-major, padded) -> out [B, N, L, H] in q.dtype.
+  q_scale / k_scale [H]; cos2 / sin2 [Bc, L|M, H] float32, Bc in {1, B} (see `rope_tables`);
   key_bias [B, 1, M] float32 additive (0 valid, MASK_VALUE padded);
   q_segments [L, 1] / kv_segments [1, M] int32 shared by all rows (packed mode).
 
-Forward: online softmax over key tiles, fp32 accumulators in VMEM scratch, logsumexp saved.
-Backward (`jax.custom_vjp`): the normalised query q' is recomputed by XLA (O(B·N·L·H)
-memory), two Pallas kernels compute dq' and dk, dv tile by tile from the saved logsumexp
-(FlashAttention-2 recipe), and XLA pulls dq' back through the query prologue (giving dq and
-d q_scale). Nothing of size L·M is ever materialised, forward or backward.
+Forward: `key_prologue` (one Pallas pass: k' = rope(rmsnorm(k)·k_scale)), then the flash
+kernel, which normalises/rotates/scales each query tile in VMEM and runs an online softmax
+over key tiles with fp32 accumulators; the logsumexp is saved only for the backward.
+Backward (`jax.custom_vjp`): q' and k' are recomputed by the jnp twin `query_prologue`
+(O(B·N·(L+M)·H) memory), two Pallas kernels compute dq' and dk', dv tile by tile from the
+saved logsumexp (FlashAttention-2 recipe), and `jax.vjp` of the prologue gives dq, dk and
+both norm-scale gradients. Nothing of size L·M is ever materialised, forward or backward.
 """
 
 from __future__ import annotations
