@@ -28,6 +28,26 @@ def _run(*args, timeout=900):
     )  # fmt: skip
 
 
+def _state_bytes() -> int:
+    """Bytes of the unsharded tiny train state (params, EMA, optimizer), from shapes only."""
+    import jax
+    from flax import nnx
+
+    from configs.stiv import get_config
+    from stiv_jax.model.stiv import STIV
+    from stiv_jax.optim import make_optimizer
+    from stiv_jax.train import init_state
+    from tpu_scripts.aot_compile import fill_train_grid
+
+    c = get_config("variant=tiny,res=16,frames=4")
+    c.model.depth, c.model.decoder_depth = 1, 1
+    fill_train_grid(c, (4, 16, 16, 3))
+    tx = make_optimizer(c.optim)
+    model = lambda: STIV(c.model, in_channels=3, rngs=nnx.Rngs(0))
+    state = jax.eval_shape(lambda: init_state(model(), tx)[1])
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # minutes of XLA compiles on 2 shared cores
 def test_tiny_train_step_compiles_for_v5p(tmp_path):
@@ -48,9 +68,9 @@ def test_tiny_train_step_compiles_for_v5p(tmp_path):
     (r,) = json.loads(out.read_text())
     assert r["chips"] == 4 and r["mesh"] == {"data": 1, "fsdp": 2, "context": 1, "tensor": 2}
     assert r["fits"] and 0 < r["total_gib"] < r["hbm_gib"]
-    # The tiny state (params + EMA + AdaFactor moments, fp32) is ~2.6 MB unsharded; sharded
-    # over fsdp x tensor each chip holds well under that (plus the replicated batch).
-    assert 0 < r["argument_gib"] * 2**30 < 2.6e6
+    # Sharded over fsdp x tensor, each chip holds well under the whole train state.
+    full = _state_bytes()
+    assert 0 < r["argument_gib"] * 2**30 < 0.6 * full, (r["argument_gib"] * 2**30, full)
     assert r["flops_per_step"] > 1e8
     assert 0 < r["roofline_mfu"] <= 1 and r["roofline_s"] > 0
 
