@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from typing import Any
 
@@ -82,6 +83,9 @@ def topology_devices(topology: str) -> list[Any]:
     """Devices of a named topology such as `v5p:2x2x1` (needs libtpu, not a TPU)."""
     from jax.experimental import topologies
 
+    # Compiling needs no chip; without this, a second process (tests, a parallel compile)
+    # fails on libtpu's single-process lockfile.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     if ":" not in topology:
         raise ValueError(f"topology {topology!r} must look like v5p:2x2x1 or v6e:4x4")
     try:
@@ -292,8 +296,6 @@ def main(argv=None) -> None:
         for r in reports:
             print("\n".join(r.lines()), flush=True)
         if out.value:
-            import os
-
             tmp = out.value + ".tmp"
             with open(tmp, "w") as fh:
                 json.dump([dataclasses.asdict(r) for r in reports], fh, indent=1)
