@@ -79,3 +79,30 @@ def test_unknown_topology_is_one_clear_error():
     proc = _run("--config=configs/stiv.py:variant=tiny", "--topology=v5p", timeout=300)
     assert proc.returncode != 0
     assert "error: topology 'v5p' must look like v5p:2x2x1" in proc.stderr
+
+
+MULTISLICE = """
+import json, ml_collections
+from stiv_jax import parallel
+from jax.experimental import topologies
+devs = topologies.get_topology_desc(
+    platform="tpu", topology_name="v5p:2x2x1", num_slices=2
+).devices
+cfg = ml_collections.ConfigDict(dict(data=-1, fsdp=2, context=1, tensor=1))
+mesh = parallel.make_mesh(cfg, devs)
+print(json.dumps({"shape": list(mesh.axis_sizes),
+                  "slices": [[d.slice_index for d in row.flat] for row in mesh.devices]}))
+"""
+
+
+def test_multislice_mesh_spans_slices_on_data():
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="", ALLOW_MULTIPLE_LIBTPU_LOAD="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", MULTISLICE], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["shape"] == [4, 2, 1, 1]
+    # data rows 0-1 on slice 0, rows 2-3 on slice 1: only the data axis crosses DCN
+    assert r["slices"] == [[0, 0], [0, 0], [1, 1], [1, 1]]
