@@ -314,11 +314,19 @@ class HostData:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        parts = [next(self.iters[v]) for v in sorted(self.iters)]
+        order = sorted(self.iters)
+        parts = [next(self.iters[v]) for v in order]
         full = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
-        first = min(self.iters) * self.per_shard
-        take = self.rows - first
-        if len(take) == len(full[next(iter(full))]) and np.all(take == np.arange(len(take))):
+        # global row r sits at (rank of its shard among ours) * b + r % b in `full`
+        rank = {v: i for i, v in enumerate(order)}
+        take = np.array(
+            [
+                rank[int(r) // self.per_shard] * self.per_shard + int(r) % self.per_shard
+                for r in self.rows
+            ],
+            np.int64,
+        )
+        if len(take) == len(parts) * self.per_shard and np.all(take == np.arange(len(take))):
             return full
         return {k: v[take] for k, v in full.items()}
 

@@ -126,6 +126,9 @@ def test_host_data_rows_and_state_across_layouts():
     one = _host(np.arange(8))
     one.set_state(merged)
     np.testing.assert_array_equal(next(one)["x"], np.arange(1000, 1008))
+    # Rows in non-adjacent shards (e.g. an interleaved TPU device order).
+    gaps = _host(np.array([0, 1, 6, 7]))
+    np.testing.assert_array_equal(next(gaps)["x"], [0, 1, 6, 7])
     # Rows inside one shard (more processes than shards): sliced out in order.
     part = _host(np.array([5, 6]), num_shards=2)
     np.testing.assert_array_equal(next(part)["x"], [5, 6])
