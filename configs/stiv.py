@@ -173,6 +173,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = c.autoencoder = ml_collections.ConfigDict()
     a.name = "pixel" if small else "sd_vae"  # pixel (identity) | sd_vae | wan
     a.path = ""  # checkpoint dir for real VAEs
+    a.dtype = "float32"  # VAE compute dtype
+    a.param_dtype = "float32"  # VAE parameter storage dtype
+    a.chunk = 8  # sd_vae: frames per jitted encode/decode call (bounds memory)
+    # Real VAEs: set model.in_channels to 4 (sd_vae) or 16 (wan); wan needs frames = 1 + 4k.
 
     if "runlocal" in args:
         t.steps, t.log_every, t.ckpt_every = 20, 5, 10
