@@ -135,6 +135,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     t.ckpt_every = 120 if small else 2000  # checkpoint cadence
     t.sample_every = 0 if small else 10_000  # periodic sample videos (0 = only at the end)
     t.max_to_keep = 3  # checkpoints kept
+    t.unmasked_steps = 120 if small else 0  # final steps with MaskDiT off (unmasked fine-tuning)
     t.seed = 0  # model init / step rng seed
     t.async_checkpoint = True  # Orbax async saves
 

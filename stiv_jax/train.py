@@ -128,8 +128,11 @@ def prepare_batch(batch: dict[str, np.ndarray], comps: Components) -> dict[str, 
 # ============================================================================ step
 
 
-def make_loss_fn(config, graphdef, null_text):
-    """loss(params, batch, key) -> scalar flow-matching loss on non-given frames."""
+def make_loss_fn(config, graphdef, null_text, *, masked: bool = True):
+    """loss(params, batch, key) -> scalar flow-matching loss on non-given frames.
+
+    `masked=False` turns MaskDiT off (the unmasked fine-tuning phase).
+    """
     m, f = config.model, config.diffusion
 
     def loss_fn(params, batch, key):
@@ -159,15 +162,15 @@ def make_loss_fn(config, graphdef, null_text):
         )
         eps = jax.random.normal(k_eps, x1.shape, jnp.float32)
         model = nnx.merge(graphdef, params)
-        v = model(interpolate(x1, eps, t), t, cond, mask_key=k_mask)
+        v = model(interpolate(x1, eps, t), t, cond, mask_key=k_mask if masked else None)
         return flow_loss(v, velocity_target(x1, eps), ~cond["cond_mask"])
 
     return loss_fn
 
 
-def make_train_step(config, graphdef, tx, null_text):
+def make_train_step(config, graphdef, tx, null_text, *, masked: bool = True):
     """step(state, batch, base_key) -> (state, metrics); rng = fold_in(base_key, step)."""
-    loss_fn = make_loss_fn(config, graphdef, null_text)
+    loss_fn = make_loss_fn(config, graphdef, null_text, masked=masked)
     decay = config.optim.ema_decay
 
     def step(state, batch, base_key):
@@ -293,14 +296,15 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
         state = init()
     start = int(state["step"])
     log = MetricsLog(workdir, resume_step=start)
-    step_fn = parallel.in_mesh(
-        jax.jit(
-            make_train_step(config, graphdef, tx, comps.null_text),
-            out_shardings=(shardings, parallel.replicated(mesh)),
-            donate_argnums=0,
-        ),
-        mesh,
-    )
+
+    def jitted_step(masked: bool):
+        fn = make_train_step(config, graphdef, tx, comps.null_text, masked=masked)
+        jitted = jax.jit(fn, out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
+        return parallel.in_mesh(jitted, mesh)
+
+    # MaskDiT pre-training, then `train.unmasked_steps` of unmasked fine-tuning (STIV §3.1).
+    masked_until = t.steps - t.unmasked_steps if config.model.mask_ratio > 0 else 0
+    step_fns = {}
     base_key = jax.random.key(t.seed)
     stop = _Preemption()
     tick, losses = time.time(), []
@@ -311,7 +315,10 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
     while step < t.steps:
         local = jax.device_get(prepare_batch(next(data_iter), comps))
         batch = parallel.global_batch(local, mesh, batch_size)
-        state, metrics = step_fn(state, batch, base_key)
+        masked = step < masked_until
+        if masked not in step_fns:  # compiled lazily: a resumed run may need only one
+            step_fns[masked] = jitted_step(masked)
+        state, metrics = step_fns[masked](state, batch, base_key)
         step += 1
         bar.update(1)
         losses.append(metrics["loss"])

@@ -46,7 +46,7 @@ def _run(workdir, steps, *extra, kill_after_ckpt=None):
         "--workdir", workdir, f"--config.train.steps={steps}", "--config.train.log_every=1",
         "--config.train.ckpt_every=4", "--config.data.res=16", "--config.data.frames=4",
         "--config.data.batch_size=2", "--config.sample.num_train_samples=1",
-        "--config.sample.steps=2", *extra,
+        "--config.sample.steps=2", "--config.train.unmasked_steps=5", *extra,
     ]  # fmt: skip
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     if kill_after_ckpt is None:
