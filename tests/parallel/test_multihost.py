@@ -28,6 +28,7 @@ COMMON = [
     "--config.train.ckpt_every=1000",
     "--config.train.async_checkpoint=False",
     "--config.sample.num_train_samples=0",
+    "--config.train.unmasked_steps=0",  # the same (masked) step in runs of any length
 ]
 STOP_AFTER = 20  # SIGTERM once this step is logged
 
