@@ -36,7 +36,7 @@ from stiv_jax.conditioning import drop_conditions, make_conditions, noise_augmen
 from stiv_jax.diffusion import flow_loss, interpolate, sample_time, velocity_target
 from stiv_jax.encoders import get_text_encoder
 from stiv_jax.model.stiv import STIV
-from stiv_jax.optim import ema_update, make_optimizer
+from stiv_jax.optim import ema_decay, ema_update, make_optimizer
 
 # ============================================================================ setup
 
@@ -181,7 +181,7 @@ def make_train_step(config, graphdef, tx, null_text, *, masked: bool = True):
         new = {
             "step": state["step"] + 1,
             "params": params,
-            "ema": ema_update(state["ema"], params, decay),
+            "ema": ema_update(state["ema"], params, ema_decay(decay, state["step"])),
             "opt": opt,
         }
         return new, {"loss": loss, "grad_norm": optax.global_norm(grads)}
