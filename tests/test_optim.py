@@ -40,4 +40,4 @@ def test_warmup_then_constant_and_ema_warmup():
     assert float(sched(0)) == 0.0 and abs(float(sched(5)) - 5e-4) < 1e-9
     assert float(sched(10)) == float(sched(1000)) == np.float32(1e-3)
     d = [float(ema_decay(0.999, jnp.asarray(s))) for s in (0, 10, 100, 100_000)]
-    assert d[0] == 0.1 and d[1] < d[2] < d[3] == np.float32(0.999)
+    assert d[0] == np.float32(0.1) and d[1] < d[2] < d[3] == np.float32(0.999)
