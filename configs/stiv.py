@@ -145,6 +145,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     h.fsdp = 1  # parameter + batch sharding axis
     h.context = 1  # frames (spatial attn) / tokens (temporal attn) axis
     h.tensor = 1  # heads / MLP axis
+    h.dcn_data = -1  # multi-slice: slices the data axis spans over DCN (-1 = all slices)
 
     # ---------------------------------------------------------------- sampling
     s = c.sample = ml_collections.ConfigDict()
