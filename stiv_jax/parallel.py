@@ -93,7 +93,8 @@ def make_mesh(mesh_cfg: Any, devices: Sequence[Any] | None = None) -> Mesh:
     if len(slices) > 1:
         from jax.experimental import mesh_utils
 
-        dcn_data = int(mesh_cfg.get("dcn_data", len(slices)))
+        dcn_data = int(mesh_cfg.get("dcn_data", -1))
+        dcn_data = len(slices) if dcn_data == -1 else dcn_data  # -1: every slice
         if shape[0] % dcn_data or dcn_data != len(slices):
             raise ValueError(
                 f"mesh.data={shape[0]} must be a multiple of the {len(slices)} slices "
