@@ -184,7 +184,7 @@ def make_train_step(config, graphdef, tx, null_text, *, masked: bool = True):
             "ema": ema_update(state["ema"], params, ema_decay(decay, state["step"])),
             "opt": opt,
         }
-        return new, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     return step
 
