@@ -49,6 +49,7 @@ import numpy as np
 from stiv_jax import metrics
 from stiv_jax.data.motion import motion_score
 from stiv_jax.data.shapes import generate_clip
+from stiv_jax.sample import restore_for_sampling
 
 TASKS = ("ti2v", "t2v")
 DEFAULT_MULTIPLIERS = (0.5, 1.0, 2.0)
@@ -186,45 +187,6 @@ def load_case(item: Item, json_path: str | None, gen_kwargs: dict) -> dict:
 
 
 # ============================================================================ sampling
-
-
-def restore_for_sampling(config: Any, workdir: str, step: int | None = None):
-    """(comps, graphdef, params, step) from `workdir`'s checkpoint, as `sample.run_job` does.
-
-    The architecture, encoders and optimizer layout are the checkpoint's (its saved config);
-    params are the EMA weights when `config.sample.use_ema`.
-    """
-    import jax
-    from flax import nnx
-
-    from stiv_jax import checkpoint as ckpt
-    from stiv_jax.optim import make_optimizer
-    from stiv_jax.train import Components, init_state
-
-    saved = ckpt.restore_config(workdir, step)
-    with config.unlocked():
-        impl = config.model.attention_impl
-        for key in ("model", "optim", "text_encoder", "autoencoder"):
-            config[key] = saved[key]
-        config.model.attention_impl = impl
-    for key in ("res", "frames", "frame_stride"):
-        if config.data[key] != saved.data[key]:
-            logging.warning(
-                "evaluating at data.%s=%s but the checkpoint trained at %s",
-                key, config.data[key], saved.data[key],
-            )  # fmt: skip
-    comps = Components(config)
-    tx = make_optimizer(config.optim)
-    # Shapes only: random weights that the restore would overwrite are never materialised.
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: comps.model(0)), nnx.Param)
-    abstract = jax.eval_shape(lambda: init_state(comps.model(0), tx)[1])
-    mngr = ckpt.manager(workdir, max_to_keep=1_000_000, async_save=False)
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint under {os.path.join(workdir, 'checkpoints')}")
-    state = ckpt.restore(mngr, step, abstract)
-    params = state["ema"] if config.sample.use_ema else state["params"]
-    return comps, graphdef, params, int(step)
 
 
 def sample_items(

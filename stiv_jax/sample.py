@@ -21,6 +21,7 @@ import os
 import re
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -77,7 +78,7 @@ def make_sample_fn(config, graphdef):
 
         post = post_step if m.image_cond == "frame_replace" else None
         x1 = sample_ode(velocity, x0, steps=s.steps, solver=s.solver, shift=s.shift, post_step=post)
-        return post_step(x1, None) if post else x1
+        return x1  # sample_ode already re-imposed the given frames after the last step
 
     return jax.jit(run)
 
@@ -150,6 +151,48 @@ def generate_cases(config, comps, graphdef, params, cases: list[dict], out: str)
         json.dump({r.id: r.prompt for r in reqs}, fh, indent=1)
     os.replace(os.path.join(out, "captions.json.tmp"), os.path.join(out, "captions.json"))
     return paths
+
+
+# ============================================================================ restore
+
+
+def restore_for_sampling(config: Any, workdir: str, step: int | None = None):
+    """(comps, graphdef, params, step) from `workdir`'s checkpoint, for `run_job` and the evaluator.
+
+    The architecture, encoders and optimizer layout are the checkpoint's (its saved config);
+    params are the EMA weights when `config.sample.use_ema`.
+    """
+    import jax
+    from flax import nnx
+
+    from stiv_jax import checkpoint as ckpt
+    from stiv_jax.optim import make_optimizer
+    from stiv_jax.train import Components, init_state
+
+    saved = ckpt.restore_config(workdir, step)
+    with config.unlocked():
+        impl = config.model.attention_impl
+        for key in ("model", "optim", "text_encoder", "autoencoder"):
+            config[key] = saved[key]
+        config.model.attention_impl = impl
+    for key in ("res", "frames", "frame_stride"):
+        if config.data[key] != saved.data[key]:
+            logging.warning(
+                "evaluating at data.%s=%s but the checkpoint trained at %s",
+                key, config.data[key], saved.data[key],
+            )  # fmt: skip
+    comps = Components(config)
+    tx = make_optimizer(config.optim)
+    # Shapes only: random weights that the restore would overwrite are never materialised.
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: comps.model(0)), nnx.Param)
+    abstract = jax.eval_shape(lambda: init_state(comps.model(0), tx)[1])
+    mngr = ckpt.manager(workdir, max_to_keep=1_000_000, async_save=False)
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint under {os.path.join(workdir, 'checkpoints')}")
+    state = ckpt.restore(mngr, step, abstract)
+    params = state["ema"] if config.sample.use_ema else state["params"]
+    return comps, graphdef, params, int(step)
 
 
 # ============================================================================ prompts file
@@ -239,15 +282,7 @@ def run_job(config, workdir: str, prompts: str, out: str) -> dict:
     """The sampling job; returns counts {generated, skipped_done, bad_lines}."""
     from tqdm import tqdm
 
-    from stiv_jax import checkpoint as ckpt
-    from stiv_jax.optim import make_optimizer
-    from stiv_jax.train import Components, init_state
-
-    saved = ckpt.restore_config(workdir)
-    with config.unlocked():
-        impl = config.model.attention_impl
-        config.model = saved.model  # the architecture is the checkpoint's
-        config.model.attention_impl = impl
+    comps, graphdef, params, _ = restore_for_sampling(config, workdir)
     reqs, errors = parse_prompts(prompts, config)
     for e in errors:
         logging.error(e)
@@ -256,13 +291,6 @@ def run_job(config, workdir: str, prompts: str, out: str) -> dict:
     todo = [r for r in reqs if r.id not in done]
     counts = {"generated": 0, "skipped_done": len(reqs) - len(todo), "bad_lines": len(errors)}
     if todo:
-        comps = Components(config)
-        tx = make_optimizer(config.optim)
-        graphdef, state = init_state(comps.model(0), tx)
-        mngr = ckpt.manager(workdir, max_to_keep=1_000_000, async_save=False)
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
-        state = ckpt.restore(mngr, mngr.latest_step(), abstract)
-        params = state["ema"] if config.sample.use_ema else state["params"]
         sample_fn = make_sample_fn(config, graphdef)
         bs = config.sample.batch_size
         for i in tqdm(range(0, len(todo), bs), desc="sample"):
