@@ -7,8 +7,9 @@ Each prompts line is a JSON object: `id` (letters, digits, -_.), `prompt` (non-e
 optional `image` (path of the condition image; resized + center-cropped to the generation
 size), `cond_frames` (latent frame indices the image is given at; default [0] with an
 image, [] without), `motion_score`, `seed`, `cfg_scale`. A bad line is reported with its
-line number and skipped; the rest still run. Ids already in OUT/results.jsonl with their
-MP4 present are skipped, so a killed job resumes where it stopped.
+line number and skipped; the rest still run. Ids already in OUT/results*.jsonl with their
+MP4 present are skipped, so a killed job resumes where it stopped. Several processes (every
+worker of a TPU pod, `jax.distributed`) split the prompts between them (`run_job`).
 
 Shapes: B batch, F latent frames, H/W latent size, C channels.
 """
@@ -190,8 +191,18 @@ def restore_for_sampling(config: Any, workdir: str, step: int | None = None):
     step = mngr.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"no checkpoint under {os.path.join(workdir, 'checkpoints')}")
+    if jax.process_count() > 1:
+        # Every process restores a full copy (replicated over the global devices) and samples
+        # its share of the prompts on its own first device: no collectives while sampling.
+        mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("all",))
+        rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        abstract = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), abstract
+        )
     state = ckpt.restore(mngr, step, abstract)
     params = state["ema"] if config.sample.use_ema else state["params"]
+    if jax.process_count() > 1:
+        params = jax.tree.map(lambda a: a.addressable_shards[0].data, params)
     return comps, graphdef, params, int(step)
 
 
@@ -263,15 +274,24 @@ def _latent_frames(config) -> int:
     )[0]
 
 
+def results_path(out: str, index: int = 0, count: int = 1) -> str:
+    """OUT/results.jsonl, or one file per process (results.00001-of-00004.jsonl) when several
+    processes share OUT, so that no two processes append to the same file."""
+    name = "results.jsonl" if count == 1 else f"results.{index:05d}-of-{count:05d}.jsonl"
+    return os.path.join(out, name)
+
+
 def _done_ids(out: str) -> set[str]:
-    path = os.path.join(out, "results.jsonl")
+    """Ids in any OUT/results*.jsonl whose MP4 exists (written by any process, any run)."""
     done = set()
-    if os.path.exists(path):
-        with open(path) as fh:
+    for name in sorted(os.listdir(out)):
+        if not (name.startswith("results") and name.endswith(".jsonl")):
+            continue
+        with open(os.path.join(out, name)) as fh:
             for line in fh:
                 try:
                     rid = json.loads(line)["id"]
-                except (json.JSONDecodeError, KeyError):
+                except (json.JSONDecodeError, KeyError, TypeError):
                     continue
                 if os.path.exists(os.path.join(out, f"{rid}.mp4")):
                     done.add(rid)
@@ -279,17 +299,26 @@ def _done_ids(out: str) -> set[str]:
 
 
 def run_job(config, workdir: str, prompts: str, out: str) -> dict:
-    """The sampling job; returns counts {generated, skipped_done, bad_lines}."""
+    """The sampling job; returns this process's counts {generated, skipped_done, bad_lines}.
+
+    With several processes (`jax.distributed`, e.g. every worker of a TPU pod), process i of
+    n samples the not-yet-done prompts i, i + n, ... into the shared OUT and logs them in its
+    own results file; a rerun on any number of processes skips what any of them finished.
+    """
     from tqdm import tqdm
 
     comps, graphdef, params, _ = restore_for_sampling(config, workdir)
     reqs, errors = parse_prompts(prompts, config)
-    for e in errors:
-        logging.error(e)
+    index, count = jax.process_index(), jax.process_count()
+    if index == 0:
+        for e in errors:
+            logging.error(e)
     os.makedirs(out, exist_ok=True)
     done = _done_ids(out)
     todo = [r for r in reqs if r.id not in done]
-    counts = {"generated": 0, "skipped_done": len(reqs) - len(todo), "bad_lines": len(errors)}
+    skipped = len(reqs) - len(todo)
+    todo = todo[index::count]
+    counts = {"generated": 0, "skipped_done": skipped, "bad_lines": len(errors)}
     if todo:
         sample_fn = make_sample_fn(config, graphdef)
         bs = config.sample.batch_size
@@ -301,7 +330,7 @@ def run_job(config, workdir: str, prompts: str, out: str) -> dict:
                 rec = {"id": r.id, "prompt": r.prompt, "path": path, "image": r.image,
                        "cond_frames": r.cond_frames, "motion_score": r.motion_score,
                        "seed": r.seed, "cfg_scale": r.cfg_scale}  # fmt: skip
-                with open(os.path.join(out, "results.jsonl"), "a") as fh:
+                with open(results_path(out, index, count), "a") as fh:
                     fh.write(json.dumps(rec) + "\n")
                 counts["generated"] += 1
     print(json.dumps(counts))
@@ -321,7 +350,10 @@ def main(argv=None) -> None:
     flags.mark_flags_as_required(["config", "workdir", "prompts", "out"])
 
     def run(_):
+        from stiv_jax.parallel import initialize_distributed
+
         logging.getLogger().setLevel(logging.INFO)
+        initialize_distributed()  # several processes split the prompts (see run_job)
         try:
             run_job(cfg_flag.value, wd.value, pr.value, out.value)
         except (ValueError, FileNotFoundError) as e:  # user errors: one line, no traceback

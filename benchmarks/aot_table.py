@@ -1,0 +1,48 @@
+"""Markdown table of `tpu_scripts.aot_compile --json` reports (benchmarks/aot_table.sh).
+
+python benchmarks/aot_table.py runs/aot
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import sys
+
+ORDER = {"XL_2": 0, "XXL_2": 1, "M_2": 2}
+
+
+def rows(out_dir: str) -> list[str]:
+    found = []
+    for path in glob.glob(os.path.join(out_dir, "aot_*.json")):
+        m = re.match(r"aot_(.+?)_(\d+)_(v\w+?)_(.+)\.json$", os.path.basename(path))
+        if not m:
+            continue
+        variant, res, family, shape = m.groups()
+        with open(path) as fh:
+            (r,) = [x for x in json.load(fh) if x["what"] == "train step"]
+        key = (family, ORDER.get(variant, 9), int(res))
+        found.append((key, variant.replace("_", "/"), int(res), r))
+    out = [
+        "| variant | res × frames | topology (chips) | mesh | per-chip args / temp / total GiB "
+        "| HBM GiB | fits | FLOPs/step (XLA, all blocks) | model FLOPs/step | roofline step "
+        "| roofline MFU | compile s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, variant, res, r in sorted(found, key=lambda x: x[0]):
+        mesh = ", ".join(f"{k}={v}" for k, v in r["mesh"].items() if v > 1) or "1 chip"
+        out.append(
+            f"| {variant} | {res}² × 20 | {r['topology']} ({r['chips']}) | {mesh} "
+            f"| {r['argument_gib']:.2f} / {r['temp_gib']:.1f} / {r['total_gib']:.1f} "
+            f"| {r['hbm_gib']:.0f} | {'yes' if r['fits'] else '**no**'} "
+            f"| {r['flops_per_step']:.2e} | {r['model_flops_per_step']:.2e} "
+            f"| {r['roofline_s'] * 1e3:.0f} ms | {100 * r['roofline_mfu']:.0f}% "
+            f"| {r['compile_s']:.0f} |"
+        )
+    return out
+
+
+if __name__ == "__main__":
+    print("\n".join(rows(sys.argv[1] if len(sys.argv) > 1 else "runs/aot")))
