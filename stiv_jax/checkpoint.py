@@ -20,6 +20,22 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 
+def require_filesystem_path(path: str, what: str) -> str:
+    """`path` unchanged, or a one-line ValueError for a URL (gs://, s3://, ...).
+
+    Metrics, videos and JSON files are written with plain file I/O, and Orbax needs one
+    directory that every host sees: on a TPU pod mount the bucket on every worker
+    (`gcsfuse --implicit-dirs BUCKET /gcs/BUCKET`, see docs/scale_out.md) and pass its path.
+    """
+    if "://" in str(path):
+        scheme = str(path).split("://", 1)[0]
+        raise ValueError(
+            f"{what} {path!r} is a {scheme}:// URL; expected a filesystem path shared by all "
+            f"hosts (mount the bucket, e.g. gcsfuse BUCKET /gcs/BUCKET, and pass /gcs/...)"
+        )
+    return path
+
+
 def manager(workdir: str, *, max_to_keep: int, async_save: bool = True) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save

@@ -307,6 +307,10 @@ def run_job(config, workdir: str, prompts: str, out: str) -> dict:
     """
     from tqdm import tqdm
 
+    from stiv_jax.checkpoint import require_filesystem_path
+
+    for path, what in ((workdir, "workdir"), (prompts, "prompts"), (out, "out")):
+        require_filesystem_path(path, what)
     comps, graphdef, params, _ = restore_for_sampling(config, workdir)
     reqs, errors = parse_prompts(prompts, config)
     index, count = jax.process_index(), jax.process_count()

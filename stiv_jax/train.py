@@ -255,6 +255,7 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
     """Trains `config.train.steps` steps in `workdir`, resuming from its latest checkpoint."""
     from stiv_jax.data.pipeline import make_dataset
 
+    ckpt.require_filesystem_path(workdir, "workdir")
     os.makedirs(workdir, exist_ok=True)
     fill_train_grid(config)
     comps = comps or Components(config)

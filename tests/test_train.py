@@ -103,3 +103,19 @@ def test_unknown_config_key_and_variant():
         get_config("variant=Q")
     with pytest.raises(ValueError, match="config argument 'colour'"):
         get_config("colour=red")
+
+
+def test_url_workdir_is_one_line_error(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "stiv_jax.train", "--config", "configs/stiv.py:variant=tiny",
+         "--workdir", "gs://bucket/run"],
+        cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: workdir 'gs://bucket/run' is a gs:// URL; expected a filesystem path")
+    )
+    assert not os.path.exists(os.path.join(REPO, "gs:"))

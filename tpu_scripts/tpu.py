@@ -1,11 +1,11 @@
 """Cloud TPU VM lifecycle for stiv_jax: create, install, train, sample, logs, stop, delete.
 
   python -m tpu_scripts.tpu create  --name stiv --zone us-east5-a --accelerator v5p-32 [--queued]
-  python -m tpu_scripts.tpu install --name stiv --zone us-east5-a
+  python -m tpu_scripts.tpu install --name stiv --zone us-east5-a [--bucket BUCKET]
   python -m tpu_scripts.tpu train   --name stiv --zone us-east5-a \
-      --config configs/stiv.py:variant=XL/2,res=256 --workdir gs://bucket/run [-- --config.a=b]
+      --config configs/stiv.py:variant=XL/2,res=256 --workdir /gcs/BUCKET/run [-- --config.a=b]
   python -m tpu_scripts.tpu sample  --name stiv --zone us-east5-a --config ... --workdir ... \
-      --prompts gs://bucket/prompts.jsonl --out gs://bucket/samples
+      --prompts /gcs/BUCKET/prompts.jsonl --out /gcs/BUCKET/samples
   python -m tpu_scripts.tpu logs    --name stiv --zone us-east5-a [--job train] [--worker 0]
   python -m tpu_scripts.tpu stop    --name stiv --zone us-east5-a   (SIGTERM: save and exit)
   python -m tpu_scripts.tpu delete  --name stiv --zone us-east5-a [--queued]
@@ -15,6 +15,9 @@ Every subcommand takes `--dry-run` (print the exact commands, run nothing) and
 --worker=all`), detached with `nohup`, logging to `~/stiv_logs/<job>.log` and writing their
 pid to `~/stiv_logs/<job>.pid` (what `stop` signals). `STIV_DISTRIBUTED=1` makes every
 worker call `jax.distributed.initialize()` (see `stiv_jax.parallel.initialize_distributed`).
+Run directories must be one path that every worker sees: `install --bucket B` mounts
+gs://B at /gcs/B on every worker with gcsfuse (part of the TPU VM images; otherwise install
+it first), and `--workdir/--prompts/--out` take such paths; a gs:// URL is refused.
 """
 
 from __future__ import annotations
@@ -92,7 +95,22 @@ def install_commands(a: argparse.Namespace) -> list[list[str]]:
         f"mkdir -p {REMOTE_DIR} {LOG_DIR} && tar -xzf {TARBALL} -C {REMOTE_DIR} && "
         f"cd {REMOTE_DIR} && python3 -m pip install -q -e '.[tpu]'"
     )
+    if a.bucket:  # the same run directory on every worker (Orbax, metrics, videos)
+        b = shlex.quote(a.bucket)
+        remote += (
+            f" && sudo mkdir -p /gcs/{b} && sudo chown $(id -u):$(id -g) /gcs/{b} && "
+            f"(mountpoint -q /gcs/{b} || gcsfuse --implicit-dirs {b} /gcs/{b})"
+        )
     return [pack, scp, ssh(a, remote)]
+
+
+def _shared_path(path: str, flag: str) -> str:
+    if "://" in path:
+        raise ValueError(
+            f"{flag} {path!r} is a URL; expected a path every worker sees, e.g. /gcs/BUCKET/... "
+            "after `install --bucket BUCKET`"
+        )
+    return path
 
 
 def job_command(job: str, module: str, args: Sequence[str]) -> str:
@@ -106,12 +124,15 @@ def job_command(job: str, module: str, args: Sequence[str]) -> str:
 
 
 def train_commands(a: argparse.Namespace) -> list[list[str]]:
-    args = ["--config", a.config, "--workdir", a.workdir, *a.extra]
+    args = ["--config", a.config, "--workdir", _shared_path(a.workdir, "--workdir"), *a.extra]
     return [ssh(a, job_command("train", "stiv_jax.train", args))]
 
 
 def sample_commands(a: argparse.Namespace) -> list[list[str]]:
-    args = ["--config", a.config, "--workdir", a.workdir, "--prompts", a.prompts, "--out", a.out]
+    paths = {"--workdir": a.workdir, "--prompts": a.prompts, "--out": a.out}
+    args = ["--config", a.config]
+    for flag, path in paths.items():
+        args += [flag, _shared_path(path, flag)]
     return [ssh(a, job_command("sample", "stiv_jax.sample", [*args, *a.extra]))]
 
 
@@ -165,9 +186,10 @@ def parser() -> argparse.ArgumentParser:
         if action == "install":
             here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             s.add_argument("--source", default=here, help="git checkout to ship (HEAD)")
+            s.add_argument("--bucket", default="", help="GCS bucket to mount at /gcs/BUCKET")
         if action in ("train", "sample"):
             s.add_argument("--config", required=True, help="configs/stiv.py:variant=...")
-            s.add_argument("--workdir", required=True, help="run dir, gs:// for pods")
+            s.add_argument("--workdir", required=True, help="run dir (/gcs/BUCKET/... on pods)")
         if action == "sample":
             s.add_argument("--prompts", required=True, help="prompts JSONL")
             s.add_argument("--out", required=True, help="output dir for videos")
@@ -195,4 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ValueError as e:  # bad flag values: one line, no traceback
+        sys.exit(f"error: {e}")

@@ -56,12 +56,17 @@ def test_install_ships_the_checkout_to_all_workers(capsys):
         "--command=mkdir -p ~/stiv_jax ~/stiv_logs && tar -xzf /tmp/stiv_jax_src.tar.gz "
         "-C ~/stiv_jax && cd ~/stiv_jax && python3 -m pip install -q -e '.[tpu]'"
     )
+    out = _printed(capsys, "install", *BASE, "--source", "/src", "--bucket", "my-bkt")
+    assert shlex.split(out[2])[9].endswith(
+        "'.[tpu]' && sudo mkdir -p /gcs/my-bkt && sudo chown $(id -u):$(id -g) /gcs/my-bkt && "
+        "(mountpoint -q /gcs/my-bkt || gcsfuse --implicit-dirs my-bkt /gcs/my-bkt)"
+    )
 
 
 def test_train_and_sample_launch_on_all_workers(capsys):
     out = _printed(
         capsys, "train", *BASE, "--config", "configs/stiv.py:variant=XL/2,res=256",
-        "--workdir", "gs://b/run", "--", "--config.train.steps=10",
+        "--workdir", "/gcs/b/run", "--", "--config.train.steps=10",
     )  # fmt: skip
     (cmd,) = out
     args = shlex.split(cmd)
@@ -77,7 +82,7 @@ def test_train_and_sample_launch_on_all_workers(capsys):
     ]
     assert args[9] == (
         "--command=mkdir -p ~/stiv_logs && cd ~/stiv_jax && STIV_DISTRIBUTED=1 nohup python3 -m "
-        "stiv_jax.train --config configs/stiv.py:variant=XL/2,res=256 --workdir gs://b/run "
+        "stiv_jax.train --config configs/stiv.py:variant=XL/2,res=256 --workdir /gcs/b/run "
         "--config.train.steps=10 > ~/stiv_logs/train.log 2>&1 < /dev/null & "
         "echo $! > ~/stiv_logs/train.pid"
     )
@@ -89,6 +94,14 @@ def test_train_and_sample_launch_on_all_workers(capsys):
         "nohup python3 -m stiv_jax.sample --config c.py:variant=S --workdir w --prompts p.jsonl --out o > ~/stiv_logs/sample.log"
         in cmd
     )
+
+
+def test_url_run_paths_are_refused():
+    with pytest.raises(ValueError, match="--workdir 'gs://b/run' is a URL; expected a path"):
+        tpu.main(["train", *BASE, "--config", "c.py", "--workdir", "gs://b/run"])
+    with pytest.raises(ValueError, match="--out 'gs://b/o' is a URL"):
+        tpu.main(["sample", *BASE, "--config", "c.py", "--workdir", "w", "--prompts", "p",
+                  "--out", "gs://b/o"])  # fmt: skip
 
 
 def test_logs_stop_delete(capsys):
