@@ -95,14 +95,19 @@ print(json.dumps({"shape": list(mesh.axis_sizes),
 """
 
 
-def test_multislice_mesh_spans_slices_on_data():
+def _script_json(script: str, timeout: int) -> dict:
+    """Runs `script` in a fresh process with libtpu loadable; its last stdout line as JSON."""
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="", ALLOW_MULTIPLE_LIBTPU_LOAD="1")
     proc = subprocess.run(
-        [sys.executable, "-c", MULTISLICE], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=300,
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=timeout,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_multislice_mesh_spans_slices_on_data():
+    r = _script_json(MULTISLICE, timeout=300)
     assert r["shape"] == [4, 2, 1, 1]
     # data rows 0-1 on slice 0, rows 2-3 on slice 1: only the data axis crosses DCN
     assert r["slices"] == [[0, 0], [0, 0], [1, 1], [1, 1]]
@@ -130,13 +135,7 @@ print(json.dumps(dict(corrected=r.flops_per_step / r.chips, corrected_bytes=r.by
 @pytest.mark.timeout(1800)
 def test_scanned_blocks_are_counted_depth_times():
     """XLA counts a scan body once; the 1-/2-block extrapolation equals the unrolled count."""
-    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="", ALLOW_MULTIPLE_LIBTPU_LOAD="1")
-    proc = subprocess.run(
-        [sys.executable, "-c", SCAN_COST], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=1700,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    r = _script_json(SCAN_COST, timeout=1700)
     assert r["once"] < 0.7 * r["flops"]  # the raw count misses two of the three blocks
     assert r["corrected"] == pytest.approx(r["flops"], rel=1e-3)
     assert r["corrected_bytes"] == pytest.approx(r["bytes"], rel=2e-2)
