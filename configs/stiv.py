@@ -4,7 +4,7 @@ Launch (embedded default, CPU, ~15 min):
   python -m stiv_jax.train --config configs/stiv.py:variant=S --workdir runs/stiv_s
 Launch (TPU pod):
   python -m stiv_jax.train --config configs/stiv.py:variant=XL/2,res=256,frames=20 \
-      --workdir gs://bucket/run --config.text_encoder.name=t5 --config.autoencoder.name=wan
+      --workdir /gcs/bucket/run --config.text_encoder.name=t5 --config.autoencoder.name=wan
 
 The argument string is comma-separated `key=value` pairs:
   variant     tiny | S | XL/2 | XXL/2 | M/2 (`/p` sets the spatial patch; tiny and S use 2)

@@ -16,8 +16,8 @@ Every subcommand takes `--dry-run` (print the exact commands, run nothing) and
 pid to `~/stiv_logs/<job>.pid` (what `stop` signals). `STIV_DISTRIBUTED=1` makes every
 worker call `jax.distributed.initialize()` (see `stiv_jax.parallel.initialize_distributed`).
 Run directories must be one path that every worker sees: `install --bucket B` mounts
-gs://B at /gcs/B on every worker with gcsfuse (part of the TPU VM images; otherwise install
-it first), and `--workdir/--prompts/--out` take such paths; a gs:// URL is refused.
+gs://B at /gcs/B on every worker with gcsfuse (which must be installed on the workers),
+and `--workdir/--prompts/--out` take such paths; a gs:// URL is refused.
 """
 
 from __future__ import annotations
