@@ -11,6 +11,9 @@ import os
 import re
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tpu_scripts.aot_compile import chip_specs  # noqa: E402
+
 ORDER = {"XL_2": 0, "XXL_2": 1, "M_2": 2}
 
 
@@ -28,17 +31,20 @@ def rows(out_dir: str) -> list[str]:
     out = [
         "| variant | res × frames | topology (chips) | mesh | per-chip args / temp / total GiB "
         "| HBM GiB | fits | FLOPs/step (XLA, all blocks) | model FLOPs/step | roofline step "
-        "| roofline MFU | compile s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| bound by | roofline MFU | compile s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, variant, res, r in sorted(found, key=lambda x: x[0]):
+        peak, _, bw = chip_specs(r["topology"])
+        flops_chip = r["flops_per_step"] / r["chips"]
+        bound = "HBM" if r["bytes_per_chip"] / bw > flops_chip / peak else "compute"
         mesh = ", ".join(f"{k}={v}" for k, v in r["mesh"].items() if v > 1) or "1 chip"
         out.append(
             f"| {variant} | {res}² × 20 | {r['topology']} ({r['chips']}) | {mesh} "
             f"| {r['argument_gib']:.2f} / {r['temp_gib']:.1f} / {r['total_gib']:.1f} "
             f"| {r['hbm_gib']:.0f} | {'yes' if r['fits'] else '**no**'} "
             f"| {r['flops_per_step']:.2e} | {r['model_flops_per_step']:.2e} "
-            f"| {r['roofline_s'] * 1e3:.0f} ms | {100 * r['roofline_mfu']:.0f}% "
+            f"| {r['roofline_s'] * 1e3:.0f} ms | {bound} | {100 * r['roofline_mfu']:.0f}% "
             f"| {r['compile_s']:.0f} |"
         )
     return out

@@ -5,9 +5,9 @@
 set -u
 out=${1:-runs/aot}
 mkdir -p "$out"
-for job in "XXL/2 512 v5p:4x4x4" "M/2 512 v5p:4x4x4" "XL/2 256 v5p:4x4x4" "XL/2 256 v6e:8x8" \
-           "XXL/2 256 v5p:4x4x4" "XXL/2 256 v6e:8x8" "M/2 256 v5p:4x4x4" "M/2 256 v6e:8x8" \
-           "XL/2 512 v5p:4x4x4" "XL/2 512 v6e:8x8" "XXL/2 512 v6e:8x8" "M/2 512 v6e:8x8"; do
+for job in "XXL/2 512 v5p:4x4x4" "M/2 512 v5p:4x4x4" "XL/2 256 v6e:8x8" "XXL/2 256 v6e:8x8" \
+           "M/2 256 v6e:8x8" "XL/2 512 v6e:8x8" "XXL/2 512 v6e:8x8" "M/2 512 v6e:8x8" \
+           "XL/2 256 v5p:4x4x4" "XXL/2 256 v5p:4x4x4" "M/2 256 v5p:4x4x4" "XL/2 512 v5p:4x4x4"; do
   read -r v r t <<< "$job"
   name="aot_${v/\//_}_${r}_${t/:/_}"
   [ -s "$out/$name.json" ] && continue
