@@ -38,13 +38,18 @@ def rows(out_dir: str) -> list[str]:
         peak, _, bw = chip_specs(r["topology"])
         flops_chip = r["flops_per_step"] / r["chips"]
         bound = "HBM" if r["bytes_per_chip"] / bw > flops_chip / peak else "compute"
+        counted = "extrapolated" in r.get("cost_method", "")
+        step = f"{r['roofline_s'] * 1e3:.0f} ms" if counted else "—"
+        mfu = f"{100 * r['roofline_mfu']:.0f}%" if counted else "—"
+        bound = bound if counted else "—"
         mesh = ", ".join(f"{k}={v}" for k, v in r["mesh"].items() if v > 1) or "1 chip"
         out.append(
             f"| {variant} | {res}² × 20 | {r['topology']} ({r['chips']}) | {mesh} "
             f"| {r['argument_gib']:.2f} / {r['temp_gib']:.1f} / {r['total_gib']:.1f} "
             f"| {r['hbm_gib']:.0f} | {'yes' if r['fits'] else '**no**'} "
-            f"| {r['flops_per_step']:.2e} | {r['model_flops_per_step']:.2e} "
-            f"| {r['roofline_s'] * 1e3:.0f} ms | {bound} | {100 * r['roofline_mfu']:.0f}% "
+            f"| {r['flops_per_step']:.2e}{'' if counted else ' (scan once)'} "
+            f"| {r['model_flops_per_step']:.2e} "
+            f"| {step} | {bound} | {mfu} "
             f"| {r['compile_s']:.0f} |"
         )
     return out
