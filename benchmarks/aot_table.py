@@ -35,6 +35,14 @@ def rows(out_dir: str) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, variant, res, r in sorted(found, key=lambda x: x[0]):
+        if "error" in r:  # libtpu refused the program: over HBM
+            mesh = ", ".join(f"{k}={v}" for k, v in r["mesh"].items() if v > 1)
+            out.append(
+                f"| {variant} | {res}² × 20 | {r['topology']} ({r['chips']}) | {mesh} "
+                f"| temporaries alone {r['required_gib']:.1f} | {r['hbm_gib']:.1f} | **no** "
+                "| — | — | — | — | — | — |"
+            )
+            continue
         peak, _, bw = chip_specs(r["topology"])
         flops_chip = r["flops_per_step"] / r["chips"]
         bound = "HBM" if r["bytes_per_chip"] / bw > flops_chip / peak else "compute"

@@ -191,6 +191,30 @@ def null_text(config) -> dict[str, jax.Array]:
     }
 
 
+def does_not_fit(error: Exception, what: str, topology: str, mesh) -> dict | None:
+    """A compile refused for HBM (libtpu's RESOURCE_EXHAUSTED) as a JSON-able record, else None.
+
+    libtpu will not finish a program whose buffers exceed the chip's HBM; its message names
+    the bytes required, which is the answer to "does it fit" that the user asked for.
+    """
+    import re
+
+    msg = str(error)
+    if "RESOURCE_EXHAUSTED" not in msg:
+        return None
+    sizes = [float(x) for x in re.findall(r"\(([\d.]+)G\)", msg)]
+    return {
+        "what": what,
+        "topology": topology,
+        "chips": int(mesh.devices.size),
+        "mesh": dict(zip(mesh.axis_names, mesh.axis_sizes)),
+        "fits": False,
+        "required_gib": sizes[0] if sizes else None,
+        "hbm_gib": sizes[1] if len(sizes) > 1 else chip_specs(topology)[1] / 2**30,
+        "error": msg.strip().splitlines()[0][:300],
+    }
+
+
 def xla_cost(compiled) -> tuple[float, float]:
     """(FLOPs, HBM bytes accessed) per chip from XLA's cost analysis (loop bodies once)."""
     cost = compiled.cost_analysis()
@@ -295,11 +319,14 @@ def _lower_train_step(config, mesh):
         return jitted.lower(state, batch, key).compile()
 
 
-def compile_train_step(config, topology: str, devices=None, *, exact_cost: bool = True) -> Report:
+def compile_train_step(
+    config, topology: str, devices=None, *, exact_cost: bool = True
+) -> Report | dict:
     """AOT-compiles stiv_jax.train's step for `topology` with abstract, sharded inputs.
 
     `exact_cost`: for a scanned model, two extra small compiles count every block (see the
     module docstring); off, the FLOPs/bytes are XLA's (the scanned block once).
+    A program libtpu refuses for HBM comes back as a `does_not_fit` record (a dict).
     """
     import time
 
@@ -310,7 +337,13 @@ def compile_train_step(config, topology: str, devices=None, *, exact_cost: bool 
     latent = latent_shape(config)
     fill_train_grid(config, latent)
     tick = time.time()
-    compiled = _lower_train_step(config, mesh)
+    try:
+        compiled = _lower_train_step(config, mesh)
+    except jax.errors.JaxRuntimeError as e:
+        record = does_not_fit(e, "train step", topology, mesh)
+        if record is None:
+            raise
+        return record
     seconds = time.time() - tick
     lower = lambda cfg: _lower_train_step(cfg, mesh)
     cost = scan_corrected_cost(config, lower) if exact_cost else None
@@ -359,7 +392,9 @@ def _lower_sampler(config, mesh):
         return sample_fn.lower(params, batch["latents"], cond, nulls, scale).compile()
 
 
-def compile_sampler(config, topology: str, devices=None, *, exact_cost: bool = True) -> Report:
+def compile_sampler(
+    config, topology: str, devices=None, *, exact_cost: bool = True
+) -> Report | dict:
     """AOT-compiles stiv_jax.sample's jitted sampler (all ODE steps, CFG batched).
 
     The ODE loop is a `fori_loop` (one step counted by XLA), so the reported cost is the
@@ -377,7 +412,13 @@ def compile_sampler(config, topology: str, devices=None, *, exact_cost: bool = T
     with config.unlocked():
         config.data.batch_size = b
     tick = time.time()
-    compiled = _lower_sampler(config, mesh)
+    try:
+        compiled = _lower_sampler(config, mesh)
+    except jax.errors.JaxRuntimeError as e:
+        record = does_not_fit(e, f"sampler ({steps} ODE steps, batch {b})", topology, mesh)
+        if record is None:
+            raise
+        return record
     seconds = time.time() - tick
     one = copy.deepcopy(config)
     with one.unlocked():
@@ -415,11 +456,22 @@ def main(argv=None) -> None:
         except ValueError as e:  # user errors: one line
             raise SystemExit(f"error: {e}") from None
         for r in reports:
-            print("\n".join(r.lines()), flush=True)
+            if isinstance(r, dict):  # refused by the compiler: does not fit
+                print(
+                    f"{r['what']} on {r['topology']} ({r['chips']} chips, mesh {r['mesh']})\n"
+                    f"  DOES NOT FIT: {r['error']}",
+                    flush=True,
+                )
+            else:
+                print("\n".join(r.lines()), flush=True)
         if out.value:
             tmp = out.value + ".tmp"
             with open(tmp, "w") as fh:
-                json.dump([dataclasses.asdict(r) for r in reports], fh, indent=1)
+                json.dump(
+                    [r if isinstance(r, dict) else dataclasses.asdict(r) for r in reports],
+                    fh,
+                    indent=1,
+                )
             os.replace(tmp, out.value)
 
     app.run(run, argv)

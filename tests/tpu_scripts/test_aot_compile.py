@@ -139,3 +139,21 @@ def test_scanned_blocks_are_counted_depth_times():
     assert r["once"] < 0.7 * r["flops"]  # the raw count misses two of the three blocks
     assert r["corrected"] == pytest.approx(r["flops"], rel=1e-3)
     assert r["corrected_bytes"] == pytest.approx(r["bytes"], rel=2e-2)
+
+
+def test_program_over_hbm_is_reported_as_does_not_fit(tmp_path):
+    """libtpu refuses a program over HBM; the report says so instead of a traceback."""
+    out = tmp_path / "oom.json"
+    proc = _run(
+        "--config=configs/stiv.py:variant=tiny,res=128,frames=32",
+        "--topology=v5e:2x2",
+        "--config.data.batch_size=256",
+        "--config.model.depth=1",
+        "--config.model.decoder_depth=1",
+        f"--json={out}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DOES NOT FIT: RESOURCE_EXHAUSTED" in proc.stdout
+    (r,) = json.loads(out.read_text())
+    assert r["fits"] is False and r["what"] == "train step" and r["chips"] == 4
+    assert r["required_gib"] > r["hbm_gib"] > 15.0
