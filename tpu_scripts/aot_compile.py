@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 from typing import Any
@@ -76,9 +77,14 @@ class Report:
             f"per chip; {self.cost_method}), model FLOPs/step "
             f"{self.model_flops_per_step:.3e}, HBM traffic {self.bytes_per_chip / 2**30:.1f} "
             "GiB per chip",
-            f"  roofline step time {self.roofline_s * 1e3:.1f} ms, MFU <= "
-            f"{100 * self.roofline_mfu:.1f}% (hardware FLOPs {100 * self.roofline_hfu:.1f}%; "
-            f"compiled in {self.compile_s:.1f} s)",
+            (
+                f"  roofline step time {self.roofline_s * 1e3:.1f} ms, MFU <= "
+                f"{100 * self.roofline_mfu:.1f}% (hardware FLOPs {100 * self.roofline_hfu:.1f}%; "
+                f"compiled in {self.compile_s:.1f} s)"
+                if not math.isnan(self.roofline_mfu)
+                else f"  no roofline/MFU: scanned blocks counted once (drop --exact_cost=False); "
+                f"compiled in {self.compile_s:.1f} s"
+            ),
         ]
 
 
@@ -245,8 +251,9 @@ def scan_corrected_cost(config, lower_fn) -> tuple[float, float] | None:
 
 
 def _report(
-    what, compiled, topology, mesh, compile_s, model_flops_step=0.0, cost=None, repeat=1
-) -> Report:
+    what, compiled, topology, mesh, compile_s, model_flops_step=0.0, cost=None, repeat=1,
+    loop_once=False,
+) -> Report:  # fmt: skip
     """`cost`: corrected per-chip (FLOPs, bytes) replacing XLA's count of `compiled`;
     `repeat`: times the counted program runs per step (ODE steps of the sampler loop)."""
     peak, hbm, bw = chip_specs(topology)
@@ -256,6 +263,8 @@ def _report(
     flops_chip, bytes_chip = flops_chip * repeat, bytes_chip * repeat
     if cost is not None:
         method = "XLA, main blocks extrapolated from 1- and 2-block compiles"
+    elif loop_once:
+        method = "XLA cost analysis, scanned blocks counted ONCE"
     else:
         method = "XLA cost analysis"
     if repeat > 1:
@@ -282,8 +291,9 @@ def _report(
         model_flops_per_step=model_flops_step,
         bytes_per_chip=bytes_chip,
         roofline_s=step_s,
-        roofline_mfu=useful / (step_s * peak),
-        roofline_hfu=flops_chip / (step_s * peak),
+        # Counted once, the FLOPs are far too low: no MFU rather than a wrong one.
+        roofline_mfu=math.nan if loop_once else useful / (step_s * peak),
+        roofline_hfu=math.nan if loop_once else flops_chip / (step_s * peak),
         compile_s=compile_s,
         xla_flops_loop_once=raw_flops * chips,
         cost_method=method,
@@ -348,7 +358,10 @@ def compile_train_step(
     lower = lambda cfg: _lower_train_step(cfg, mesh)
     cost = scan_corrected_cost(config, lower) if exact_cost else None
     flops = model_flops(config, latent, int(config.data.batch_size))
-    return _report("train step", compiled, topology, mesh, seconds, flops, cost=cost)
+    loop_once = cost is None and config.model.scan_blocks and config.model.depth > 1
+    return _report(
+        "train step", compiled, topology, mesh, seconds, flops, cost=cost, loop_once=loop_once
+    )
 
 
 def _lower_sampler(config, mesh):
@@ -425,11 +438,12 @@ def compile_sampler(
         one.sample.steps = 1
     lower = lambda cfg: _lower_sampler(cfg, mesh)
     cost = scan_corrected_cost(one, lower) if exact_cost else None
-    if cost is None:  # unscanned: XLA counted the model in full, the ODE loop body once
+    loop_once = cost is None and config.model.scan_blocks and config.model.depth > 1
+    if cost is None:  # XLA counted the ODE loop body once (and a scanned block once)
         cost = xla_cost(compiled)
     return _report(
         f"sampler ({steps} ODE steps, batch {b})", compiled, topology, mesh, seconds,
-        cost=cost, repeat=steps,
+        cost=cost, repeat=steps, loop_once=loop_once,
     )  # fmt: skip
 
 
