@@ -221,6 +221,20 @@ def does_not_fit(error: Exception, what: str, topology: str, mesh) -> dict | Non
     }
 
 
+def _compile_or_record(lower, what: str, topology: str, mesh):
+    """(compiled, seconds), or (does_not_fit record, 0.0) when libtpu refuses it for HBM."""
+    import time
+
+    tick = time.time()
+    try:
+        return lower(), time.time() - tick
+    except jax.errors.JaxRuntimeError as e:
+        record = does_not_fit(e, what, topology, mesh)
+        if record is None:
+            raise
+        return record, 0.0
+
+
 def xla_cost(compiled) -> tuple[float, float]:
     """(FLOPs, HBM bytes accessed) per chip from XLA's cost analysis (loop bodies once)."""
     cost = compiled.cost_analysis()
@@ -338,7 +352,6 @@ def compile_train_step(
     module docstring); off, the FLOPs/bytes are XLA's (the scanned block once).
     A program libtpu refuses for HBM comes back as a `does_not_fit` record (a dict).
     """
-    import time
 
     from stiv_jax import parallel
 
@@ -346,15 +359,11 @@ def compile_train_step(
     mesh = parallel.make_mesh(config.mesh, devices)
     latent = latent_shape(config)
     fill_train_grid(config, latent)
-    tick = time.time()
-    try:
-        compiled = _lower_train_step(config, mesh)
-    except jax.errors.JaxRuntimeError as e:
-        record = does_not_fit(e, "train step", topology, mesh)
-        if record is None:
-            raise
-        return record
-    seconds = time.time() - tick
+    compiled, seconds = _compile_or_record(
+        lambda: _lower_train_step(config, mesh), "train step", topology, mesh
+    )
+    if isinstance(compiled, dict):
+        return compiled
     lower = lambda cfg: _lower_train_step(cfg, mesh)
     cost = scan_corrected_cost(config, lower) if exact_cost else None
     flops = model_flops(config, latent, int(config.data.batch_size))
@@ -414,7 +423,6 @@ def compile_sampler(
     (block-corrected) cost of a 1-step sampler times `sample.steps`.
     """
     import copy
-    import time
 
     from stiv_jax import parallel
 
@@ -424,15 +432,12 @@ def compile_sampler(
     b, steps = int(config.sample.batch_size), int(config.sample.steps)
     with config.unlocked():
         config.data.batch_size = b
-    tick = time.time()
-    try:
-        compiled = _lower_sampler(config, mesh)
-    except jax.errors.JaxRuntimeError as e:
-        record = does_not_fit(e, f"sampler ({steps} ODE steps, batch {b})", topology, mesh)
-        if record is None:
-            raise
-        return record
-    seconds = time.time() - tick
+    what = f"sampler ({steps} ODE steps, batch {b})"
+    compiled, seconds = _compile_or_record(
+        lambda: _lower_sampler(config, mesh), what, topology, mesh
+    )
+    if isinstance(compiled, dict):
+        return compiled
     one = copy.deepcopy(config)
     with one.unlocked():
         one.sample.steps = 1
@@ -442,7 +447,7 @@ def compile_sampler(
     if cost is None:  # XLA counted the ODE loop body once (and a scanned block once)
         cost = xla_cost(compiled)
     return _report(
-        f"sampler ({steps} ODE steps, batch {b})", compiled, topology, mesh, seconds,
+        what, compiled, topology, mesh, seconds,
         cost=cost, repeat=steps, loop_once=loop_once,
     )  # fmt: skip
 
