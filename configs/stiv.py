@@ -59,8 +59,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.image_cond = args.get(
         "image_cond", "frame_replace"
     )  # frame_replace | channel_concat | cross_attn
+    m.prediction = "velocity"  # velocity | data (x-prediction: the output is x1, v derived)
     m.mask_ratio = 0.5  # MaskDiT ratio of spatial positions dropped in training (0 = unmasked)
     m.decoder_depth = 2  # MaskDiT decoder blocks that run on all tokens
+    m.temporal_adaln = True  # AdaLN scale/shift/gate on temporal + cross attention too
     m.causal_temporal = False  # causal temporal attention (ablation)
     m.rope_theta = 10000.0  # RoPE base
     m.rope_interpolation = True  # scale positions to the training grid when the grid differs

@@ -30,7 +30,7 @@ import numpy as np
 from flax import nnx
 
 from stiv_jax.conditioning import drop_text, make_conditions, null_conditions
-from stiv_jax.diffusion import make_guided_fn, sample_ode
+from stiv_jax.diffusion import make_guided_fn, sample_ode, to_velocity
 from stiv_jax.video import load_image, write_mp4
 
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -57,7 +57,9 @@ def make_sample_fn(config, graphdef):
 
     def model_fn(params):
         model = nnx.merge(graphdef, params)
-        return lambda x, t, cond: model(x, t, cond)
+        return lambda x, t, cond: to_velocity(
+            model(x, t, cond), x, t, m.get("prediction", "velocity")
+        )
 
     def run(params, x0, cond, null_text, scale):
         branches = (cond, null_conditions(cond, null_text))

@@ -33,7 +33,7 @@ from stiv_jax import checkpoint as ckpt
 from stiv_jax import parallel
 from stiv_jax.autoencoders import get_autoencoder
 from stiv_jax.conditioning import drop_conditions, make_conditions, noise_augment
-from stiv_jax.diffusion import flow_loss, interpolate, sample_time, velocity_target
+from stiv_jax.diffusion import flow_loss, interpolate, sample_time, to_velocity, velocity_target
 from stiv_jax.encoders import get_text_encoder
 from stiv_jax.model.stiv import STIV
 from stiv_jax.optim import ema_decay, ema_update, make_optimizer
@@ -162,7 +162,9 @@ def make_loss_fn(config, graphdef, null_text, *, masked: bool = True):
         )
         eps = jax.random.normal(k_eps, x1.shape, jnp.float32)
         model = nnx.merge(graphdef, params)
-        v = model(interpolate(x1, eps, t), t, cond, mask_key=k_mask if masked else None)
+        x_t = interpolate(x1, eps, t)
+        out = model(x_t, t, cond, mask_key=k_mask if masked else None)
+        v = to_velocity(out, x_t, t, m.prediction)
         return flow_loss(v, velocity_target(x1, eps), ~cond["cond_mask"])
 
     return loss_fn

@@ -6,6 +6,7 @@ from stiv_jax.diffusion.flow import (
     resolution_shift,
     sample_time,
     shift_time,
+    to_velocity,
     velocity_target,
 )
 from stiv_jax.diffusion.guidance import guided_velocity, make_guided_fn, renormalize
@@ -22,5 +23,6 @@ __all__ = [
     "sample_time",
     "shift_time",
     "time_grid",
+    "to_velocity",
     "velocity_target",
 ]

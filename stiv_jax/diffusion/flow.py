@@ -17,6 +17,11 @@ import jax
 import jax.numpy as jnp
 
 TIME_METHODS = ("logit_normal", "uniform")
+# What the network's output means: the velocity itself, or the clean data x1 (x-prediction,
+# "Back to Basics", Li & He 2025) from which the velocity is derived.
+PREDICTIONS = ("velocity", "data")
+# x-prediction divides by the noise level 1 − t; clipped so that t → 1 stays finite (JiT: 0.05).
+MIN_NOISE = 0.05
 # Sampled t is clipped to [T_EPS, 1 − T_EPS] so that it lies strictly inside (0, 1) even after
 # float32 rounding of sigmoid / the shift (1 − 1e-5 is exactly representable apart from 6e-8).
 T_EPS = 1e-5
@@ -48,6 +53,22 @@ def velocity_target(x1: jax.Array, eps: jax.Array) -> jax.Array:
     if x1.shape != eps.shape:
         raise ValueError(f"velocity_target: x1 shape {x1.shape} != eps shape {eps.shape}")
     return x1 - eps
+
+
+def to_velocity(out: jax.Array, x_t: jax.Array, t: jax.Array, prediction: str) -> jax.Array:
+    """Network output [B, ...] -> velocity [B, ...] float32 at (x_t, t [B]).
+
+    `velocity`: the output is v. `data`: the output is x̂1 and v = (x̂1 − x_t) / (1 − t), the
+    velocity of the straight path through x_t that ends at x̂1, with 1 − t clipped at
+    `MIN_NOISE`. The loss stays the velocity MSE either way (x-prediction, v-loss).
+    """
+    out = jnp.asarray(out, jnp.float32)
+    if prediction == "velocity":
+        return out
+    if prediction != "data":
+        raise ValueError(f"prediction={prediction!r} is unknown; expected one of {PREDICTIONS}")
+    noise = jnp.maximum(1.0 - _expand_time(t, out.ndim), MIN_NOISE)
+    return (out - jnp.asarray(x_t, jnp.float32)) / noise
 
 
 def shift_time(t: jax.Array, shift: float | jax.Array) -> jax.Array:

@@ -6,11 +6,14 @@ D width, N heads, H head dim.
   context_mask [B, L], rope_s (cos, sin) [S, H/2] or [B, S, H/2], rope_t [F, H/2]
   -> [B, F, S, D]
 
-Every sub-layer uses the sandwich norm of STIV with stateless LayerNorms,
+Every sub-layer uses the sandwich norm of STIV with stateless LayerNorms. Modulated
+sub-layers (spatial attention and MLP always; temporal and cross-attention only with
+`temporal_adaln=True`) compute
   x + gate · LN(f(modulate(LN(x), shift, scale))),
-with (shift, scale, gate) = shared AdaLN-single projection + this block's learned table.
-The table starts at zero and the shared projection is zero-initialised, so gate = 0 and
-every block starts as the identity.
+with (shift, scale, gate) = shared AdaLN-single projection + this block's learned table;
+the others compute x + LN(f(LN(x))) (STIV, Table 19: AdaLN on temporal attention hurts).
+The table starts at zero and the shared projection is zero-initialised, so every gate
+starts at 0.
 """
 
 from __future__ import annotations
@@ -37,10 +40,21 @@ class STIVBlock(nnx.Module):
     """One factorized spatial → temporal → cross → MLP block (see module docstring)."""
 
     def __init__(
-        self, dim, heads, mlp_ratio, *, impl, causal_temporal=False, rngs, dtype, param_dtype
+        self,
+        dim,
+        heads,
+        mlp_ratio,
+        *,
+        impl,
+        causal_temporal=False,
+        temporal_adaln=True,
+        rngs,
+        dtype,
+        param_dtype,
     ):
         kw = dict(impl=impl, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.causal_temporal = causal_temporal
+        self.temporal_adaln = temporal_adaln
         self.spatial = SelfAttention(dim, heads, **kw)
         self.temporal = SelfAttention(dim, heads, **kw)
         self.cross = CrossAttention(dim, heads, **kw)
@@ -54,6 +68,11 @@ class STIVBlock(nnx.Module):
         def sandwich(x, i, fn):
             shift, scale, gate = m[:, 3 * i], m[:, 3 * i + 1], m[:, 3 * i + 2]
             return x + gate * layer_norm(fn(modulate(layer_norm(x), shift, scale)))
+
+        def plain(x, i, fn):  # unmodulated sub-layer (i: its rows stay unused)
+            return x + layer_norm(fn(layer_norm(x)))
+
+        mid = sandwich if self.temporal_adaln else plain
 
         def spatial(h):  # frames folded into batch
             out = self.spatial(h.reshape(b * f, s, d), rope=_fold_rope(rope_s, f))
@@ -70,8 +89,8 @@ class STIVBlock(nnx.Module):
         # Context parallelism (no-op without a mesh): frames on `context` for spatial
         # attention, tokens on `context` for temporal; XLA all-to-alls between them.
         x = sandwich(constrain(x, SPATIAL_LAYOUT), 0, spatial)
-        x = sandwich(constrain(x, TEMPORAL_LAYOUT), 1, temporal)
-        x = sandwich(x, 2, cross)
+        x = mid(constrain(x, TEMPORAL_LAYOUT), 1, temporal)
+        x = mid(x, 2, cross)
         return sandwich(x, 3, self.mlp)
 
 

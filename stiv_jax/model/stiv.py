@@ -116,7 +116,12 @@ class STIV(nnx.Module):
             else None
         )
         self.adaln = dense(d, MOD_ROWS * d, (EMBED, None), zero=True, **kw)
-        block_kw = dict(impl=cfg.attention_impl, causal_temporal=cfg.causal_temporal, **kw)
+        block_kw = dict(
+            impl=cfg.attention_impl,
+            causal_temporal=cfg.causal_temporal,
+            temporal_adaln=cfg.get("temporal_adaln", True),
+            **kw,
+        )
         if cfg.scan_blocks:
 
             @nnx.split_rngs(splits=cfg.depth)
