@@ -38,6 +38,7 @@ from data_pipeline import scenes as scenes_lib
 from data_pipeline import shards as shards_lib
 from data_pipeline import video_io
 from data_pipeline.inputs import InputItem, list_inputs
+from stiv_jax.atomic import atomic_write
 from stiv_jax.data.records import encode_record
 
 FORMAT = "stiv_jax.records/1"
@@ -91,9 +92,8 @@ def process_video(item: InputItem, settings: Settings, work_dir: str) -> dict[st
         _skip(result, e.reason, str(e))
     except Exception as e:  # a corrupt file must not stop the run; its reason is counted
         _skip(result, "error", f"{type(e).__name__}: {e}")
-    with shards_lib.atomic_path(os.path.join(work_dir, key + ".json")) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(result, f)
+    with atomic_write(os.path.join(work_dir, key + ".json")) as f:
+        json.dump(result, f)
     return result
 
 
@@ -227,9 +227,8 @@ def write_shards(out: str, split: str, results: list[dict], hosts: int, per_shar
 
 
 def _dump_json(path: str, obj: Any) -> None:
-    with shards_lib.atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=1)
 
 
 def _load_done(work: str, key: str) -> dict | None:

@@ -7,13 +7,13 @@ so a crash never leaves a half-written file under a final name.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from array_record.python import array_record_module as ar
+
+from stiv_jax.atomic import atomic_path, temp_name
 
 # group_size:1 makes every record its own chunk: random access without reading neighbours.
 WRITER_OPTIONS = "group_size:1"
@@ -21,22 +21,6 @@ WRITER_OPTIONS = "group_size:1"
 
 def shard_name(split: str, i: int, n: int) -> str:
     return f"{split}-{i:05d}-of-{n:05d}.array_record"
-
-
-def tmp_path(path: str) -> str:
-    return f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-
-
-@contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """Yields a temp path beside `path`; renames it onto `path` if the block succeeds."""
-    tmp = tmp_path(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_records(path: str, records: Sequence[bytes]) -> None:
@@ -53,7 +37,7 @@ class ShardWriters:
 
     def __init__(self, paths: Sequence[str]):
         self.paths = list(paths)
-        self.tmps = [tmp_path(p) for p in self.paths]
+        self.tmps = [temp_name(p) for p in self.paths]
         self.writers = []
 
     def __enter__(self) -> ShardWriters:

@@ -3,7 +3,7 @@
 Shapes: videos are uint8 [T, H, W, 3] RGB (T frames, H x W pixels); tracks are float [T].
 (The model legend B, F, S, L, D, N, H does not apply: these are pixel-space metrics.)
 
-Pure numpy + OpenCV. Objects are found by colour (pixels within `COLOR_TOL` of the object's
+numpy, OpenCV and scipy.stats. Objects are found by colour (pixels within `COLOR_TOL` of the object's
 RGB; ShapesBench colours are >= 95 apart, so the balls do not overlap), giving a centroid
 and an area per frame. The background's screen motion is a masked global alignment of
 non-object pixels between frames (`background_shift`), so object motion is judged relative
@@ -19,6 +19,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import scipy.stats
 
 from stiv_jax.data.motion import motion_score
 from stiv_jax.data.shapes import DIRECTIONS, SPEEDS
@@ -291,30 +292,17 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0, sigma: float =
 # --------------------------------------------------------------------------- statistics
 
 
-def rankdata(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank (float64 [n])."""
-    x = np.asarray(x, np.float64).ravel()
-    order = np.argsort(x, kind="stable")
-    sorted_x = x[order]
-    ranks = np.empty(x.size)
-    start = 0
-    for end in range(1, x.size + 1):  # runs of equal values share the mean of their ranks
-        if end == x.size or sorted_x[end] != sorted_x[start]:
-            ranks[order[start:end]] = 0.5 * (start + end - 1) + 1.0
-            start = end
-    return ranks
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (Pearson on average ranks); 0.0 if either side is constant."""
+    """Spearman rank correlation (ties get average ranks); 0.0 if either side is constant
+    (where scipy returns NaN with a warning: no ranking to agree with)."""
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     if a.size != b.size or a.size < 2:
         raise ValueError(
             f"spearman needs two equal-length sequences of >= 2, got {a.size}, {b.size}"
         )
-    ra, rb = rankdata(a) - (a.size + 1) / 2, rankdata(b) - (b.size + 1) / 2
-    den = math.sqrt(float(ra @ ra) * float(rb @ rb))
-    return 0.0 if den == 0 else float(ra @ rb) / den
+    if np.all(a == a[0]) or np.all(b == b[0]):
+        return 0.0
+    return float(scipy.stats.spearmanr(a, b).statistic)
 
 
 # --------------------------------------------------------------------------- aggregate

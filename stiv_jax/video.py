@@ -1,4 +1,4 @@
-"""Video and image files: MP4 writing (temp name + rename) and condition-image loading.
+"""Video and image files: MP4 writing (atomic: stiv_jax.atomic) and condition-image loading.
 
 Shapes: T frames, H/W pixels; frames are uint8 [T, H, W, 3] or float in [-1, 1].
 """
@@ -9,6 +9,8 @@ import logging
 import os
 
 import numpy as np
+
+from stiv_jax.atomic import atomic_path
 
 
 def to_uint8(video: np.ndarray) -> np.ndarray:
@@ -27,17 +29,16 @@ def write_mp4(path: str, video: np.ndarray, fps: int = 8) -> str:
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"video shape {frames.shape} is not [T, H, W, 3]")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp.mp4"
-    writer = imageio.get_writer(
-        tmp, format="FFMPEG", fps=fps, codec="libx264", macro_block_size=1,
-        ffmpeg_log_level="error", output_params=["-pix_fmt", "yuv420p", "-crf", "12"],
-    )  # fmt: skip
-    try:
-        for frame in frames:
-            writer.append_data(frame)
-    finally:
-        writer.close()
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".mp4") as tmp:  # ffmpeg picks the container by extension
+        writer = imageio.get_writer(
+            tmp, format="FFMPEG", fps=fps, codec="libx264", macro_block_size=1,
+            ffmpeg_log_level="error", output_params=["-pix_fmt", "yuv420p", "-crf", "12"],
+        )  # fmt: skip
+        try:
+            for frame in frames:
+                writer.append_data(frame)
+        finally:
+            writer.close()
     return path
 
 

@@ -31,6 +31,8 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
+from stiv_jax.atomic import atomic_path
+
 __all__ = [
     "Rule",
     "WeightLoadError",
@@ -63,14 +65,16 @@ _ST_DTYPES: dict[str, np.dtype] = {
     "U8": np.dtype(np.uint8),
     "BOOL": np.dtype(np.bool_),
 }
-_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
+_WRITABLE = {v for k, v in _ST_DTYPES.items() if not k.startswith("F8")}
 _SINGLE_FILES = ("model.safetensors", "diffusion_pytorch_model.safetensors")
 
 
 def _read_file(path: str) -> dict[str, np.ndarray]:
-    """Reads one .safetensors file ourselves: the numpy API of `safetensors` rejects bf16.
-
-    Arrays are read-only views of a memory map, so a 10 GB shard costs no RAM until used.
+    """Reads one .safetensors file as read-only views of a memory map: tensors cost no RAM until
+    used, and unused ones (T5's decoder beside the encoder) are never read. Measured on a
+    1.6 GB file of which a third is used: +0.09 GB anonymous memory here, +1.57 GB with
+    `safetensors.numpy.load_file` (which copies every tensor), so T5-XXL's fp32 shards would
+    not fit beside the model on a 24 GB host.
     """
     size = os.path.getsize(path)
     with open(path, "rb") as f:
@@ -159,30 +163,21 @@ def load_safetensors(path: str) -> dict[str, np.ndarray]:
 
 
 def save_safetensors(tensors: Mapping[str, np.ndarray], path: str) -> None:
-    """Writes numpy arrays (bf16 included) as a .safetensors file, atomically (tmp + rename)."""
-    header: dict[str, dict] = {}
-    offset = 0
-    arrays = []
+    """Writes numpy arrays (bf16 included) as a .safetensors file, atomically, with the
+    `safetensors.numpy` API (which does not take fp8: those raise)."""
+    import safetensors.numpy
+
+    arrays = {}
     for key in sorted(tensors):
         a = np.ascontiguousarray(tensors[key])
-        if a.dtype not in _ST_NAMES:
-            raise WeightLoadError(f"tensor {key!r} has unsupported dtype {a.dtype}")
-        header[key] = {
-            "dtype": _ST_NAMES[a.dtype],
-            "shape": list(a.shape),
-            "data_offsets": [offset, offset + a.nbytes],
-        }
-        offset += a.nbytes
-        arrays.append(a)
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)  # the format aligns the data section to 8 bytes
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(len(blob).to_bytes(8, "little"))
-        f.write(blob)
-        for a in arrays:
-            f.write(a.tobytes())
-    os.replace(tmp, path)
+        if a.dtype not in _WRITABLE:
+            raise WeightLoadError(
+                f"tensor {key!r} has unsupported dtype {a.dtype}; expected one of "
+                f"{sorted(d.name for d in _WRITABLE)}"
+            )
+        arrays[key] = a
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        safetensors.numpy.save_file(arrays, tmp)
 
 
 # ------------------------------------------------------------------ transforms

@@ -1,9 +1,15 @@
-"""Optimizer: AdaFactor against a numpy reference, warmup schedule, EMA warmup."""
+"""Optimizer: AdaFactor (optax pieces) against the hand-written form it replaced and a numpy
+reference, the whole chain over 30 steps, warmup schedule, EMA warmup."""
 
+from typing import NamedTuple
+
+import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import optax
 
-from stiv_jax.optim import ema_decay, learning_rate, scale_by_factored_rms
+from stiv_jax.optim import ema_decay, learning_rate, make_optimizer, scale_by_adafactor
 
 
 def _reference(grads, b2=0.999, decay_rate=0.8, eps=1e-30):
@@ -21,18 +27,132 @@ def _reference(grads, b2=0.999, decay_rate=0.8, eps=1e-30):
     return out
 
 
-def test_factored_rms_matches_reference():
+class _FactoredState(NamedTuple):
+    count: jax.Array
+    v_row: optax.Updates
+    v_col: optax.Updates
+    v: optax.Updates
+
+
+def scale_by_factored_rms_reference(b2=0.999, decay_rate=0.8, eps=1e-30, min_dim_to_factor=128):
+    """The hand-written AdaFactor scaling stiv_jax used before optax's (factors the last two
+    axes, float32 statistics, clips the update RMS to 1 inside)."""
+    factored = lambda shape: len(shape) >= 2 and sorted(shape)[-2] >= min_dim_to_factor
+
+    def init(params):
+        row = lambda p: jnp.zeros(p.shape[:-1]) if factored(p.shape) else jnp.zeros((1,))
+        col = lambda p: (
+            jnp.zeros(p.shape[:-2] + p.shape[-1:]) if factored(p.shape) else jnp.zeros((1,))
+        )
+        full = lambda p: jnp.zeros((1,)) if factored(p.shape) else jnp.zeros(p.shape)
+        m = lambda f: jax.tree.map(f, params)
+        return _FactoredState(jnp.zeros([], jnp.int32), m(row), m(col), m(full))
+
+    def update(grads, state, params=None):
+        t = state.count + 1
+        beta = jnp.minimum(1.0 - t.astype(jnp.float32) ** (-decay_rate), b2)
+
+        def one(g, vr, vc, v):
+            g2 = g * g + eps
+            if factored(g.shape):
+                vr = beta * vr + (1 - beta) * jnp.mean(g2, axis=-1)
+                vc = beta * vc + (1 - beta) * jnp.mean(g2, axis=-2)
+                r = vr / jnp.mean(vr, axis=-1, keepdims=True)
+                u = g * jax.lax.rsqrt(r[..., :, None] * vc[..., None, :])
+            else:
+                v = beta * v + (1 - beta) * g2
+                u = g * jax.lax.rsqrt(v)
+            u = u / jnp.maximum(1.0, jnp.sqrt(jnp.mean(u * u)))
+            return u, vr, vc, v
+
+        out = jax.tree.map(one, grads, state.v_row, state.v_col, state.v)
+        pick = lambda i: jax.tree.map(lambda o: o[i], out, is_leaf=lambda o: isinstance(o, tuple))
+        return pick(0), _FactoredState(t, pick(1), pick(2), pick(3))
+
+    return optax.GradientTransformation(init, update)
+
+
+# Factored 2D, factored 3D whose largest axes are the last two, small unfactored 2D, a vector.
+SHAPES = {"w": (128, 160), "qkv": (3, 160, 128), "small": (16, 96), "b": (160,)}
+
+
+def _grads(step: int, scale: float = 1.0) -> dict:
+    keys = jax.random.split(jax.random.key(step), len(SHAPES))
+    return {
+        k: scale * (1 + step % 7) * jax.random.normal(key, s)
+        for key, (k, s) in zip(keys, SHAPES.items())
+    }
+
+
+def test_factored_rms_matches_numpy_reference():
     rng = np.random.default_rng(0)
     grads = [rng.normal(size=(128, 160)) * (1 + i) for i in range(5)]
-    tx = scale_by_factored_rms(b2=0.999, min_dim_to_factor=128)
+    tx = scale_by_adafactor(b2=0.999, min_dim_to_factor=128)
     params = {"w": jnp.zeros((128, 160)), "b": jnp.zeros((160,))}
     state = tx.init(params)
     ref = _reference(grads)
     for g, r in zip(grads, ref):
-        u, state = tx.update({"w": jnp.asarray(g), "b": jnp.ones((160,))}, state)
+        u, state = tx.update({"w": jnp.asarray(g), "b": jnp.ones((160,))}, state, params)
         np.testing.assert_allclose(u["w"], r, rtol=2e-4, atol=1e-5)
     # an unfactored vector normalises by its own RMS history: constant grads -> update 1
     np.testing.assert_allclose(u["b"], 1.0, rtol=1e-5)
+
+
+def test_scaling_matches_hand_written_reference_30_steps():
+    params = {k: jnp.zeros(s) for k, s in SHAPES.items()}
+    tx, ref = scale_by_adafactor(), scale_by_factored_rms_reference()
+    s, r = tx.init(params), ref.init(params)
+    worst = 0.0
+    for step in range(30):
+        g = _grads(step)
+        u, s = tx.update(g, s, params)
+        v, r = ref.update(g, r, params)
+        for k in SHAPES:
+            worst = max(worst, float(jnp.max(jnp.abs(u[k] - v[k]))))
+    print(f"max |optax - reference| over 30 steps: {worst:.2e}")
+    assert worst < 2e-6, worst
+
+
+def test_cap_on_beta2_applies_late():
+    """Past t = 1000^(1/0.8) ≈ 5623 steps β2 stays at b2 (optax's default would keep rising)."""
+    params = {"b": jnp.zeros((4,))}
+    tx, ref = scale_by_adafactor(b2=0.999), scale_by_factored_rms_reference(b2=0.999)
+    late = dict(count=jnp.asarray(20_000, jnp.int32), v={"b": jnp.ones((4,))})
+    s, r = tx.init(params), ref.init(params)
+    s, r = (s[0]._replace(**late), s[1]), r._replace(**late)
+    g = {"b": jnp.asarray([0.01, 0.02, 0.03, 0.04])}
+    for _ in range(3):
+        u, s = tx.update(g, s, params)
+        v, r = ref.update(g, r, params)
+        np.testing.assert_allclose(u["b"], v["b"], rtol=1e-6)
+    uncapped = optax.scale_by_factored_rms(decay_rate=0.8)
+    w, _ = uncapped.update(g, uncapped.init(params)._replace(**late), params)
+    assert not np.allclose(w["b"], v["b"], rtol=1e-5)  # the cap is what makes them agree
+
+
+def test_whole_chain_matches_reference_chain_30_steps():
+    cfg = ml_collections.ConfigDict(
+        dict(lr=1e-3, warmup_steps=5, b1=0.9, b2=0.999, clip_norm=1.0, weight_decay=0.0)
+    )
+    reference = optax.chain(
+        optax.clip_by_global_norm(cfg.clip_norm),
+        scale_by_factored_rms_reference(b2=cfg.b2),
+        optax.ema(decay=cfg.b1, debias=True),
+        optax.scale_by_learning_rate(learning_rate(cfg.lr, cfg.warmup_steps)),
+    )
+    tx = make_optimizer(cfg)
+    p = q = {k: 0.1 * jax.random.normal(jax.random.key(9), s) for k, s in SHAPES.items()}
+    s, r = tx.init(p), reference.init(q)
+    for step in range(30):
+        u, s = tx.update(_grads(step, 0.01), s, p)
+        v, r = reference.update(_grads(step, 0.01), r, q)
+        p, q = optax.apply_updates(p, u), optax.apply_updates(q, v)
+    for k in SHAPES:
+        np.testing.assert_allclose(p[k], q[k], rtol=0, atol=1e-7)
+        assert (
+            float(jnp.max(jnp.abs(p[k] - 0.1 * jax.random.normal(jax.random.key(9), SHAPES[k]))))
+            > 1e-3
+        )
 
 
 def test_warmup_then_constant_and_ema_warmup():

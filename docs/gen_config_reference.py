@@ -1,0 +1,172 @@
+"""Writes docs/config_reference.md from configs/stiv.py: every field, its defaults, its comment.
+
+    python docs/gen_config_reference.py           # rewrite the page
+    python docs/gen_config_reference.py --check   # exit 1 if the page is out of date
+
+Defaults come from running `get_config` (for `variant=S`, the embedded CPU default, and
+`variant=XL/2`, whose defaults every large variant shares); comments come from the source: the
+trailing `# comment` of a field's first assignment, else the comment line just above it.
+Sub-dict fields without a comment of their own (`data.task_probs.t2v`) use the sub-dict's.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import io
+import os
+import sys
+import tokenize
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "stiv.py")
+PAGE = os.path.join(ROOT, "docs", "config_reference.md")
+VARIANTS = ("S", "XL/2")
+
+
+def _load_config_module(path: str = CONFIG):
+    """configs/ is not an installed package: load the file by path, as config_flags does."""
+    sys.path.insert(0, ROOT)  # the config imports stiv_jax; a clone runs without installing
+    try:
+        spec = importlib.util.spec_from_file_location("_stiv_config", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(ROOT)
+
+
+def _dotted(node: ast.AST, alias: dict[str, str]) -> str | None:
+    """`m.mlp_ratio` → "model.mlp_ratio" given alias {"m": "model"}; `c.x` → "x"."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name) or node.id not in alias:
+        return None
+    base = alias[node.id]
+    return ".".join(filter(None, [base, *reversed(parts)]))
+
+
+def source_comments(path: str = CONFIG) -> dict[str, str]:
+    """Field path → its one-line comment, from the first assignment in `get_config`."""
+    src = open(path).read()
+    comments: dict[int, str] = {}
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = tok.string.lstrip("#").strip()
+    lines = src.splitlines()
+    fn = next(
+        n for n in ast.parse(src).body if isinstance(n, ast.FunctionDef) and n.name == "get_config"
+    )
+    alias: dict[str, str] = {}
+    out: dict[str, str] = {}
+    for stmt in fn.body:  # top level only: later overrides (runlocal) are not definitions
+        if not isinstance(stmt, ast.Assign):
+            continue
+        if isinstance(stmt.value, ast.Call) and _call_name(stmt.value) == "ConfigDict":
+            # `m = c.model = ConfigDict()`: the local name m stands for "model" from here on.
+            attrs = [_dotted(t, alias) for t in stmt.targets if isinstance(t, ast.Attribute)]
+            for t in stmt.targets:
+                if isinstance(t, ast.Name):
+                    alias[t.id] = next((a for a in attrs if a), "")
+        for target in stmt.targets:
+            key = _dotted(target, alias)
+            if not key or key in out:
+                continue
+            trailing = [
+                comments[i] for i in range(stmt.lineno, stmt.end_lineno + 1) if i in comments
+            ]
+            above = stmt.lineno - 1
+            if trailing:
+                out[key] = trailing[-1]
+            elif above in comments and lines[above - 1].lstrip().startswith("#"):
+                out[key] = comments[above]
+            else:
+                out[key] = ""
+    return out
+
+
+def _raw_docstring(path: str) -> str:
+    """The module docstring as written (backslash line continuations kept)."""
+    src = open(path).read()
+    node = ast.parse(src).body[0]
+    text = "\n".join(src.splitlines()[node.lineno - 1 : node.end_lineno])
+    return text.strip().strip('"').strip()
+
+
+def _call_name(call: ast.Call) -> str:
+    f = call.func
+    return f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+
+
+def _flatten(cfg, prefix: str = "") -> dict:
+    out = {}
+    for k in sorted(cfg.keys(), key=list(cfg.keys()).index):
+        v = cfg[k]
+        key = f"{prefix}{k}"
+        if hasattr(v, "keys") and hasattr(v, "items"):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _fmt(v) -> str:
+    return "`" + repr(v).replace("|", "\\|") + "`"
+
+
+def render(path: str = CONFIG) -> str:
+    module = _load_config_module(path)
+    configs = [_flatten(module.get_config(f"variant={v}")) for v in VARIANTS]
+    comments = source_comments(path)
+    order = {k: i for i, k in enumerate(comments)}
+    rank = lambda k: (order.get(k, order.get(k.rsplit(".", 1)[0], len(order))), k)
+    keys = sorted(configs[0], key=rank)  # source order (ConfigDict lists keys sorted)
+    doc = _raw_docstring(path)
+    lines = [
+        "# Config reference",
+        "",
+        "<!-- generated by `python docs/gen_config_reference.py` from configs/stiv.py;",
+        "     tests/test_config_reference.py fails when this page is out of date -->",
+        "",
+        "Every field of `configs/stiv.py:get_config(arg)` with its default and its comment. Any",
+        "field can be overridden on the command line: `--config.section.field=value`.",
+        "",
+        "```",
+        doc,
+        "```",
+    ]
+    section = None
+    for key in keys:
+        top = key.split(".")[0] if "." in key else "(top level)"
+        if top != section:
+            section = top
+            lines += ["", f"## `{section}`" if "." in key else f"## {section}", ""]
+            lines += [f"| field | `variant={VARIANTS[0]}` | `variant={VARIANTS[1]}` | comment |"]
+            lines += ["|---|---|---|---|"]
+        parent = key.rsplit(".", 1)[0]
+        note = comments.get(key) or comments.get(parent, "")
+        values = [_fmt(c.get(key)) if key in c else "—" for c in configs]
+        note = note.replace("|", "\\|")
+        lines.append(f"| `{key}` | {values[0]} | {values[1]} | {note} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    text = render()
+    if "--check" in argv:
+        current = open(PAGE).read() if os.path.exists(PAGE) else ""
+        if current != text:
+            print(f"{PAGE} is out of date: run python docs/gen_config_reference.py")
+            return 1
+        return 0
+    with open(PAGE, "w") as f:
+        f.write(text)
+    print(f"wrote {PAGE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
