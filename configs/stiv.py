@@ -61,6 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )  # frame_replace | channel_concat | cross_attn
     m.prediction = "velocity"  # velocity | data (x-prediction: the output is x1, v derived)
     m.mask_ratio = 0.5  # MaskDiT ratio of spatial positions dropped in training (0 = unmasked)
+    m.mask_loss_weight = 1.0  # MaskDiT loss weight of masked tokens (1 = all equal, 0 = kept only)
     m.decoder_depth = 2  # MaskDiT decoder blocks that run on all tokens
     m.temporal_adaln = True  # AdaLN scale/shift/gate on temporal + cross attention too
     m.causal_temporal = False  # causal temporal attention (ablation)

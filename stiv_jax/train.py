@@ -35,7 +35,7 @@ from stiv_jax.autoencoders import get_autoencoder
 from stiv_jax.conditioning import drop_conditions, make_conditions, noise_augment
 from stiv_jax.diffusion import flow_loss, interpolate, sample_time, to_velocity, velocity_target
 from stiv_jax.encoders import get_text_encoder
-from stiv_jax.model.stiv import STIV
+from stiv_jax.model.stiv import STIV, visible_pixels
 from stiv_jax.optim import ema_decay, ema_update, make_optimizer
 
 # ============================================================================ setup
@@ -165,7 +165,12 @@ def make_loss_fn(config, graphdef, null_text, *, masked: bool = True):
         x_t = interpolate(x1, eps, t)
         out = model(x_t, t, cond, mask_key=k_mask if masked else None)
         v = to_velocity(out, x_t, t, m.prediction)
-        return flow_loss(v, velocity_target(x1, eps), ~cond["cond_mask"])
+        weight = None
+        if masked and m.mask_ratio > 0 and m.mask_loss_weight != 1.0:
+            # MaskDiT: the denoising loss on kept tokens, weight λ on the masked ones.
+            vis = visible_pixels(k_mask, x1.shape, m.patch_size, m.mask_ratio)  # [B, H, W]
+            weight = jnp.where(vis, 1.0, m.mask_loss_weight)[:, None]
+        return flow_loss(v, velocity_target(x1, eps), ~cond["cond_mask"], weight)
 
     return loss_fn
 

@@ -133,13 +133,17 @@ def sample_time(
     return jnp.clip(t, T_EPS, 1.0 - T_EPS)
 
 
-def flow_loss(v_pred: jax.Array, v_target: jax.Array, loss_mask: jax.Array) -> jax.Array:
+def flow_loss(
+    v_pred: jax.Array, v_target: jax.Array, loss_mask: jax.Array, weight: jax.Array | None = None
+) -> jax.Array:
     """Masked mean squared error over counted frames, a float32 scalar.
 
     v_pred, v_target [B, F, ...] (normally [B, F, H, W, C]); loss_mask [B, F] bool, True where
     the frame counts (a frame to generate), False for given / conditioning frames. The loss is
     Σ (v_pred − v_target)² over counted frames / (number of counted elements), pooled over the
     whole batch so that every generated element weighs the same. Returns 0 when nothing counts.
+    `weight` (broadcastable to [B, F, H, W], optional) makes it a weighted mean over counted
+    elements (MaskDiT: weight λ on the latent pixels of masked tokens).
     """
     if v_pred.shape != v_target.shape:
         raise ValueError(
@@ -151,8 +155,10 @@ def flow_loss(v_pred: jax.Array, v_target: jax.Array, loss_mask: jax.Array) -> j
         )
     err = jnp.square(v_pred.astype(jnp.float32) - v_target.astype(jnp.float32))
     mask = loss_mask.astype(bool).reshape(loss_mask.shape + (1,) * (err.ndim - 2))
+    w = jnp.ones(err.shape[:-1] + (1,), jnp.float32)
+    if weight is not None:
+        w = jnp.broadcast_to(jnp.asarray(weight, jnp.float32), err.shape[:-1])[..., None]
     # where (not multiply) so that a NaN/inf prediction on a given frame cannot leak in.
-    total = jnp.sum(jnp.where(mask, err, 0.0))
-    per_frame = math.prod(err.shape[2:])
-    count = jnp.sum(loss_mask.astype(jnp.float32)) * per_frame
+    total = jnp.sum(jnp.where(mask, w * err, 0.0))
+    count = jnp.sum(jnp.where(mask, jnp.broadcast_to(w, err.shape), 0.0))
     return total / jnp.maximum(count, 1.0)

@@ -68,9 +68,28 @@ def mask_select(tokens: jax.Array, key: jax.Array, ratio: float) -> tuple[jax.Ar
     positions, perm[:, K:] the masked ones.
     """
     b, _, s, _ = tokens.shape
-    keep = max(1, int(round(s * (1.0 - ratio))))
-    perm = jnp.argsort(jax.random.uniform(key, (b, s)), axis=1)
+    keep = _num_kept(s, ratio)
+    perm = _mask_perm(key, b, s)
     return jnp.take_along_axis(tokens, perm[:, None, :keep, None], axis=2), perm
+
+
+def _num_kept(s: int, ratio: float) -> int:
+    return max(1, int(round(s * (1.0 - ratio))))
+
+
+def _mask_perm(key: jax.Array, b: int, s: int) -> jax.Array:
+    return jnp.argsort(jax.random.uniform(key, (b, s)), axis=1)
+
+
+def visible_pixels(key: jax.Array, shape: tuple[int, ...], p: int, ratio: float) -> jax.Array:
+    """bool [B, H, W]: latent pixels whose spatial token MaskDiT keeps for `key` (as in
+    `mask_select` for latents of `shape` [B, F, H, W, C] and spatial patch p)."""
+    b, _, h, w = shape[:4]
+    s = (h // p) * (w // p)
+    perm = _mask_perm(key, b, s)
+    kept = jnp.zeros((b, s), bool).at[jnp.arange(b)[:, None], perm[:, : _num_kept(s, ratio)]]
+    kept = kept.set(True).reshape(b, h // p, w // p)
+    return jnp.repeat(jnp.repeat(kept, p, axis=1), p, axis=2)
 
 
 def mask_restore(kept: jax.Array, perm: jax.Array, mask_token: jax.Array) -> jax.Array:
