@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import ml_collections
 
+from stiv_jax.conditioning import get_image_cond
 from stiv_jax.model.variants import parse_variant
 
 _ARG_KEYS = ("variant", "frames", "res", "image_cond", "runlocal")
-IMAGE_CONDS = ("frame_replace", "channel_concat", "cross_attn")
 
 
 def _parse_arg(arg: str | None) -> dict[str, str]:
@@ -183,6 +183,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if "runlocal" in args:
         t.steps, t.log_every, t.ckpt_every = 20, 5, 10
         d.batch_size = 2
-    if m.image_cond not in IMAGE_CONDS:
-        raise ValueError(f"image_cond={m.image_cond!r} is unknown; expected one of {IMAGE_CONDS}")
+    get_image_cond(m.image_cond)  # one clear error for an unknown method
     return c

@@ -9,8 +9,7 @@ D width, N heads, H head dim.
 Every sub-layer uses the sandwich norm of STIV with stateless LayerNorms,
   x + gate · LN(f(modulate(LN(x), shift, scale))),
 with (shift, scale, gate) = shared AdaLN-single projection + this block's learned table.
-The table starts at zero and the shared projection is zero-initialised, so gate = 0 and
-every block starts as the identity.
+`stiv.initialize_weights` zeroes both, so gate = 0 and every block starts as the identity.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from flax import nnx
 
 from stiv_jax.model.attention import CrossAttention, SelfAttention
 from stiv_jax.model.layers import MLP, layer_norm, modulate
-from stiv_jax.parallel import SPATIAL_LAYOUT, TEMPORAL_LAYOUT, constrain
+from stiv_jax.parallel.rules import SPATIAL_LAYOUT, TEMPORAL_LAYOUT, constrain
 
 MOD_ROWS = 12  # (shift, scale, gate) × (spatial, temporal, cross, mlp)
 
