@@ -2,9 +2,12 @@
 
 Launch (embedded default, CPU, ~15 min):
   python -m stiv_jax.train --config configs/stiv.py:variant=S --workdir runs/stiv_s
-Launch (TPU pod):
-  python -m stiv_jax.train --config configs/stiv.py:variant=XL/2,res=256,frames=20 \
-      --workdir /gcs/bucket/run --config.text_encoder.name=t5 --config.autoencoder.name=wan
+Launch (TPU pod; T5 text, Wan VAE: 1 + 4k frames, 16 latent channels; paths are
+directories on the bucket mounted at /gcs/bucket, see docs/scale_out.md):
+  python -m stiv_jax.train --config configs/stiv.py:variant=XL/2,res=256,frames=21 \
+      --workdir /gcs/bucket/run --config.text_encoder.path=/gcs/bucket/t5-v1_1-xxl \
+      --config.autoencoder.name=wan --config.autoencoder.path=/gcs/bucket/wan2.1-vae \
+      --config.model.in_channels=16
 
 The argument string is comma-separated `key=value` pairs:
   variant     tiny | S | XL/2 | XXL/2 | M/2 (`/p` sets the spatial patch; tiny and S use 2)

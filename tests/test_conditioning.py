@@ -81,5 +81,6 @@ def test_text_only_conditions_need_no_image_entries():
     assert "cond_latents" not in cond and "cond_mask" not in cond
     full = with_image_defaults(cond, jnp.zeros((1, 4, 4, 4, 3)))
     assert full["cond_mask"].shape == (1, 4) and not full["cond_mask"].any()
-    assert null_conditions(cond, {"tokens": 0.0, "mask": False, "pooled": 0.0}).keys() == cond.keys()
+    null = {"tokens": jnp.zeros((5, 8)), "mask": jnp.zeros((5,), bool), "pooled": jnp.zeros((8,))}
+    assert null_conditions(cond, null).keys() == cond.keys()
     assert drop_image(cond, jnp.ones((1,), bool)) is cond
