@@ -80,8 +80,8 @@ class ImageCond:
         return cond
 
     def loss_mask(self, cond: Conditions) -> jax.Array:
-        """bool [B, F]: the frames the flow-matching loss counts."""
-        return ~cond["cond_mask"]
+        """bool [B, F]: the frames the flow-matching loss counts (all: each is generated)."""
+        return jnp.ones_like(cond["cond_mask"], bool)
 
     def post_step(self, cond: Conditions):
         """`post_step(x, t) -> x` for the ODE sampler, or None."""
@@ -99,6 +99,9 @@ class FrameReplace(ImageCond):
 
     def model_input(self, x, cond):
         return jnp.where(frames_mask(cond["cond_mask"]), cond["cond_latents"].astype(x.dtype), x)
+
+    def loss_mask(self, cond):
+        return ~cond["cond_mask"]  # given frames are data, not predictions
 
     def post_step(self, cond):
         given, latents = frames_mask(cond["cond_mask"]), cond["cond_latents"]

@@ -84,3 +84,43 @@ def test_text_only_conditions_need_no_image_entries():
     null = {"tokens": jnp.zeros((5, 8)), "mask": jnp.zeros((5,), bool), "pooled": jnp.zeros((8,))}
     assert null_conditions(cond, null).keys() == cond.keys()
     assert drop_image(cond, jnp.ones((1,), bool)) is cond
+
+
+@pytest.mark.parametrize("name", ["channel_concat", "cross_attn"])
+def test_every_frame_is_supervised_and_nothing_reimposed_without_frame_replacement(name):
+    """Step-Video supervises all frames; only frame replacement treats given frames as data."""
+    cond = _cond()
+    m = get_image_cond(name)
+    assert bool(np.all(m.loss_mask(cond)))
+    assert m.post_step(cond) is None
+
+
+def test_channel_concat_training_loss_counts_given_frames(tiny_config):
+    """With every frame given, frame replacement has nothing to learn (loss 0); channel
+    concat still predicts (and is supervised on) every frame."""
+    from stiv_jax.optim import make_optimizer
+    from stiv_jax.runtime import Components
+    from stiv_jax.train import init_state, make_loss_fn
+
+    c = tiny_config
+    c.diffusion.image_drop = 0.0
+    losses = {}
+    for name in ("frame_replace", "channel_concat"):
+        c.model.image_cond = name
+        comps = Components(c)
+        graphdef, state = init_state(comps.model(0), make_optimizer(c.optim))
+        f, h, w, ch = comps.latent_shape
+        b = 2
+        batch = {
+            "latents": jax.random.normal(jax.random.key(1), (b, f, h, w, ch)),
+            "text_tokens": jnp.zeros((b, c.text_encoder.max_length, c.model.text_dim)),
+            "text_mask": jnp.ones((b, c.text_encoder.max_length), bool),
+            "text_pooled": jnp.zeros((b, c.model.pooled_dim)),
+            "micro": jnp.zeros((b, 5)),
+            "motion": jnp.ones((b,)),
+            "cond_mask": jnp.ones((b, f), bool),
+        }
+        loss_fn = make_loss_fn(c, graphdef, comps.null_text, masked=False)
+        losses[name] = float(loss_fn(state["params"], batch, jax.random.key(2)))
+    assert losses["frame_replace"] == 0.0
+    assert losses["channel_concat"] > 0.1
