@@ -186,16 +186,9 @@ def make_conditions(
 
 
 def batch_conditions(batch: dict) -> Conditions:
-    """`Conditions` of a model-ready batch (`stiv_jax.data.schema.MODEL_BATCH` keys)."""
-    return make_conditions(
-        latents=batch["latents"],
-        cond_mask=batch["cond_mask"],
-        text_tokens=batch["text_tokens"],
-        text_mask=batch["text_mask"],
-        text_pooled=batch["text_pooled"],
-        micro=batch["micro"],
-        motion=batch["motion"],
-    )
+    """`Conditions` of a model batch (`stiv_jax.data.schema.MODEL_BATCH` keys)."""
+    keys = ("cond_mask", "text_tokens", "text_mask", "text_pooled", "micro", "motion")
+    return make_conditions(latents=batch["latents"], **{k: batch[k] for k in keys})
 
 
 def drop_text(cond: Conditions, drop: jax.Array, null_text: dict) -> Conditions:
