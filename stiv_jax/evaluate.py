@@ -58,18 +58,7 @@ TASKS = ("ti2v", "t2v")
 assert set(TASKS) <= set(tasks_lib.TASKS), TASKS
 DEFAULT_MULTIPLIERS = (0.5, 1.0, 2.0)
 _ID = re.compile(rf"^({'|'.join(TASKS)})-(\d{{4,}})-x(\d+(?:\.\d+)?)$")
-ADHERENCE_KEYS = (
-    "direction_accuracy",
-    "still_accuracy",
-    "size_accuracy",
-    "pan_accuracy",
-    "static_camera_accuracy",
-    "subject_consistency",
-    "dynamic_degree",
-    "first_frame_psnr",
-    "first_frame_ssim",
-    "video_psnr",
-)
+ADHERENCE_KEYS = (*metrics.VIDEO_METRICS, "video_psnr")
 MOTION_KEYS = ("motion_control", "motion_control_within")
 ROWS = ("static", "model", "ground_truth")
 

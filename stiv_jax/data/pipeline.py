@@ -12,6 +12,7 @@ The iterator's `get_state()` / `set_state()` resume exactly (the state is the po
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,13 @@ from stiv_jax.data.tasks import checked_task_probs, draw_task
 # gigabytes at real batch sizes. A few batches in flight hide the generation latency.
 READ_THREADS = 2
 PREFETCH_BATCHES = 4
+# Shard-backed sources: config.data.source -> "module:function(config, *, latent_frames,
+# split, process_index, process_count) -> grain.IterDataset of host batches". The embedded
+# ShapesBench source is built below.
+SOURCES = {
+    "records": "stiv_jax.data.records:records_dataset",
+    "tfds": "stiv_jax.data.tfds_source:tfds_dataset",
+}
 
 
 class ToTrainExample:
@@ -64,12 +72,9 @@ def make_dataset(
 ) -> grain.IterDataset:
     """Infinite per-host batch stream for `config.data` (see the module docstring)."""
     d = config.data
-    if d.source in ("records", "tfds"):
-        # lazy: optional shard backends
-        if d.source == "records":
-            from stiv_jax.data.records import records_dataset as backend
-        else:
-            from stiv_jax.data.tfds_source import tfds_dataset as backend
+    if d.source in SOURCES:
+        module, name = SOURCES[d.source].split(":")
+        backend = getattr(importlib.import_module(module), name)  # lazy: optional backends
         return backend(
             config,
             latent_frames=latent_frames,
@@ -79,7 +84,7 @@ def make_dataset(
         )
     if d.source != "shapes":
         raise ValueError(
-            f"data.source={d.source!r} is unknown; expected 'shapes', 'records' or 'tfds'"
+            f"data.source={d.source!r} is unknown; expected one of {('shapes', *SOURCES)}"
         )
     if split not in ("train", "heldout"):
         raise ValueError(f"split={split!r} is unknown; expected 'train' or 'heldout'")
