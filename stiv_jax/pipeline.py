@@ -240,6 +240,9 @@ class STIVPipeline:
         """
         s, res = self.config.sample, int(self.config.data.res)
         first = None if image is None else load_image(image, (res, res))
+        f = (self.comps.latent_shape if frames is None else latent_shape(self.config, frames))[0]
+        if cond_frames is not None and not all(0 <= int(k) < f for k in cond_frames):
+            raise ValueError(f"cond_frames {cond_frames} must be latent frame indices in [0, {f})")
         req = Request(
             id="0",
             prompt=prompt,
