@@ -28,6 +28,8 @@ import time
 
 import numpy as np
 
+from stiv_jax.data.schema import normalize_uint8
+
 SD_CONFIG = {  # stabilityai/sd-vae-ft-mse
     "_class_name": "AutoencoderKL",
     "block_out_channels": [128, 256, 512, 512],
@@ -78,7 +80,7 @@ def read_video(path: str, frames: int, res: int) -> np.ndarray:
     cap.release()
     if len(out) < frames:
         sys.exit(f"{path} has {len(out)} frames; expected at least --frames={frames}")
-    return (np.stack(out)[None].astype(np.float32) / 127.5 - 1.0).astype(np.float32)
+    return normalize_uint8(np.stack(out)[None])
 
 
 def step_memory(step, *args) -> int:

@@ -19,13 +19,8 @@ def bench(variant: str, steps: int, overrides: dict) -> dict:
     from configs.stiv import get_config
     from stiv_jax.data.pipeline import make_dataset
     from stiv_jax.optim import make_optimizer
-    from stiv_jax.train import (
-        Components,
-        fill_train_grid,
-        init_state,
-        make_train_step,
-        prepare_batch,
-    )
+    from stiv_jax.runtime import Components, fill_train_grid
+    from stiv_jax.train import init_state, make_train_step, prepare_batch
 
     config = get_config(f"variant={variant}")
     for k, v in overrides.items():

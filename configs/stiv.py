@@ -2,9 +2,12 @@
 
 Launch (embedded default, CPU, ~15 min):
   python -m stiv_jax.train --config configs/stiv.py:variant=S --workdir runs/stiv_s
-Launch (TPU pod):
-  python -m stiv_jax.train --config configs/stiv.py:variant=XL/2,res=256,frames=20 \
-      --workdir /gcs/bucket/run --config.text_encoder.name=t5 --config.autoencoder.name=wan
+Launch (TPU pod; T5 text, Wan VAE: 1 + 4k frames, 16 latent channels; paths are
+directories on the bucket mounted at /gcs/bucket, see docs/scale_out.md):
+  python -m stiv_jax.train --config configs/stiv.py:variant=XL/2,res=256,frames=21 \
+      --workdir /gcs/bucket/run --config.text_encoder.path=/gcs/bucket/t5-v1_1-xxl \
+      --config.autoencoder.name=wan --config.autoencoder.path=/gcs/bucket/wan2.1-vae \
+      --config.model.in_channels=16
 
 The argument string is comma-separated `key=value` pairs:
   variant     tiny | S | XL/2 | XXL/2 | M/2 (`/p` sets the spatial patch; tiny and S use 2)
@@ -19,10 +22,10 @@ from __future__ import annotations
 
 import ml_collections
 
+from stiv_jax.conditioning import get_image_cond
 from stiv_jax.model.variants import parse_variant
 
 _ARG_KEYS = ("variant", "frames", "res", "image_cond", "runlocal")
-IMAGE_CONDS = ("frame_replace", "channel_concat", "cross_attn")
 
 
 def _parse_arg(arg: str | None) -> dict[str, str]:
@@ -186,6 +189,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if "runlocal" in args:
         t.steps, t.log_every, t.ckpt_every = 20, 5, 10
         d.batch_size = 2
-    if m.image_cond not in IMAGE_CONDS:
-        raise ValueError(f"image_cond={m.image_cond!r} is unknown; expected one of {IMAGE_CONDS}")
+    get_image_cond(m.image_cond)  # one clear error for an unknown method
     return c

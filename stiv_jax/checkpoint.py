@@ -1,7 +1,8 @@
 """Orbax checkpoints: `workdir/checkpoints/<step>/{state, data, config}`.
 
 state   params, EMA params, optimizer state, step (arrays; restored onto the shardings
-        of the abstract target, so a run resumes on another mesh)
+        of the abstract target, so a run resumes on another mesh; `restore_params` reads
+        only the params or EMA subtree, for inference)
 data    the Grain iterator state of this host (`process_<i>-of-<n>.json`)
 config  the run's ConfigDict as JSON
 
@@ -66,6 +67,30 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any, data_it
     if data_iter is not None:
         items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     return mngr.restore(step, args=ocp.args.Composite(**items))["state"]
+
+
+def restore_params(
+    workdir: str, abstract_params: Any, *, step: int | None = None, ema: bool = True
+) -> tuple[Any, int]:
+    """(params, step): only `state/ema` (or `state/params`) of a checkpoint, for inference.
+
+    A partial restore: the optimizer state, step and data iterators are not read, so no
+    optimizer has to be built to shape a target. `abstract_params` (ShapeDtypeStructs with
+    shardings) gives shapes, dtypes and placement; latest step when `step` is None.
+    """
+    mngr = manager(workdir, max_to_keep=1_000_000, async_save=False)
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint under {os.path.join(workdir, 'checkpoints')}")
+    key = "ema" if ema else "params"
+    target = {key: abstract_params}
+    args = ocp.args.PyTreeRestore(
+        item=target,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True,
+    )
+    state = mngr.restore(step, args=ocp.args.Composite(state=args))["state"]
+    return state[key], int(step)
 
 
 def restore_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:

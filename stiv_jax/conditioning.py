@@ -1,43 +1,194 @@
-"""Conditioning for training and sampling: task masks in, model `Conditions` out.
+"""Image conditioning, one object per method, and the model's `Conditions` dict.
 
-Shapes: B batch, F latent frames, H/W latent size, C channels, L text tokens, Dt/Dp text widths.
+Shapes: B batch, F latent frames, H/W latent size, C channels, L text tokens, Dt/Dp text
+widths, p spatial patch, S = (H/p)·(W/p) spatial tokens.
 
-`cond_mask [B, F]` says which latent frames are given. Frame replacement (STIV) and
-channel concat (Step-Video) both read the clean latents of those frames from
-`cond_latents`; the model applies them (stiv.py). Here: building the `Conditions` dict,
-condition dropout for classifier-free guidance, and the noise augmentation that
-channel concat uses on its given latents.
+`cond_mask [B, F]` says which latent frames are given (clean); `cond_latents [B, F, H, W, C]`
+holds their latents (zeros elsewhere). A method of `IMAGE_CONDS` says everything that
+differs between image-conditioning schemes, so the model, the trainer and the sampler
+never branch on its name:
+
+  method          in-channels  model input                    context        augment  loss on      post-step
+  frame_replace   C            given frames of x_t replaced   text           -        other frames re-impose given
+  channel_concat  2C           [x_t, given latents | 0]        text           noise    every frame  -
+  cross_attn      C            x_t                            text + image   -        every frame  -
+
+Frame replacement is STIV's: the given frames are the data, so they are neither predicted
+nor supervised. Channel concat (Step-Video-TI2V) and the cross-attention ablation leave
+x_t untouched, so every frame is generated and supervised (Step-Video's loss covers all
+frames). Also here: building `Conditions`, and condition dropout for classifier-free guidance.
 """
 
 from __future__ import annotations
 
+from typing import NotRequired, TypedDict
+
 import jax
 import jax.numpy as jnp
 
-from stiv_jax.model.stiv import Conditions
+
+class Conditions(TypedDict):
+    """Everything besides (x, t) that the model reads; leaves carry batch B first.
+
+    `cond_mask` and `cond_latents` may be left out for text-to-video (nothing given)."""
+
+    text_tokens: jax.Array  # [B, L, Dt] text-encoder token states
+    text_mask: jax.Array  # [B, L] bool, True = real token
+    text_pooled: jax.Array  # [B, Dp] pooled sentence vector
+    micro: jax.Array  # [B, 5] orig h, orig w, crop top, crop left, frame stride
+    motion: jax.Array  # [B] motion score
+    cond_mask: NotRequired[jax.Array]  # [B, F] bool, True = this latent frame is given
+    cond_latents: NotRequired[jax.Array]  # [B, F, H, W, C] clean (or augmented) given latents
+
+
+def frames_mask(cond_mask: jax.Array) -> jax.Array:
+    """[B, F] -> [B, F, 1, 1, 1]: broadcastable over a latent video [B, F, H, W, C]."""
+    return cond_mask[:, :, None, None, None]
+
+
+def with_image_defaults(cond: Conditions, x: jax.Array) -> Conditions:
+    """`cond` with a T2V `cond_mask` (nothing given) and zero `cond_latents` filled in."""
+    if "cond_mask" in cond and "cond_latents" in cond:
+        return cond
+    if "cond_latents" not in cond and "cond_mask" in cond:
+        raise ValueError("Conditions has cond_mask but no cond_latents; give both or neither")
+    b, f = x.shape[:2]
+    out = dict(cond)
+    out.setdefault("cond_mask", jnp.zeros((b, f), bool))
+    out["cond_latents"] = jnp.zeros(x.shape, jnp.float32)
+    return Conditions(**out)
+
+
+# ============================================================================ methods
+
+
+class ImageCond:
+    """One image-conditioning method (see the module docstring's table)."""
+
+    name: str = ""
+    channel_multiplier: int = 1
+    """Patch embedding input channels = channel_multiplier · C."""
+    image_tokens: bool = False
+    """Given latents are patch-embedded and appended to the cross-attention context."""
+
+    def model_input(self, x: jax.Array, cond: Conditions) -> jax.Array:
+        """Noisy latents x [B, F, H, W, C] -> the patch embedding's input [B, F, H, W, m·C]."""
+        return x
+
+    def augment(self, key: jax.Array, cond: Conditions, diffusion_cfg) -> Conditions:
+        """Training-time change of the given latents (after condition dropout)."""
+        return cond
+
+    def loss_mask(self, cond: Conditions) -> jax.Array:
+        """bool [B, F]: the frames the flow-matching loss counts (all: each is generated)."""
+        return jnp.ones_like(cond["cond_mask"], bool)
+
+    def post_step(self, cond: Conditions):
+        """`post_step(x, t) -> x` for the ODE sampler, or None."""
+        return None
+
+    def context_tokens(self, cond: Conditions, patch: int) -> tuple[jax.Array, jax.Array]:
+        """(image tokens [B, F·S, p·p·C], mask [B, F·S]) for the context; image_tokens only."""
+        raise NotImplementedError(f"{self.name} adds no image tokens")
+
+
+class FrameReplace(ImageCond):
+    """STIV: given frames of x_t are their clean latents at every step; loss on the others."""
+
+    name = "frame_replace"
+
+    def model_input(self, x, cond):
+        return jnp.where(frames_mask(cond["cond_mask"]), cond["cond_latents"].astype(x.dtype), x)
+
+    def loss_mask(self, cond):
+        return ~cond["cond_mask"]  # given frames are data, not predictions
+
+    def post_step(self, cond):
+        given, latents = frames_mask(cond["cond_mask"]), cond["cond_latents"]
+
+        def post_step(x, t):  # given frames stay clean
+            return jnp.where(given, latents, x)
+
+        return post_step
+
+
+class ChannelConcat(ImageCond):
+    """Step-Video-TI2V: noise-augmented given latents (zeros elsewhere) concatenated on C."""
+
+    name = "channel_concat"
+    channel_multiplier = 2
+
+    def model_input(self, x, cond):
+        given = jnp.where(frames_mask(cond["cond_mask"]), cond["cond_latents"], 0)
+        return jnp.concatenate([x, given.astype(x.dtype)], -1)
+
+    def augment(self, key, cond, diffusion_cfg):
+        return noise_augment(key, cond, float(diffusion_cfg.concat_noise))
+
+
+class CrossAttn(ImageCond):
+    """Ablation baseline: given latents become extra cross-attention tokens."""
+
+    name = "cross_attn"
+    image_tokens = True
+
+    def context_tokens(self, cond, patch):
+        lat = cond["cond_latents"]
+        b, f, h, w, c = lat.shape
+        x = lat.reshape(b, f, h // patch, patch, w // patch, patch, c).transpose(
+            0, 1, 2, 4, 3, 5, 6
+        )
+        s = (h // patch) * (w // patch)
+        tokens = x.reshape(b, f * s, patch * patch * c)
+        return tokens, jnp.repeat(cond["cond_mask"], s, axis=1)
+
+
+IMAGE_CONDS: dict[str, ImageCond] = {
+    m.name: m for m in (FrameReplace(), ChannelConcat(), CrossAttn())
+}
+
+
+def get_image_cond(name: str) -> ImageCond:
+    if name not in IMAGE_CONDS:
+        raise ValueError(
+            f"model.image_cond={name!r} is unknown; expected one of {tuple(IMAGE_CONDS)}"
+        )
+    return IMAGE_CONDS[name]
+
+
+# ============================================================================ building, dropout
 
 
 def make_conditions(
     *,
-    latents: jax.Array,
-    cond_mask: jax.Array,
+    latents: jax.Array | None,
+    cond_mask: jax.Array | None,
     text_tokens: jax.Array,
     text_mask: jax.Array,
     text_pooled: jax.Array,
     micro: jax.Array,
     motion: jax.Array,
 ) -> Conditions:
-    """Given latents [B,F,H,W,C] where cond_mask [B,F] is set, zeros elsewhere."""
-    given = cond_mask[:, :, None, None, None]
-    return Conditions(
+    """Given latents [B,F,H,W,C] where cond_mask [B,F] is set, zeros elsewhere.
+
+    `latents=None, cond_mask=None`: text only (T2V), no image entries."""
+    cond = Conditions(
         text_tokens=text_tokens.astype(jnp.float32),
         text_mask=text_mask.astype(bool),
         text_pooled=text_pooled.astype(jnp.float32),
         micro=micro.astype(jnp.float32),
         motion=motion.astype(jnp.float32),
-        cond_mask=cond_mask.astype(bool),
-        cond_latents=jnp.where(given, latents, 0.0).astype(jnp.float32),
     )
+    if cond_mask is not None:
+        cond["cond_mask"] = cond_mask.astype(bool)
+        cond["cond_latents"] = jnp.where(frames_mask(cond_mask), latents, 0.0).astype(jnp.float32)
+    return cond
+
+
+def batch_conditions(batch: dict) -> Conditions:
+    """`Conditions` of a model batch (`stiv_jax.data.schema.MODEL_BATCH` keys)."""
+    keys = ("cond_mask", "text_tokens", "text_mask", "text_pooled", "micro", "motion")
+    return make_conditions(latents=batch["latents"], **{k: batch[k] for k in keys})
 
 
 def drop_text(cond: Conditions, drop: jax.Array, null_text: dict) -> Conditions:
@@ -52,10 +203,12 @@ def drop_text(cond: Conditions, drop: jax.Array, null_text: dict) -> Conditions:
 
 def drop_image(cond: Conditions, drop: jax.Array) -> Conditions:
     """Remove every given frame of samples where drop [B] is True (they become T2V)."""
+    if "cond_mask" not in cond:
+        return cond
     keep = ~drop
     out = dict(cond)
     out["cond_mask"] = cond["cond_mask"] & keep[:, None]
-    out["cond_latents"] = cond["cond_latents"] * keep[:, None, None, None, None]
+    out["cond_latents"] = cond["cond_latents"] * frames_mask(keep[:, None])
     return Conditions(**out)
 
 
@@ -64,24 +217,23 @@ def drop_conditions(
 ) -> Conditions:
     """Independent per-sample dropout of text and image conditions (STIV §3.2, for JIT-CFG)."""
     kt, ki = jax.random.split(key)
-    b = cond["cond_mask"].shape[0]
+    b = cond["text_tokens"].shape[0]
     cond = drop_text(cond, jax.random.uniform(kt, (b,)) < text_drop, null_text)
     return drop_image(cond, jax.random.uniform(ki, (b,)) < image_drop)
 
 
 def noise_augment(key: jax.Array, cond: Conditions, std: float) -> Conditions:
-    """Channel concat: add N(0, std²) to the given latents (Step-Video), zeros stay zero."""
+    """Add N(0, std²) to the given latents (Step-Video), zeros stay zero."""
     if std <= 0:
         return cond
     out = dict(cond)
     noise = std * jax.random.normal(key, cond["cond_latents"].shape, jnp.float32)
-    out["cond_latents"] = cond["cond_latents"] + noise * cond["cond_mask"][:, :, None, None, None]
+    out["cond_latents"] = cond["cond_latents"] + noise * frames_mask(cond["cond_mask"])
     return Conditions(**out)
 
 
-def null_conditions(cond: Conditions, null_text: dict, *, drop_text_too: bool = True) -> Conditions:
-    """The unconditional branch for CFG: null text (optional) and no given frames."""
-    b = cond["cond_mask"].shape[0]
-    if drop_text_too:
-        cond = drop_text(cond, jnp.ones((b,), bool), null_text)
+def null_conditions(cond: Conditions, null_text: dict) -> Conditions:
+    """The unconditional branch for CFG: null text and no given frames."""
+    b = cond["text_tokens"].shape[0]
+    cond = drop_text(cond, jnp.ones((b,), bool), null_text)
     return drop_image(cond, jnp.ones((b,), bool))

@@ -47,25 +47,18 @@ from typing import Any
 import numpy as np
 
 from stiv_jax import metrics
+from stiv_jax.data import tasks as tasks_lib
 from stiv_jax.data.motion import motion_score
-from stiv_jax.data.shapes import generate_clip
-from stiv_jax.sample import restore_for_sampling
+from stiv_jax.data.schema import normalize_uint8
+from stiv_jax.data.shapes import config_kwargs, generate_clip
+from stiv_jax.pipeline import restore_for_sampling
 
+# Evaluated tasks, in plan order: names (and given frames) from `stiv_jax.data.tasks`.
 TASKS = ("ti2v", "t2v")
+assert set(TASKS) <= set(tasks_lib.TASKS), TASKS
 DEFAULT_MULTIPLIERS = (0.5, 1.0, 2.0)
-_ID = re.compile(r"^(ti2v|t2v)-(\d{4,})-x(\d+(?:\.\d+)?)$")
-ADHERENCE_KEYS = (
-    "direction_accuracy",
-    "still_accuracy",
-    "size_accuracy",
-    "pan_accuracy",
-    "static_camera_accuracy",
-    "subject_consistency",
-    "dynamic_degree",
-    "first_frame_psnr",
-    "first_frame_ssim",
-    "video_psnr",
-)
+_ID = re.compile(rf"^({'|'.join(TASKS)})-(\d{{4,}})-x(\d+(?:\.\d+)?)$")
+ADHERENCE_KEYS = (*metrics.VIDEO_METRICS, "video_psnr")
 MOTION_KEYS = ("motion_control", "motion_control_within")
 ROWS = ("static", "model", "ground_truth")
 
@@ -113,17 +106,7 @@ def make_plan(
 
 def generator_kwargs(config: Any) -> dict[str, Any]:
     """`generate_clip` arguments of the config's held-out split (recorded in each truth JSON)."""
-    d = config.data
-    return dict(
-        split="heldout",
-        seed=int(d.shapes.heldout_seed),
-        res=int(d.res),
-        frames=int(d.frames),
-        textured=bool(d.shapes.textured),
-        camera_pan=bool(d.shapes.camera_pan),
-        motion_interval=int(d.shapes.motion_interval),
-        frame_stride=int(d.frame_stride),
-    )
+    return dict(split="heldout", seed=int(config.data.shapes.heldout_seed), **config_kwargs(config))
 
 
 def requested_motion(case: dict, item: Item) -> float:
@@ -201,7 +184,7 @@ def sample_items(
     """Samples every item whose MP4 + JSON are not yet in `out_dir`; returns how many."""
     from tqdm import tqdm
 
-    from stiv_jax.sample import Request, generate, make_sample_fn
+    from stiv_jax.pipeline import Request, generate, make_sample_fn
     from stiv_jax.video import write_mp4
 
     os.makedirs(out_dir, exist_ok=True)
@@ -215,22 +198,24 @@ def sample_items(
     if not todo:
         return 0
     sample_fn = make_sample_fn(config, graphdef)
+    latent_frames = comps.latent_shape[0]
     bs = int(config.sample.batch_size)
     for i in tqdm(range(0, len(todo), bs), desc="evaluate: sample"):
         batch = todo[i : i + bs]
         reqs = []
         for it in batch:
             case = cases[it.index]
-            ti2v = it.task == "ti2v"
+            given = tasks_lib.task_cond_mask(it.task, latent_frames, 1)
+            ti2v = bool(given.any())  # the case's frame 0 is the condition image
             reqs.append(
                 Request(
                     id=it.id,
                     prompt=case["caption"],
-                    cond_frames=[0] if ti2v else [],
+                    cond_frames=np.flatnonzero(given).tolist(),
                     motion_score=requested_motion(case, it),
                     seed=it.index,  # same noise across multipliers: only the request varies
                     cfg_scale=float(config.sample.cfg_scale),
-                    first_frame=case["video"][0].astype(np.float32) / 127.5 - 1.0 if ti2v else None,
+                    first_frame=normalize_uint8(case["video"][0]) if ti2v else None,
                 )
             )
         # Pad to a fixed batch so the jitted sampler compiles once.

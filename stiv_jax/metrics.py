@@ -318,6 +318,21 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
+# The per-video metrics `evaluate_videos` reports, in the order of the evaluator's tables.
+# A new metric is a new entry here and in `evaluate_videos`' dict (nothing else changes).
+VIDEO_METRICS = (
+    "direction_accuracy",
+    "still_accuracy",
+    "size_accuracy",
+    "pan_accuracy",
+    "static_camera_accuracy",
+    "subject_consistency",
+    "dynamic_degree",
+    "first_frame_psnr",
+    "first_frame_ssim",
+)
+
+
 def evaluate_videos(
     videos: Sequence[np.ndarray],
     cases: Sequence[dict[str, Any]],

@@ -30,61 +30,17 @@ import optax
 from flax import nnx
 
 from stiv_jax import checkpoint as ckpt
-from stiv_jax import parallel
-from stiv_jax.autoencoders import get_autoencoder
-from stiv_jax.conditioning import drop_conditions, make_conditions, noise_augment
+from stiv_jax.conditioning import batch_conditions, drop_conditions, get_image_cond
+from stiv_jax.data.schema import MODEL_BATCH
 from stiv_jax.diffusion import flow_loss, interpolate, sample_time, to_velocity, velocity_target
-from stiv_jax.encoders import get_text_encoder
-from stiv_jax.model.stiv import STIV, visible_pixels
+from stiv_jax.model import STIV
+from stiv_jax.model.stiv import visible_pixels
 from stiv_jax.optim import ema_decay, ema_update, make_optimizer
+from stiv_jax.parallel import host_data
+from stiv_jax.parallel import mesh as mesh_lib
+from stiv_jax.runtime import Components, fill_train_grid
 
 # ============================================================================ setup
-
-
-class Components:
-    """Frozen encoders + the model's graph definition, built once from a config."""
-
-    def __init__(self, config, *, text_encoder=None, autoencoder=None):
-        self.config = config
-        self.autoencoder = autoencoder or get_autoencoder(config.autoencoder)
-        self.text_encoder = text_encoder or get_text_encoder(config.text_encoder)
-        m = config.model
-        if self.autoencoder.latent_channels != m.in_channels:
-            raise ValueError(
-                f"model.in_channels={m.in_channels} but autoencoder {config.autoencoder.name!r} "
-                f"gives {self.autoencoder.latent_channels} latent channels"
-            )
-        if (self.text_encoder.dim, self.text_encoder.pooled_dim) != (m.text_dim, m.pooled_dim):
-            raise ValueError(
-                f"model.text_dim/pooled_dim=({m.text_dim}, {m.pooled_dim}) but text encoder "
-                f"{config.text_encoder.name!r} gives ({self.text_encoder.dim}, "
-                f"{self.text_encoder.pooled_dim})"
-            )
-        self.latent_shape = self.autoencoder.latent_shape(
-            config.data.frames, config.data.res, config.data.res
-        )
-        null = self.text_encoder.encode([""])
-        self.null_text = {
-            "tokens": jnp.asarray(null.tokens[0]),
-            "mask": jnp.asarray(null.mask[0]),
-            "pooled": jnp.asarray(null.pooled[0]),
-        }
-
-    def model(self, seed: int) -> STIV:
-        return STIV(
-            self.config.model, in_channels=self.config.model.in_channels, rngs=nnx.Rngs(seed)
-        )
-
-
-def fill_train_grid(config) -> None:
-    """Record the token grid RoPE is trained on (for position interpolation at other sizes)."""
-    m = config.model
-    if tuple(m.train_grid) != (0, 0, 0):
-        return
-    ae = get_autoencoder(config.autoencoder)
-    f, h, w, _ = ae.latent_shape(config.data.frames, config.data.res, config.data.res)
-    with config.unlocked():
-        m.train_grid = (f // m.temporal_patch, h // m.patch_size, w // m.patch_size)
 
 
 def init_state(model: STIV, tx: optax.GradientTransformation) -> tuple[Any, dict]:
@@ -104,9 +60,10 @@ def init_state(model: STIV, tx: optax.GradientTransformation) -> tuple[Any, dict
 
 
 def prepare_batch(batch: dict[str, np.ndarray], comps: Components) -> dict[str, jax.Array]:
-    """Host batch (video or cached latents, captions or cached text) -> model-ready arrays."""
+    """Host batch (video or cached latents, captions or cached text) -> model batch
+    (`stiv_jax.data.schema.MODEL_BATCH`)."""
     if "latents" in batch:
-        latents = jnp.asarray(batch["latents"], jnp.float32)
+        latents = batch["latents"]
     else:
         latents = comps.autoencoder.encode(jnp.asarray(batch["video"], jnp.float32))
     if "text_tokens" in batch:
@@ -114,44 +71,33 @@ def prepare_batch(batch: dict[str, np.ndarray], comps: Components) -> dict[str, 
     else:
         emb = comps.text_encoder.encode([str(c) for c in batch["caption"]])
         tokens, mask, pooled = emb.tokens, emb.mask, emb.pooled
-    return {
-        "latents": latents,
-        "text_tokens": jnp.asarray(tokens, jnp.float32),
-        "text_mask": jnp.asarray(mask, bool),
-        "text_pooled": jnp.asarray(pooled, jnp.float32),
-        "micro": jnp.asarray(batch["micro"], jnp.float32),
-        "motion": jnp.asarray(batch["motion_score"], jnp.float32),
-        "cond_mask": jnp.asarray(batch["cond_mask"], bool),
-    }
+    out = dict(latents=latents, text_tokens=tokens, text_mask=mask, text_pooled=pooled,
+               micro=batch["micro"], motion=batch["motion_score"], cond_mask=batch["cond_mask"])  # fmt: skip
+    return {k: jnp.asarray(out[k], dtype) for k, (dtype, _) in MODEL_BATCH.items()}
 
 
 # ============================================================================ step
 
 
 def make_loss_fn(config, graphdef, null_text, *, masked: bool = True):
-    """loss(params, batch, key) -> scalar flow-matching loss on non-given frames.
+    """loss(params, batch, key) -> scalar flow-matching loss on the image-cond method's frames.
 
     `masked=False` turns MaskDiT off (the unmasked fine-tuning phase).
     """
     m, f = config.model, config.diffusion
+    image_cond = get_image_cond(m.image_cond)
 
     def loss_fn(params, batch, key):
         k_t, k_eps, k_drop, k_mask, k_aug = jax.random.split(key, 5)
         x1 = batch["latents"]
-        cond = make_conditions(
-            latents=x1,
-            cond_mask=batch["cond_mask"],
-            text_tokens=batch["text_tokens"],
-            text_mask=batch["text_mask"],
-            text_pooled=batch["text_pooled"],
-            micro=batch["micro"],
-            motion=batch["motion"],
-        )
         cond = drop_conditions(
-            k_drop, cond, null_text, text_drop=f.text_drop, image_drop=f.image_drop
+            k_drop,
+            batch_conditions(batch),
+            null_text,
+            text_drop=f.text_drop,
+            image_drop=f.image_drop,
         )
-        if m.image_cond == "channel_concat":
-            cond = noise_augment(k_aug, cond, f.concat_noise)
+        cond = image_cond.augment(k_aug, cond, f)
         t = sample_time(
             k_t,
             x1.shape[0],
@@ -170,7 +116,7 @@ def make_loss_fn(config, graphdef, null_text, *, masked: bool = True):
             # MaskDiT: the denoising loss on kept tokens, weight λ on the masked ones.
             vis = visible_pixels(k_mask, x1.shape, m.patch_size, m.mask_ratio)  # [B, H, W]
             weight = jnp.where(vis, 1.0, m.mask_loss_weight)[:, None]
-        return flow_loss(v, velocity_target(x1, eps), ~cond["cond_mask"], weight)
+        return flow_loss(v, velocity_target(x1, eps), image_cond.loss_mask(cond), weight)
 
     return loss_fn
 
@@ -269,8 +215,8 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
     t = config.train
     tx = make_optimizer(config.optim)
     # State lives sharded on the mesh from the start (init is jitted with its shardings).
-    mesh = parallel.make_mesh(config.mesh)
-    graphdef, abstract, shardings, init = parallel.sharded_init(
+    mesh = mesh_lib.make_mesh(config.mesh)
+    graphdef, abstract, shardings, init = mesh_lib.sharded_init(
         lambda: comps.model(t.seed), lambda model: init_state(model, tx), mesh
     )
     mngr = ckpt.manager(workdir, max_to_keep=t.max_to_keep, async_save=t.async_checkpoint)
@@ -278,24 +224,21 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
     # Data shards are fixed when a run starts, so it resumes on any host count or mesh.
     ckpt_dir = str(mngr.directory)
     batch_size = int(config.data.batch_size)
-    res = config.data.res
     latent_frames = (
-        comps.latent_shape[0]
-        if config.data.source == "shapes"
-        else lambda t: comps.autoencoder.latent_shape(t, res, res)[0]  # buckets: per length
-    )
-    data_iter = parallel.HostData(
+        comps.latent_shape[0] if config.data.source == "shapes" else comps.latent_frames
+    )  # buckets: F per length
+    data_iter = host_data.HostData(
         lambda v, n: make_dataset(
             config, latent_frames=latent_frames, process_index=v, process_count=n
         ),
-        num_shards=parallel.data_shards_of(ckpt_dir, latest) or jax.process_count(),
+        num_shards=host_data.data_shards_of(ckpt_dir, latest) or jax.process_count(),
         global_size=batch_size,
-        rows=parallel.process_rows(mesh, batch_size),
+        rows=host_data.process_rows(mesh, batch_size),
     )
     if latest is not None:
-        target = parallel.abstract_with_shardings(abstract, shardings)
+        target = mesh_lib.abstract_with_shardings(abstract, shardings)
         state = ckpt.restore(mngr, latest, target)
-        data_state = parallel.read_data_states(os.path.join(ckpt_dir, str(latest), "data"))
+        data_state = host_data.read_data_states(os.path.join(ckpt_dir, str(latest), "data"))
         if data_state is None:
             raise ValueError(f"checkpoint {latest} in {ckpt_dir} has no data-shard states")
         data_iter.set_state(data_state)
@@ -307,8 +250,8 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
 
     def jitted_step(masked: bool):
         fn = make_train_step(config, graphdef, tx, comps.null_text, masked=masked)
-        jitted = jax.jit(fn, out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
-        return parallel.in_mesh(jitted, mesh)
+        jitted = jax.jit(fn, out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
+        return mesh_lib.in_mesh(jitted, mesh)
 
     # MaskDiT pre-training, then `train.unmasked_steps` of unmasked fine-tuning (STIV §3.1).
     masked_until = t.steps - t.unmasked_steps if config.model.mask_ratio > 0 else 0
@@ -322,7 +265,7 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
     bar = tqdm(total=t.steps, initial=start, desc="train", disable=jax.process_index() != 0)
     while step < t.steps:
         local = jax.device_get(prepare_batch(next(data_iter), comps))
-        batch = parallel.global_batch(local, mesh, batch_size)
+        batch = host_data.global_batch(local, mesh, batch_size)
         masked = step < masked_until
         if masked not in step_fns:  # compiled lazily: a resumed run may need only one
             step_fns[masked] = jitted_step(masked)
@@ -347,7 +290,7 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
                 )
         done = step == t.steps
         # Every host must stop at the same step: OR the SIGTERM flags over processes.
-        stopping = parallel.any_process(stop.requested)
+        stopping = mesh_lib.any_process(stop.requested)
         if step % t.ckpt_every == 0 or done or stopping or mngr.reached_preemption(step):
             ckpt.save(mngr, step, state, data_iter, config, force=True)
         if t.sample_every and step % t.sample_every == 0 and not done:
@@ -366,7 +309,7 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
 def write_samples(config, comps: Components, graphdef, state, workdir: str, step: int) -> list[str]:
     """TI2V samples for held-out ShapesBench cases -> workdir/samples/step_<N>/<i>.mp4."""
     from stiv_jax.data.pipeline import heldout_cases
-    from stiv_jax.sample import generate_cases
+    from stiv_jax.pipeline import generate_cases
 
     if config.data.source != "shapes" or config.sample.num_train_samples <= 0:
         return []
@@ -391,7 +334,7 @@ def main(argv=None) -> None:
 
     def run(_):
         logging.getLogger().setLevel(logging.INFO)
-        parallel.initialize_distributed()  # no-op for a single process
+        mesh_lib.initialize_distributed()  # no-op for a single process
         try:
             train_loop(cfg_flag.value, wd_flag.value)
         except (ValueError, FileNotFoundError) as e:  # user errors: one line, no traceback

@@ -53,30 +53,46 @@ def read_mp4(path: str) -> np.ndarray:
         reader.close()
 
 
-def load_image(path: str, size: tuple[int, int]) -> np.ndarray:
-    """An image file resized (short side) and center-cropped to size (h, w), float [-1, 1].
+def fit_image(image, size: tuple[int, int], *, name: str = "condition image") -> np.ndarray:
+    """An image resized (short side) and center-cropped to size (h, w), float32 [-1, 1].
+
+    `image`: a PIL image, or an array [H, W, 3] (uint8, or float in [-1, 1])."""
+    from PIL import Image
+
+    from stiv_jax.data.schema import normalize_uint8
+
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"{name} has shape {image.shape}; expected [H, W, 3]")
+        image = Image.fromarray(to_uint8(image))
+    im = image.convert("RGB")
+    w0, h0 = im.size
+    h, w = size
+    scale = max(h / h0, w / w0)
+    rw, rh = max(w, round(w0 * scale)), max(h, round(h0 * scale))
+    if (h0, w0) != (h, w):
+        logging.info(
+            "%s is %dx%d; resized to %dx%d and center-cropped to %dx%d",
+            name, w0, h0, rw, rh, w, h,
+        )  # fmt: skip
+    im = im.resize((rw, rh), Image.BICUBIC)
+    left, top = (rw - w) // 2, (rh - h) // 2
+    return normalize_uint8(np.asarray(im.crop((left, top, left + w, top + h))))
+
+
+def load_image(path, size: tuple[int, int]) -> np.ndarray:
+    """An image file (or an array, see `fit_image`) fitted to size (h, w), float [-1, 1].
 
     Raises FileNotFoundError / ValueError naming the path when it is missing or unreadable.
     """
     from PIL import Image, UnidentifiedImageError
 
+    if isinstance(path, np.ndarray):
+        return fit_image(path, size)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"condition image {path!r} does not exist")
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            w0, h0 = im.size
-            h, w = size
-            scale = max(h / h0, w / w0)
-            rw, rh = max(w, round(w0 * scale)), max(h, round(h0 * scale))
-            if (h0, w0) != (h, w):
-                logging.info(
-                    "condition image %s is %dx%d; resized to %dx%d and center-cropped to %dx%d",
-                    path, w0, h0, rw, rh, w, h,
-                )  # fmt: skip
-            im = im.resize((rw, rh), Image.BICUBIC)
-            left, top = (rw - w) // 2, (rh - h) // 2
-            arr = np.asarray(im.crop((left, top, left + w, top + h)), np.float32)
+            return fit_image(im, size, name=f"condition image {path}")
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"condition image {path!r} cannot be read as an image: {e}") from None
-    return arr / 127.5 - 1.0

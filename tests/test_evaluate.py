@@ -167,7 +167,8 @@ def test_sampling_smoke_on_fresh_tiny_checkpoint(tmp_path):
     from configs.stiv import get_config
     from stiv_jax import checkpoint as ckpt
     from stiv_jax.optim import make_optimizer
-    from stiv_jax.train import Components, fill_train_grid, init_state
+    from stiv_jax.runtime import Components, fill_train_grid
+    from stiv_jax.train import init_state
 
     config = get_config("variant=tiny")
     config.data.res, config.data.frames = 16, 4

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from stiv_jax import metrics
-from stiv_jax.data.pipeline import _shapes_kwargs
-from stiv_jax.data.shapes import generate_clip
+from stiv_jax.data.shapes import config_kwargs, generate_clip
+from stiv_jax.pipeline import STIVPipeline
+from stiv_jax.train import train_loop
 
 NUM_CLIPS = 4
 MAX_MEAN_ERR_PX = 2.0  # mean centroid distance per frame, every object of every clip
@@ -50,30 +51,16 @@ def track_errors(videos: np.ndarray, clips: list[dict]) -> list[float]:
 
 @pytest.mark.slow
 def test_trained_model_replays_the_motion_of_its_training_clips(tmp_path):
-    from stiv_jax.sample import Request, generate, make_sample_fn, restore_for_sampling
-    from stiv_jax.train import train_loop
-
     config = memorisation_config(steps=300)
     workdir = str(tmp_path / "run")
     train_loop(config, workdir)
-    kw = _shapes_kwargs(config)  # the training source's generator arguments
+    kw = config_kwargs(config)  # the training source's generator arguments
     clips = [generate_clip(i, seed=config.data.seed, **kw) for i in range(NUM_CLIPS)]
     for use_ema in (False, True):
-        config.sample.use_ema = use_ema
-        comps, graphdef, params, _ = restore_for_sampling(config, workdir)
-        reqs = [
-            Request(
-                id=str(i),
-                prompt=c["caption"],
-                cond_frames=[0],
-                motion_score=float(c["motion_score"]),
-                seed=100 + i,
-                cfg_scale=config.sample.cfg_scale,
-                first_frame=c["video"][0].astype(np.float32) / 127.5 - 1.0,
-            )
+        pipe = STIVPipeline.from_workdir(workdir, use_ema=use_ema)
+        videos = [
+            pipe(c["caption"], image=c["video"][0], seed=100 + i, motion_score=c["motion_score"])
             for i, c in enumerate(clips)
         ]
-        videos = generate(config, comps, make_sample_fn(config, graphdef), params, reqs)
-        videos = np.clip(np.rint((videos + 1.0) * 127.5), 0, 255).astype(np.uint8)
-        errs = track_errors(videos, clips)
+        errs = track_errors(np.stack(videos), clips)
         assert max(errs) <= MAX_MEAN_ERR_PX, (use_ema, errs)

@@ -10,8 +10,10 @@ import pytest
 from PIL import Image
 
 from stiv_jax.optim import make_optimizer
-from stiv_jax.sample import Request, build_conditions, make_sample_fn, parse_prompts
-from stiv_jax.train import Components, init_state
+from stiv_jax.pipeline import Request, build_conditions, make_sample_fn
+from stiv_jax.runtime import Components
+from stiv_jax.sample import parse_prompts
+from stiv_jax.train import init_state
 
 
 @pytest.fixture
@@ -110,8 +112,8 @@ def test_parse_prompts_reports_bad_lines_and_keeps_the_rest(tmp_path, tiny_confi
 
 def test_sample_job_end_to_end_and_resumes(tmp_path, tiny_config):
     from stiv_jax import checkpoint as ckpt
+    from stiv_jax.runtime import fill_train_grid
     from stiv_jax.sample import run_job
-    from stiv_jax.train import fill_train_grid
 
     c = tiny_config
     c.sample.steps = 2

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from stiv_jax.optim import make_optimizer
-from stiv_jax.train import Components, init_state, make_train_step, prepare_batch
+from stiv_jax.runtime import Components
+from stiv_jax.train import init_state, make_train_step, prepare_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -35,6 +35,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from stiv_jax.runtime import fill_train_grid, latent_shape
+
 # Per chip: bf16 dense peak FLOP/s, HBM bytes, HBM bandwidth bytes/s (Cloud TPU docs).
 CHIPS = {
     "v4": (275e12, 32 * 2**30, 1228e9),
@@ -114,32 +116,6 @@ def topology_devices(topology: str) -> list[Any]:
     return list(desc.devices)
 
 
-def latent_shape(config) -> tuple[int, int, int, int]:
-    """(F, H, W, C) of the configured autoencoder without loading its weights."""
-    t, r, name = int(config.data.frames), int(config.data.res), config.autoencoder.name
-    if name == "pixel":
-        return (t, r, r, 3)
-    if name == "sd_vae":
-        return (t, r // 8, r // 8, 4)
-    if name == "wan":
-        if (t - 1) % 4:
-            raise ValueError(f"Wan VAE needs data.frames = 1 + 4k, got {t}")
-        return (1 + (t - 1) // 4, r // 8, r // 8, 16)
-    raise ValueError(f"autoencoder.name={name!r}; expected pixel | sd_vae | wan")
-
-
-def fill_train_grid(config, latent: tuple[int, ...]) -> None:
-    """stiv_jax.train.fill_train_grid without building the autoencoder."""
-    m = config.model
-    if tuple(m.train_grid) == (0, 0, 0):
-        with config.unlocked():
-            m.train_grid = (
-                latent[0] // m.temporal_patch,
-                latent[1] // m.patch_size,
-                latent[2] // m.patch_size,
-            )
-
-
 def model_flops(config, latent: tuple[int, ...], batch: int) -> float:
     """Analytic matmul FLOPs of one train step (forward + backward = 3 x forward).
 
@@ -170,21 +146,19 @@ def _abstract(shape, dtype, sharding) -> jax.ShapeDtypeStruct:
 
 
 def abstract_batch(config, mesh, latent: tuple[int, ...]) -> dict[str, jax.ShapeDtypeStruct]:
-    """The train step's batch (see stiv_jax.train.prepare_batch) as sharded abstract arrays."""
-    from stiv_jax import parallel
+    """The train step's batch (`stiv_jax.data.schema.MODEL_BATCH`) as sharded abstract arrays."""
+    from stiv_jax.data.schema import model_batch_shapes
+    from stiv_jax.parallel.host_data import batch_sharding
 
-    b, m = int(config.data.batch_size), config.model
-    length = int(config.text_encoder.max_length)
-    shapes = {
-        "latents": ((b, *latent), jnp.float32),
-        "text_tokens": ((b, length, m.text_dim), jnp.float32),
-        "text_mask": ((b, length), bool),
-        "text_pooled": ((b, m.pooled_dim), jnp.float32),
-        "micro": ((b, 5), jnp.float32),
-        "motion": ((b,), jnp.float32),
-        "cond_mask": ((b, latent[0]), bool),
-    }
-    return {k: _abstract(s, d, parallel.batch_sharding(mesh, s)) for k, (s, d) in shapes.items()}
+    m = config.model
+    shapes = model_batch_shapes(
+        int(config.data.batch_size),
+        latent,
+        text_len=int(config.text_encoder.max_length),
+        text_dim=m.text_dim,
+        pooled_dim=m.pooled_dim,
+    )
+    return {k: _abstract(s, d, batch_sharding(mesh, s)) for k, (s, d) in shapes.items()}
 
 
 def null_text(config) -> dict[str, jax.Array]:
@@ -316,22 +290,15 @@ def _report(
 
 def _lower_train_step(config, mesh):
     """The jitted train step of `config`, compiled for `mesh` from abstract inputs."""
-    from flax import nnx
-
     from stiv_jax import parallel
-    from stiv_jax.model.stiv import STIV
     from stiv_jax.optim import make_optimizer
+    from stiv_jax.runtime import build_model
     from stiv_jax.train import init_state, make_train_step
 
     latent = latent_shape(config)
     tx = make_optimizer(config.optim)
-    m = config.model
-
-    def model_fn():
-        return STIV(m, in_channels=m.in_channels, rngs=nnx.Rngs(0))
-
     graphdef, abstract, shardings, _ = parallel.sharded_init(
-        model_fn, lambda model: init_state(model, tx), mesh
+        lambda: build_model(config, 0), lambda model: init_state(model, tx), mesh
     )
     state = parallel.abstract_with_shardings(abstract, shardings)
     batch = abstract_batch(config, mesh, latent)
@@ -358,7 +325,7 @@ def compile_train_step(
     devices = devices if devices is not None else topology_devices(topology)
     mesh = parallel.make_mesh(config.mesh, devices)
     latent = latent_shape(config)
-    fill_train_grid(config, latent)
+    fill_train_grid(config)
     compiled, seconds = _compile_or_record(
         lambda: _lower_train_step(config, mesh), "train step", topology, mesh
     )
@@ -378,29 +345,17 @@ def _lower_sampler(config, mesh):
     from flax import nnx
 
     from stiv_jax import parallel
-    from stiv_jax.conditioning import make_conditions
-    from stiv_jax.model.stiv import STIV
-    from stiv_jax.sample import make_sample_fn
+    from stiv_jax.conditioning import batch_conditions
+    from stiv_jax.pipeline import make_sample_fn
+    from stiv_jax.runtime import build_model
 
     latent = latent_shape(config)
-    m = config.model
-    abstract_model = nnx.eval_shape(lambda: STIV(m, in_channels=m.in_channels, rngs=nnx.Rngs(0)))
+    abstract_model = nnx.eval_shape(lambda: build_model(config, 0))
     graphdef, params = nnx.split(abstract_model, nnx.Param)
     p_sh = parallel.named(parallel.param_specs(params, mesh), mesh)
     params = parallel.abstract_with_shardings(nnx.to_pure_dict(params), p_sh)
     batch = abstract_batch(config, mesh, latent)
-    cond = jax.eval_shape(
-        lambda bt: make_conditions(
-            latents=bt["latents"],
-            cond_mask=bt["cond_mask"],
-            text_tokens=bt["text_tokens"],
-            text_mask=bt["text_mask"],
-            text_pooled=bt["text_pooled"],
-            micro=bt["micro"],
-            motion=bt["motion"],
-        ),
-        batch,
-    )
+    cond = jax.eval_shape(batch_conditions, batch)
     cond = {
         k: _abstract(v.shape, v.dtype, parallel.batch_sharding(mesh, v.shape))
         for k, v in cond.items()
@@ -428,7 +383,7 @@ def compile_sampler(
 
     devices = devices if devices is not None else topology_devices(topology)
     mesh = parallel.make_mesh(config.mesh, devices)
-    fill_train_grid(config, latent_shape(config))
+    fill_train_grid(config)
     b, steps = int(config.sample.batch_size), int(config.sample.steps)
     with config.unlocked():
         config.data.batch_size = b

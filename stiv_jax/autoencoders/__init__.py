@@ -4,7 +4,9 @@ Shapes: B batch, T pixel frames, F latent frames, H/W pixels, h/w latent size, C
   encode(video [B, T, H, W, 3] in [-1, 1]) -> latents [B, F, h, w, C]
   decode(latents [B, F, h, w, C]) -> video [B, T, H, W, 3]
   latent_shape(T, H, W) -> (F, h, w, C)
-  latent_channels, temporal_factor, spatial_factor
+  latent_channels, temporal_factor, spatial_factor, geometry (a `LatentGeometry`)
+`latent_geometry(config.autoencoder)` gives the same geometry without loading weights (the
+class default, or the directory's config.json when `path` is set).
 
 config.autoencoder fields:
   name         pixel | sd_vae (diffusers AutoencoderKL) | wan (diffusers AutoencoderKLWan)
@@ -19,9 +21,40 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from stiv_jax.autoencoders.geometry import LatentGeometry
 from stiv_jax.autoencoders.pixel import PixelAutoencoder
 
 NAMES = ("pixel", "sd_vae", "wan")
+_CLASS_NAMES = {"sd_vae": "AutoencoderKL", "wan": "AutoencoderKLWan"}
+
+__all__ = ["NAMES", "LatentGeometry", "PixelAutoencoder", "get_autoencoder", "latent_geometry"]
+
+
+def _class(name: str):
+    if name == "pixel":
+        return PixelAutoencoder
+    if name == "sd_vae":
+        from stiv_jax.autoencoders.sd_vae import SDAutoencoder
+
+        return SDAutoencoder
+    if name == "wan":
+        from stiv_jax.autoencoders.wan_vae import WanAutoencoder
+
+        return WanAutoencoder
+    raise ValueError(f"autoencoder.name={name!r} is unknown; expected one of {NAMES}")
+
+
+def latent_geometry(cfg) -> LatentGeometry:
+    """The geometry of `config.autoencoder`, reading at most its config.json (no weights)."""
+    cls = _class(cfg.name)
+    path = cfg.get("path", "") if cfg.name != "pixel" else ""
+    if not path:
+        return cls.geometry_of(None)
+    from stiv_jax.autoencoders import diffusers_dir
+
+    return cls.geometry_of(
+        diffusers_dir.read_config(diffusers_dir.resolve_dir(path), _CLASS_NAMES[cfg.name])
+    )
 
 
 def _dtype(cfg, key: str):
@@ -33,21 +66,16 @@ def _dtype(cfg, key: str):
 
 
 def get_autoencoder(cfg):
+    cls = _class(cfg.name)
     if cfg.name == "pixel":
-        return PixelAutoencoder()
+        return cls()
     if cfg.name == "sd_vae":
-        from stiv_jax.autoencoders.sd_vae import SDAutoencoder
-
-        return SDAutoencoder.from_pretrained(
+        return cls.from_pretrained(
             cfg.get("path", ""),
             chunk=int(cfg.get("chunk", 8)),
             dtype=_dtype(cfg, "dtype"),
             param_dtype=_dtype(cfg, "param_dtype"),
         )
-    if cfg.name == "wan":
-        from stiv_jax.autoencoders.wan_vae import WanAutoencoder
-
-        return WanAutoencoder.from_pretrained(
-            cfg.get("path", ""), dtype=_dtype(cfg, "dtype"), param_dtype=_dtype(cfg, "param_dtype")
-        )
-    raise ValueError(f"autoencoder.name={cfg.name!r} is unknown; expected one of {NAMES}")
+    return cls.from_pretrained(
+        cfg.get("path", ""), dtype=_dtype(cfg, "dtype"), param_dtype=_dtype(cfg, "param_dtype")
+    )

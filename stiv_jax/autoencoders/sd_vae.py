@@ -19,6 +19,7 @@ import numpy as np
 from flax import nnx
 
 from stiv_jax.autoencoders import diffusers_dir
+from stiv_jax.autoencoders.geometry import LatentGeometry
 from stiv_jax.autoencoders.kl_layers import Decoder, Encoder
 from stiv_jax.weights import Rule, load_into
 
@@ -106,7 +107,17 @@ def check_config(config: dict) -> dict:
 class SDAutoencoder:
     """The stiv_jax autoencoder interface over `KLModel` (see the module docstring)."""
 
+    # SD 1.x/2.x/XL: 4 block levels (8x down), 4 channels; a directory's config.json rules.
+    GEOMETRY = LatentGeometry(temporal_factor=1, spatial_factor=8, channels=4)
     temporal_factor = 1
+
+    @classmethod
+    def geometry_of(cls, config: dict | None = None) -> LatentGeometry:
+        """Geometry of a diffusers AutoencoderKL config.json (the class default for None)."""
+        if config is None:
+            return cls.GEOMETRY
+        c = {**DEFAULTS, **config}
+        return LatentGeometry(1, 2 ** (len(c["block_out_channels"]) - 1), int(c["latent_channels"]))
 
     def __init__(
         self,
@@ -122,8 +133,9 @@ class SDAutoencoder:
             raise ValueError(f"autoencoder.chunk={chunk}; expected a positive frame count")
         self.config = c = check_config(config)
         self.chunk = chunk
-        self.latent_channels = int(c["latent_channels"])
-        self.spatial_factor = 2 ** (len(c["block_out_channels"]) - 1)
+        self.geometry = self.geometry_of(c)
+        self.latent_channels = self.geometry.channels
+        self.spatial_factor = self.geometry.spatial_factor
         self.scaling = float(c["scaling_factor"])
         lat = self.latent_channels
         mean, std = c.get("latents_mean"), c.get("latents_std")
@@ -175,8 +187,7 @@ class SDAutoencoder:
         return ae
 
     def latent_shape(self, t: int, h: int, w: int) -> tuple[int, int, int, int]:
-        s = self.spatial_factor
-        return (t, h // s, w // s, self.latent_channels)
+        return self.geometry.latent_shape(t, h, w)
 
     def _chunked(self, step, x: jax.Array) -> jax.Array:
         """Runs `step` over [N, ...] in chunks of `self.chunk` (last one padded)."""

@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from stiv_jax.autoencoders import diffusers_dir
+from stiv_jax.autoencoders.geometry import LatentGeometry
 from stiv_jax.autoencoders.wan_layers import (
     AttentionBlock,
     CausalConv3d,
@@ -177,7 +178,17 @@ def check_config(config: dict) -> dict:
 class WanAutoencoder:
     """The stiv_jax autoencoder interface over `WanVAEModel` (see the module docstring)."""
 
+    # Wan 2.1: causal 4x temporal, 8x spatial, 16 channels; a directory's config.json rules.
+    GEOMETRY = LatentGeometry(temporal_factor=4, spatial_factor=8, channels=16, causal=True)
     temporal_factor = 4
+
+    @classmethod
+    def geometry_of(cls, config: dict | None = None) -> LatentGeometry:
+        """Geometry of a diffusers AutoencoderKLWan config.json (the class default for None)."""
+        if config is None:
+            return cls.GEOMETRY
+        c = {**DEFAULTS, **config}
+        return LatentGeometry(4, 2 ** (len(c["dim_mult"]) - 1), int(c["z_dim"]), causal=True)
 
     def __init__(
         self,
@@ -189,8 +200,9 @@ class WanAutoencoder:
     ):
         """Random weights from `seed` (benchmarks); seed=None leaves them for the loader."""
         self.config = check_config(config)
-        self.latent_channels = int(self.config["z_dim"])
-        self.spatial_factor = 2 ** (len(self.config["dim_mult"]) - 1)
+        self.geometry = self.geometry_of(self.config)
+        self.latent_channels = self.geometry.channels
+        self.spatial_factor = self.geometry.spatial_factor
         self.model = diffusers_dir.build_abstract(
             lambda: WanVAEModel(self.config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0))
         )
@@ -233,10 +245,7 @@ class WanAutoencoder:
         return ae
 
     def latent_shape(self, t: int, h: int, w: int) -> tuple[int, int, int, int]:
-        if (t - 1) % 4 or t < 1:
-            raise ValueError(f"Wan VAE needs T = 1 + 4k frames, got T={t}")
-        s = self.spatial_factor
-        return (1 + (t - 1) // 4, h // s, w // s, self.latent_channels)
+        return self.geometry.latent_shape(t, h, w)
 
     def encode(self, video: jax.Array, rng: jax.Array | None = None) -> jax.Array:
         """Normalised latents `(mu - mean) / std`; a posterior sample instead of mu if `rng`."""

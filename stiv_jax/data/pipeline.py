@@ -1,13 +1,8 @@
 """Grain training pipeline: ShapesBench (or ArrayRecord shards) -> per-host numpy batches.
 
 Shapes (B = per-host batch = data.batch_size // process_count, T pixel frames,
-H = W = data.res, F latent frames):
-  video        float32 [B, T, H, W, 3] in [-1, 1]
-  caption      str     [B]
-  motion_score float32 [B]
-  micro        float32 [B, 5]  (orig_h, orig_w, crop_top, crop_left, frame_stride)
-  cond_mask    bool    [B, F]
-  task         int32   [B]     index into `stiv_jax.data.tasks.TASKS`
+H = W = data.res, F latent frames): the host batch of `stiv_jax.data.schema` with
+`video` and `caption` (ShapesBench has no cached latents or text).
 
 Pipeline: source -> host shard `[process_index::process_count]` -> shuffle(seed) -> repeat
 -> random_map (task draw; Grain seeds its rng from (seed, position), so it is
@@ -17,51 +12,29 @@ The iterator's `get_state()` / `set_state()` resume exactly (the state is the po
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import importlib
+from collections.abc import Mapping
 from typing import Any
 
 import grain
 import numpy as np
 from absl import flags
 
-from stiv_jax.data.shapes import ShapesSource, generate_clip
-from stiv_jax.data.tasks import TASKS, sample_task, task_cond_mask, task_probs_array
+from stiv_jax.data.schema import collate, host_batch_size, normalize_uint8
+from stiv_jax.data.shapes import ShapesSource, config_kwargs, generate_clip
+from stiv_jax.data.tasks import checked_task_probs, draw_task
 
 # Grain's defaults (16 threads, 500 prefetched elements) would hold 500 *batches* here:
 # gigabytes at real batch sizes. A few batches in flight hide the generation latency.
 READ_THREADS = 2
 PREFETCH_BATCHES = 4
-BATCH_KEYS = ("video", "caption", "motion_score", "micro", "cond_mask", "task")
-
-
-def _shapes_kwargs(config: Any) -> dict[str, Any]:
-    d = config.data
-    return dict(
-        res=int(d.res),
-        frames=int(d.frames),
-        textured=bool(d.shapes.textured),
-        camera_pan=bool(d.shapes.camera_pan),
-        motion_interval=int(d.shapes.motion_interval),
-        frame_stride=int(d.frame_stride),
-    )
-
-
-def _host_batch_size(batch_size: int, process_index: int, process_count: int) -> int:
-    if process_count < 1 or not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index} must be in [0, {process_count})")
-    if batch_size < 1 or batch_size % process_count:
-        raise ValueError(
-            f"data.batch_size={batch_size} must be a positive multiple of "
-            f"process_count={process_count}"
-        )
-    return batch_size // process_count
-
-
-def _validate_tasks(probs: Mapping[str, float], latent_frames: int, predict_frames: int) -> None:
-    p = task_probs_array(probs)
-    for i, name in enumerate(TASKS):  # fail at construction, not on the first rare draw
-        if p[i] > 0:
-            task_cond_mask(name, latent_frames, predict_frames)
+# Shard-backed sources: config.data.source -> "module:function(config, *, latent_frames,
+# split, process_index, process_count) -> grain.IterDataset of host batches". The embedded
+# ShapesBench source is built below.
+SOURCES = {
+    "records": "stiv_jax.data.records:records_dataset",
+    "tfds": "stiv_jax.data.tfds_source:tfds_dataset",
+}
 
 
 class ToTrainExample:
@@ -77,23 +50,16 @@ class ToTrainExample:
 
     def __call__(self, clip: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         video = clip["video"]
-        task = sample_task(rng, self.probs)
+        task, cond_mask = draw_task(rng, self.probs, self.latent_frames, self.predict_frames)
         h, w = video.shape[1:3]
         return {
-            "video": video.astype(np.float32) / 127.5 - 1.0,
+            "video": normalize_uint8(video),
             "caption": clip["caption"],
             "motion_score": np.float32(clip["motion_score"]),
             "micro": np.array([h, w, 0.0, 0.0, self.stride], np.float32),
-            "cond_mask": task_cond_mask(task, self.latent_frames, self.predict_frames),
-            "task": np.int32(task),
+            "cond_mask": cond_mask,
+            "task": task,
         }
-
-
-def collate(examples: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Stacks examples into a batch; captions become a str array [B]."""
-    out = {k: np.stack([e[k] for e in examples]) for k in BATCH_KEYS if k != "caption"}
-    out["caption"] = np.array([e["caption"] for e in examples], dtype=np.str_)
-    return out
 
 
 def make_dataset(
@@ -106,12 +72,9 @@ def make_dataset(
 ) -> grain.IterDataset:
     """Infinite per-host batch stream for `config.data` (see the module docstring)."""
     d = config.data
-    if d.source in ("records", "tfds"):
-        # lazy: optional shard backends
-        if d.source == "records":
-            from stiv_jax.data.records import records_dataset as backend
-        else:
-            from stiv_jax.data.tfds_source import tfds_dataset as backend
+    if d.source in SOURCES:
+        module, name = SOURCES[d.source].split(":")
+        backend = getattr(importlib.import_module(module), name)  # lazy: optional backends
         return backend(
             config,
             latent_frames=latent_frames,
@@ -121,17 +84,17 @@ def make_dataset(
         )
     if d.source != "shapes":
         raise ValueError(
-            f"data.source={d.source!r} is unknown; expected 'shapes', 'records' or 'tfds'"
+            f"data.source={d.source!r} is unknown; expected one of {('shapes', *SOURCES)}"
         )
     if split not in ("train", "heldout"):
         raise ValueError(f"split={split!r} is unknown; expected 'train' or 'heldout'")
-    batch = _host_batch_size(int(d.batch_size), process_index, process_count)
-    _validate_tasks(d.task_probs, latent_frames, int(d.predict_frames))
+    batch = host_batch_size(int(d.batch_size), process_index, process_count)
+    checked_task_probs(d.task_probs, latent_frames, int(d.predict_frames))
     num = int(d.shapes.num_train)
     if num < process_count:
         raise ValueError(f"data.shapes.num_train={num} must be >= process_count={process_count}")
     seed = int(d.seed) if split == "train" else int(d.shapes.heldout_seed)
-    source = ShapesSource(num, split=split, seed=seed, **_shapes_kwargs(config))
+    source = ShapesSource(num, split=split, seed=seed, **config_kwargs(config))
     # Per-example randomness differs per host, so hosts do not draw the same task sequence.
     map_seed = int(np.random.SeedSequence([int(d.seed), process_index]).generate_state(1)[0])
     ds = (
@@ -166,5 +129,5 @@ def heldout_cases(config: Any, n: int) -> list[dict[str, Any]]:
     if n < 0:
         raise ValueError(f"n={n} must be >= 0")
     seed = int(config.data.shapes.heldout_seed)
-    kw = _shapes_kwargs(config)
+    kw = config_kwargs(config)
     return [generate_clip(i, split="heldout", seed=seed, **kw) for i in range(n)]

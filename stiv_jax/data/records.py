@@ -12,10 +12,8 @@ maps {"__nd__": 1, "dtype", "shape", "data"} with plain numeric dtypes only.
 Shards: `<dir>/<split>-<i>-of-<n>.array_record`, each with `<shard>.index.npy` int32 [N, 3]
 (stored height, width, num_frames) so buckets are assigned without decoding videos.
 
-Batch (the trainer's contract): `video` float32 [B, T, H, W, 3] in [-1, 1] or `latents`
-float32 [B, F, h, w, C]; `caption` str [B] or `text_tokens` [B, L, D], `text_mask` bool [B, L],
-`text_pooled` [B, D]; `motion_score` float32 [B]; `micro` float32 [B, 5] = (orig_h, orig_w,
-crop_top, crop_left, frame_stride); `cond_mask` bool [B, F]; `task` int32 [B].
+Batch: the host batch of `stiv_jax.data.schema` (video or cached latents, caption or cached
+text).
 """
 
 from __future__ import annotations
@@ -34,11 +32,11 @@ import numpy as np
 
 from stiv_jax.data import buckets as buckets_lib
 from stiv_jax.data import tasks as tasks_lib
+from stiv_jax.data.schema import CACHED_TEXT, collate, host_batch_size, normalize_uint8
 
 if TYPE_CHECKING:
     import grain
 
-CACHED_TEXT = ("text_tokens", "text_mask", "text_pooled")
 _SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.array_record$")
 
 
@@ -234,10 +232,8 @@ class ClipTransform:
             out["caption"] = str(rec["caption"])
         out["motion_score"] = np.float32(rec["motion_score"])
         out["micro"] = micro
-        task = tasks_lib.sample_task(rng, self.task_probs)
-        out["task"] = np.int32(task)
-        out["cond_mask"] = np.asarray(
-            tasks_lib.task_cond_mask(task, self.latent_frames, self.predict_frames), bool
+        out["task"], out["cond_mask"] = tasks_lib.draw_task(
+            rng, self.task_probs, self.latent_frames, self.predict_frames
         )
         return out
 
@@ -256,29 +252,10 @@ class ClipTransform:
         )
         oh, ow = rec["orig_size"]
         micro = np.array([oh, ow, top, left, stride], np.float32)
-        return frames.astype(np.float32) / 127.5 - 1.0, micro
+        return normalize_uint8(frames), micro
 
 
 # ---------------------------------------------------------------- dataset
-
-
-def task_probs_from_config(config, latent_frames: int) -> dict[str, float]:
-    """`config.data.task_probs` as a dict, checked against `latent_frames` up front."""
-    probs = {k: float(v) for k, v in dict(config.data.task_probs).items()}
-    p = tasks_lib.task_probs_array(probs)
-    predict = int(config.data.get("predict_frames", 1))
-    for i, name in enumerate(tasks_lib.TASKS):  # fail here, not on the first rare draw
-        if p[i] > 0:
-            tasks_lib.task_cond_mask(name, latent_frames, predict)
-    return probs
-
-
-def collate(examples: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Stacks examples into a batch; captions become a str array [B]."""
-    out = {k: np.stack([e[k] for e in examples]) for k in examples[0] if k != "caption"}
-    if "caption" in examples[0]:
-        out["caption"] = np.array([str(e["caption"]) for e in examples], dtype=np.str_)
-    return out
 
 
 def records_dataset(
@@ -300,7 +277,7 @@ def records_dataset(
     import grain  # lazy: the offline engine's worker processes use the codec only
 
     data = config.data
-    host_batch = host_batch_size(config, process_index, process_count)
+    host_batch = host_batch_size(int(data.batch_size), process_index, process_count)
     files = list_shards(data.path, split)
     if len(files) < process_count:
         raise ValueError(
@@ -322,18 +299,6 @@ def records_dataset(
         host_batch=host_batch,
         process_index=process_index,
     )
-
-
-def host_batch_size(config, process_index: int, process_count: int) -> int:
-    """config.data.batch_size / process_count, checked."""
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index} must be in [0, {process_count})")
-    batch = int(config.data.batch_size)
-    if batch % process_count:
-        raise ValueError(
-            f"config.data.batch_size={batch} is not divisible by {process_count} hosts"
-        )
-    return batch // process_count
 
 
 def bucketed_dataset(
@@ -369,7 +334,9 @@ def bucketed_dataset(
         if len(idx) < (host_batch if train else 1):
             continue
         frames = bucket_latent_frames(config, bucket, latent_frames)
-        task_probs = task_probs_from_config(config, frames)
+        task_probs = tasks_lib.checked_task_probs(
+            data.task_probs, frames, int(data.get("predict_frames", 1))
+        )
         ds = grain.MapDataset.source(idx.tolist())
         if train:
             ds = ds.shuffle(seed=_mix_seed(seed, process_index, b)).repeat(None)

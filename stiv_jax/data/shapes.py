@@ -490,3 +490,16 @@ class ShapesSource:
 
     def __repr__(self) -> str:
         return f"ShapesSource(num={self.num}, {self.kwargs})"
+
+
+def config_kwargs(config: Any) -> dict[str, Any]:
+    """`generate_clip` / `ShapesSource` arguments taken from `config.data` (all but split, seed)."""
+    d = config.data
+    return dict(
+        res=int(d.res),
+        frames=int(d.frames),
+        textured=bool(d.shapes.textured),
+        camera_pan=bool(d.shapes.camera_pan),
+        motion_interval=int(d.shapes.motion_interval),
+        frame_stride=int(d.frame_stride),
+    )

@@ -64,3 +64,27 @@ def task_cond_mask(task: int | str, num_latent_frames: int, predict_frames: int)
             raise ValueError(f"interp needs >= 3 latent frames, got num_latent_frames={f}")
         mask[[0, -1]] = True
     return mask
+
+
+def checked_task_probs(
+    probs: Mapping[str, float], latent_frames: int, predict_frames: int
+) -> dict[str, float]:
+    """`probs` as a dict, every task with p > 0 checked against `latent_frames` up front
+    (fail at construction, not on the first rare draw)."""
+    probs = {k: float(v) for k, v in dict(probs).items()}
+    p = task_probs_array(probs)
+    for i, name in enumerate(TASKS):
+        if p[i] > 0:
+            task_cond_mask(name, latent_frames, predict_frames)
+    return probs
+
+
+def draw_task(
+    rng: np.random.Generator,
+    probs: Mapping[str, float],
+    latent_frames: int,
+    predict_frames: int,
+) -> tuple[np.int32, np.ndarray]:
+    """(task index int32, cond_mask bool [F]) of one training example."""
+    task = sample_task(rng, probs)
+    return np.int32(task), task_cond_mask(task, latent_frames, predict_frames)

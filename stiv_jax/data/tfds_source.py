@@ -36,6 +36,7 @@ import numpy as np
 
 from stiv_jax.data import records
 from stiv_jax.data.motion import motion_score
+from stiv_jax.data.schema import host_batch_size
 
 MOTION_INTERVAL = 12  # Step-Video's frame interval, as in data_pipeline
 _FILE_RE = re.compile(r"^(?P<name>.+)-(?P<split>[^-]+)\.array_record-(\d{5})-of-(\d{5})$")
@@ -197,7 +198,7 @@ def tfds_dataset(
         with open(labels_file, encoding="utf-8") as f:
             labels = [line.rstrip("\n") for line in f]
     decoder = TfdsDecoder(video_key, caption_key, opts.get("motion_key", ""), labels)
-    host_batch = records.host_batch_size(config, process_index, process_count)
+    host_batch = host_batch_size(int(config.data.batch_size), process_index, process_count)
     source = grain.sources.ArrayRecordDataSource(tfds_files(data.path, split))
     meta = np.zeros((len(source), 3), np.int64)
     for i in range(len(source)):

@@ -139,7 +139,8 @@ def flow_loss(
     """Masked mean squared error over counted frames, a float32 scalar.
 
     v_pred, v_target [B, F, ...] (normally [B, F, H, W, C]); loss_mask [B, F] bool, True where
-    the frame counts (a frame to generate), False for given / conditioning frames. The loss is
+    the frame counts (from the image-cond method: frame replacement leaves its given frames
+    out, channel concat counts every frame). The loss is
     Σ (v_pred − v_target)² over counted frames / (number of counted elements), pooled over the
     whole batch so that every generated element weighs the same. Returns 0 when nothing counts.
     `weight` (broadcastable to [B, F, H, W], optional) makes it a weighted mean over counted

@@ -28,6 +28,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
+from stiv_jax.kernels.prologue import rms_norm
+
 MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 _TRANS_B = (((1,), (1,)), ((), ()))  # contract the last dims: [a, h] x [b, h] -> [a, b]
 _TRANS_A = (((0,), (0,)), ((), ()))  # contract the first dims: [a, b] x [a, h] -> [b, h]
@@ -75,15 +77,6 @@ def round_up(x: int, multiple: int) -> int:
     return -(-x // multiple) * multiple
 
 
-def fit_block(length: int, block: int, multiple: int) -> tuple[int, int]:
-    """(tile, padded length): one full-length tile if the sequence is short, else `block`."""
-    if length <= block:
-        tile = round_up(length, 8)
-        return tile, tile
-    assert block % multiple == 0, (block, multiple)
-    return block, round_up(length, block)
-
-
 def rope_tables(cos: jax.Array, sin: jax.Array) -> tuple[jax.Array, jax.Array]:
     """cos/sin [Bc, L, H/2] -> full-width cos2 = [cos, cos], sin2 = [-sin, sin] (float32).
 
@@ -109,15 +102,16 @@ def _swap_halves(x: jax.Array) -> jax.Array:
 
 
 def query_prologue(q, q_scale, cos2, sin2, *, eps: float, sm_scale: float):
-    """Plain-jnp twin of the in-kernel query prologue; the backward pass differentiates it,
-    and the key prologue (sm_scale=1) is this same function run by XLA.
+    """Plain-jnp twin of the Pallas prologues (`_tile_prologue`): the backward pass
+    differentiates it to get dq, dk and the norm-scale gradients, for queries and (with
+    sm_scale=1) for keys; the forward runs the Pallas versions (in-kernel for queries,
+    `key_prologue` for keys).
 
     q [B, N, L, H] -> q' = rope(rmsnorm(q) * q_scale) * sm_scale, float32.
     """
     x = q.astype(jnp.float32)
     if q_scale is not None:
-        x = x * lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
-        x = x * q_scale.astype(jnp.float32).reshape(1, 1, 1, -1)
+        x = rms_norm(x, q_scale, eps)
     if cos2 is not None:
         c, s = cos2[:, None], sin2[:, None]  # [Bc, 1, L, H]: broadcast over heads
         # Swap halves by an exact permutation matmul, as in the kernel: XLA on TPU would
@@ -174,8 +168,7 @@ def _tile_prologue(x, scale_ref, cos_ref, sin_ref, eps: float) -> jax.Array:
     """[T, H] tile -> RMSNorm (if scale_ref) then RoPE (if cos_ref), float32."""
     x = x.astype(jnp.float32)
     if scale_ref is not None:
-        x = x * lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
-        x = x * scale_ref[...].astype(jnp.float32)
+        x = rms_norm(x, scale_ref[...], eps)
     if cos_ref is not None:
         x = x * cos_ref[0] + _swap_halves(x) * sin_ref[0]
     return x

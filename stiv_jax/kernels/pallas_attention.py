@@ -1,4 +1,4 @@
-"""Model-layout entry point of the Pallas kernel: padding, packing, key prologue.
+"""Model-layout entry point of the Pallas kernel: layout, padding, packing, masks.
 
 Shapes: B batch (sequences), L query length, M key length, N heads, H head dim,
 P sequences per packed row, T packed row length.
@@ -7,11 +7,13 @@ P sequences per packed row, T packed row length.
 Where the norms and rotations run:
   * query: inside the forward kernel, once per query tile, held in VMEM for every key tile.
     Doing it in XLA instead would write and re-read q' (2·|q| extra HBM bytes).
-  * key: in XLA before the kernel (one read of k and the tables, one write of k').
-    Fusing it would redo the key RMSNorm + RoPE for every query tile, and each key tile
-    would drag its cos/sin tiles along: 2 · block_k · H · 4 B of float32 tables against
-    block_k · H · 2 B of bf16 keys, i.e. 4x the key traffic, L / block_q times over
-    (8x at S = 4096, block_q = 512), versus 2x once in XLA.
+  * key: once before the flash kernel, in its own Pallas pass (`flash_tpu.key_prologue`:
+    one read of k and the tables, one write of k'; a Pallas pass because XLA would split
+    the rotate-half into 4x lane-padded fusions).
+    Fusing it into the flash kernel would redo the key RMSNorm + RoPE for every query
+    tile, and each key tile would drag its cos/sin tiles along: 2 · block_k · H · 4 B of
+    float32 tables against block_k · H · 2 B of bf16 keys, i.e. 4x the key traffic,
+    L / block_q times over (8x at S = 4096, block_q = 512), versus 2x once in the key pass.
 
 Packed mode (temporal attention, L = M = F' of 5…51 frames): P = packed_len // L
 sequences are laid side by side in one row of T = round_up(P·L, 8) tokens with a

@@ -1,8 +1,10 @@
 """Run a Mosaic attention kernel per shard: XLA cannot partition a Pallas TPU call.
 
 Shapes: B batch, L query length, M key length, N heads, H head dim.
-  q [B, L, N, H], k/v [B, M, N, H]; B splits over the batch-like mesh axes, N over
-  `tensor`; attention is independent per (sequence, head), so no collective is needed.
+  q [B, L, N, H], k/v [B, M, N, H]; B splits over the mesh axes of the logical batch,
+  frames and tokens (spatial attention folds frames, temporal attention folds tokens into
+  B), N over those of the logical heads (`stiv_jax.parallel.rules.RULES`); attention is
+  independent per (sequence, head), so no collective is needed.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from collections.abc import Callable
 import jax
 from jax.sharding import PartitionSpec as P
 
-BATCH_AXES = ("data", "fsdp", "context")  # spatial folds frames, temporal folds tokens into B
-HEAD_AXIS = "tensor"
+from stiv_jax.parallel.rules import mesh_axes
+
+BATCH_AXES = mesh_axes("batch", "frames", "tokens")
+HEAD_AXES = mesh_axes("heads")
 
 
 def _usable_axes(mesh, names, dim: int) -> tuple[str, ...]:
@@ -47,7 +51,7 @@ def shard_over_batch(
     mesh = mesh if mesh is not None else jax.sharding.get_abstract_mesh()
     kwargs = dict(q_norm_scale=q_norm_scale, k_norm_scale=k_norm_scale, rope=rope, mask=mask)
     batch = _usable_axes(mesh, BATCH_AXES, q.shape[0]) if not mesh.empty else ()
-    heads = _usable_axes(mesh, (HEAD_AXIS,), q.shape[2]) if not mesh.empty else ()
+    heads = _usable_axes(mesh, HEAD_AXES, q.shape[2])[:1] if not mesh.empty else ()
     if not batch and not heads:
         return fn(q, k, v, **kwargs, **static)
     b_spec = batch or None

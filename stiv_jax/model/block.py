@@ -12,8 +12,8 @@ sub-layers (spatial attention and MLP always; temporal and cross-attention only 
   x + gate · LN(f(modulate(LN(x), shift, scale))),
 with (shift, scale, gate) = shared AdaLN-single projection + this block's learned table;
 the others compute x + LN(f(LN(x))) (STIV, Table 19: AdaLN on temporal attention hurts).
-The table starts at zero and the shared projection is zero-initialised, so every gate
-starts at 0.
+`stiv.initialize_weights` zeroes the table and the shared projection, so every gate starts
+at 0.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from flax import nnx
 
 from stiv_jax.model.attention import CrossAttention, SelfAttention
 from stiv_jax.model.layers import MLP, layer_norm, modulate
-from stiv_jax.parallel import SPATIAL_LAYOUT, TEMPORAL_LAYOUT, constrain
+from stiv_jax.parallel.rules import SPATIAL_LAYOUT, TEMPORAL_LAYOUT, constrain
 
 MOD_ROWS = 12  # (shift, scale, gate) × (spatial, temporal, cross, mlp)
 

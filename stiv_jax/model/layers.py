@@ -12,8 +12,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-# Logical axis names: parallel.py maps them to mesh axes.
+from stiv_jax.kernels.prologue import rms_norm
+
+# Logical axis names: stiv_jax.parallel.rules maps them to mesh axes.
 EMBED, MLP_AXIS, HEADS = "embed", "mlp", "heads"
+
+
+def partitioned(init, axes: tuple[str | None, ...]):
+    """`init` with logical axis names; never sharded eagerly at creation (the names are
+    logical, not mesh axes: `stiv_jax.parallel` places the parameters)."""
+    return nnx.with_partitioning(init, axes, eager_sharding=False)
 
 
 def dense(
@@ -24,21 +32,16 @@ def dense(
     rngs: nnx.Rngs,
     dtype,
     param_dtype,
-    zero: bool = False,
-    std: float | None = None,
+    kernel_init=None,
 ) -> nnx.Linear:
-    """nnx.Linear with logical partitioning on the kernel; `zero` for AdaLN-Zero style inits."""
-    if zero:
-        init = nnx.initializers.zeros_init()
-    elif std is not None:
-        init = nnx.initializers.normal(std)
-    else:
-        init = nnx.initializers.xavier_uniform()
+    """nnx.Linear with logical partitioning; xavier-uniform kernel unless `kernel_init`
+    (special initialisation is `stiv.initialize_weights`'s job), zero bias."""
+    init = kernel_init or nnx.initializers.xavier_uniform()
     return nnx.Linear(
         din,
         dout,
-        kernel_init=nnx.with_partitioning(init, axes),
-        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (axes[1],)),
+        kernel_init=partitioned(init, axes),
+        bias_init=partitioned(nnx.initializers.zeros_init(), (axes[1],)),
         dtype=dtype,
         param_dtype=param_dtype,
         rngs=rngs,
@@ -58,16 +61,17 @@ def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
 
 
 class RMSNorm(nnx.Module):
-    """RMSNorm over the last axis with a learned scale [dim] (QK-norm uses dim = H)."""
+    """RMSNorm over the last axis with a learned scale [dim] (QK-norm uses dim = H).
+
+    The maths is `stiv_jax.kernels.prologue.rms_norm`, the one formula every attention
+    kernel fuses."""
 
     def __init__(self, dim: int, *, param_dtype=jnp.float32, eps: float = 1e-6):
         self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
         self.eps = eps
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        xf = x.astype(jnp.float32)
-        xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
-        return (xf * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+        return rms_norm(x, self.scale[...], self.eps).astype(x.dtype)
 
 
 class MLP(nnx.Module):
@@ -96,11 +100,14 @@ class ScalarEmbedder(nnx.Module):
     `scale` maps the scalar's natural range onto the sinusoid's (t in [0,1] -> ×1000).
     """
 
-    def __init__(self, k: int, dim: int, *, freq_dim: int, scale: float, rngs, dtype, param_dtype):
-        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    def __init__(
+        self, k: int, dim: int, *, freq_dim: int, scale: float, rngs, dtype, param_dtype,
+        kernel_init=None,
+    ):  # fmt: skip
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype, kernel_init=kernel_init)
         self.freq_dim, self.scale = freq_dim, scale
-        self.fc1 = dense(k * freq_dim, dim, (None, EMBED), std=0.02, **kw)
-        self.fc2 = dense(dim, dim, (EMBED, None), std=0.02, **kw)
+        self.fc1 = dense(k * freq_dim, dim, (None, EMBED), **kw)
+        self.fc2 = dense(dim, dim, (EMBED, None), **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         f = sinusoidal(x * self.scale, self.freq_dim)  # [B, k, freq]

@@ -19,30 +19,22 @@ prints the parameter count from `nnx.eval_shape` (nothing is allocated).
 
 from __future__ import annotations
 
-from typing import TypedDict
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from stiv_jax.conditioning import Conditions, get_image_cond, with_image_defaults
 from stiv_jax.model.block import MOD_ROWS, STIVBlock, remat_block
 from stiv_jax.model.layers import EMBED, MLP, ScalarEmbedder, dense, layer_norm, modulate
 from stiv_jax.model.rope import rope_1d, rope_2d
 
-IMAGE_CONDS = ("frame_replace", "channel_concat", "cross_attn")
+__all__ = ["STIV", "Conditions", "count_params", "initialize_weights"]
 
-
-class Conditions(TypedDict):
-    """Everything besides (x, t) that the model reads; leaves carry batch B first."""
-
-    text_tokens: jax.Array  # [B, L, Dt] text-encoder token states
-    text_mask: jax.Array  # [B, L] bool, True = real token
-    text_pooled: jax.Array  # [B, Dp] pooled sentence vector
-    micro: jax.Array  # [B, 5] orig h, orig w, crop top, crop left, frame stride
-    motion: jax.Array  # [B] motion score
-    cond_mask: jax.Array  # [B, F] bool, True = this latent frame is given
-    cond_latents: jax.Array  # [B, F, H, W, C] clean (or noise-augmented) given latents
+# Random special inits, drawn at construction (so the rng stream stays fixed); the rest is
+# set by `initialize_weights`.
+EMBEDDER_INIT = nnx.initializers.normal(0.02)  # t / micro / motion embedder kernels (DiT)
+MASK_TOKEN_STD = 0.02  # MaskDiT's learned mask token
 
 
 def patchify(x: jax.Array, pt: int, p: int) -> jax.Array:
@@ -104,9 +96,10 @@ def mask_restore(kept: jax.Array, perm: jax.Array, mask_token: jax.Array) -> jax
 class STIV(nnx.Module):
     """The STIV diffusion transformer (see module docstring for shapes)."""
 
-    def __init__(self, cfg, *, in_channels: int, rngs: nnx.Rngs):
-        if cfg.image_cond not in IMAGE_CONDS:
-            raise ValueError(f"model.image_cond={cfg.image_cond!r}; expected one of {IMAGE_CONDS}")
+    def __init__(self, cfg, *, rngs: nnx.Rngs, in_channels: int | None = None):
+        """`cfg` is config.model; `in_channels` defaults to cfg.in_channels."""
+        image_cond = get_image_cond(cfg.image_cond)
+        in_channels = int(cfg.in_channels if in_channels is None else in_channels)
         if cfg.temporal_patch not in (1, 2, 4):
             raise ValueError(f"model.temporal_patch={cfg.temporal_patch}; expected 1, 2 or 4")
         if not 0.0 <= cfg.mask_ratio < 1.0:
@@ -115,26 +108,19 @@ class STIV(nnx.Module):
         d, p, pt = cfg.width, cfg.patch_size, cfg.temporal_patch
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=pdtype)
-        self.in_channels, self.dtype = in_channels, dtype
-        cin = in_channels * (2 if cfg.image_cond == "channel_concat" else 1)
+        self.in_channels, self.dtype, self.image_cond = in_channels, dtype, image_cond
+        cin = in_channels * image_cond.channel_multiplier
         self.patch_embed = dense(pt * p * p * cin, d, (None, EMBED), **kw)
         self.text_proj = MLP(cfg.text_dim, d, **kw, dout=d)
-        self.t_embed = ScalarEmbedder(1, d, freq_dim=cfg.freq_dim, scale=1000.0, **kw)
+        emb_kw = dict(freq_dim=cfg.freq_dim, kernel_init=EMBEDDER_INIT, **kw)
+        self.t_embed = ScalarEmbedder(1, d, scale=1000.0, **emb_kw)
         self.pooled_proj = MLP(cfg.pooled_dim, d, **kw, dout=d)
-        self.micro_embed = (
-            ScalarEmbedder(5, d, freq_dim=cfg.freq_dim, scale=1.0, **kw) if cfg.micro_cond else None
-        )
-        self.motion_embed = (
-            ScalarEmbedder(1, d, freq_dim=cfg.freq_dim, scale=100.0, **kw)
-            if cfg.motion_cond
-            else None
-        )
+        self.micro_embed = ScalarEmbedder(5, d, scale=1.0, **emb_kw) if cfg.micro_cond else None
+        self.motion_embed = ScalarEmbedder(1, d, scale=100.0, **emb_kw) if cfg.motion_cond else None
         self.image_embed = (
-            dense(p * p * in_channels, d, (None, EMBED), **kw)
-            if cfg.image_cond == "cross_attn"
-            else None
+            dense(p * p * in_channels, d, (None, EMBED), **kw) if image_cond.image_tokens else None
         )
-        self.adaln = dense(d, MOD_ROWS * d, (EMBED, None), zero=True, **kw)
+        self.adaln = dense(d, MOD_ROWS * d, (EMBED, None), **kw)
         block_kw = dict(
             impl=cfg.attention_impl,
             causal_temporal=cfg.causal_temporal,
@@ -156,9 +142,15 @@ class STIV(nnx.Module):
         self.decoder = nnx.List(
             [STIVBlock(d, cfg.heads, cfg.mlp_ratio, **block_kw) for _ in range(cfg.decoder_depth)]
         )
-        self.mask_token = nnx.Param(0.02 * jax.random.normal(rngs.params(), (d,), pdtype))
+        self.mask_token = nnx.Param(MASK_TOKEN_STD * jax.random.normal(rngs.params(), (d,), pdtype))
         self.final_table = nnx.Param(jnp.zeros((2, d), pdtype))
-        self.final = dense(d, pt * p * p * in_channels, (EMBED, None), zero=True, **kw)
+        self.final = dense(d, pt * p * p * in_channels, (EMBED, None), **kw)
+        initialize_weights(self)
+
+    @classmethod
+    def from_config(cls, cfg, *, rngs: nnx.Rngs | None = None, seed: int = 0) -> STIV:
+        """STIV of `config.model` (in_channels from it), weights from `rngs` or `seed`."""
+        return cls(cfg, rngs=rngs if rngs is not None else nnx.Rngs(seed))
 
     # ---------------------------------------------------------------- pieces
     def singleton(self, t: jax.Array, cond: Conditions) -> jax.Array:
@@ -171,25 +163,12 @@ class STIV(nnx.Module):
             c = c + layer_norm(self.motion_embed(cond["motion"][:, None]))
         return c
 
-    def condition_input(self, x: jax.Array, cond: Conditions) -> jax.Array:
-        given = cond["cond_mask"][:, :, None, None, None]
-        if self.cfg.image_cond == "frame_replace":
-            return jnp.where(given, cond["cond_latents"].astype(x.dtype), x)
-        if self.cfg.image_cond == "channel_concat":
-            return jnp.concatenate(
-                [x, jnp.where(given, cond["cond_latents"], 0).astype(x.dtype)], -1
-            )
-        return x
-
-    def context(self, cond: Conditions, s_frame: int):
-        """Text tokens projected to D (+ image tokens for the cross_attn ablation)."""
+    def context(self, cond: Conditions):
+        """Text tokens projected to D (+ image tokens when the image-cond method adds them)."""
         ctx, mask = self.text_proj(cond["text_tokens"].astype(self.dtype)), cond["text_mask"]
         if self.image_embed is not None:
-            p = self.cfg.patch_size
-            img = patchify(cond["cond_latents"].astype(self.dtype), 1, p)  # [B, F, S, p·p·C]
-            b, f = img.shape[:2]
-            img = self.image_embed(img.reshape(b, f * s_frame, -1))
-            img_mask = jnp.repeat(cond["cond_mask"], s_frame, axis=1)
+            img, img_mask = self.image_cond.context_tokens(cond, self.cfg.patch_size)
+            img = self.image_embed(img.astype(self.dtype))
             ctx, mask = jnp.concatenate([ctx, img], 1), jnp.concatenate([mask, img_mask], 1)
         return ctx, mask
 
@@ -232,9 +211,10 @@ class STIV(nnx.Module):
                 f"and spatial patch {p}"
             )
         gh, gw = hh // p, ww // p
-        s = gh * gw
-        tokens = self.patch_embed(patchify(self.condition_input(x, cond).astype(self.dtype), pt, p))
-        ctx, ctx_mask = self.context(cond, s)
+        cond = with_image_defaults(cond, x)
+        inp = self.image_cond.model_input(x, cond)
+        tokens = self.patch_embed(patchify(inp.astype(self.dtype), pt, p))
+        ctx, ctx_mask = self.context(cond)
         cvec = self.singleton(t, cond)  # [B, D]
         mod = self.adaln(jax.nn.silu(cvec)).reshape(b, MOD_ROWS, c.width)
         rope_s, rope_t = self.rope(f // pt, gh, gw)
@@ -259,7 +239,29 @@ class STIV(nnx.Module):
         return unpatchify(out, pt, p, (hh, ww), ch).astype(jnp.float32)
 
 
-def count_params(cfg, in_channels: int) -> dict[str, int]:
+def initialize_weights(model: STIV) -> None:
+    """All deterministic special initialisation of STIV, in one place (DiT's).
+
+    Zero: the shared AdaLN-single projection and every block's table (so every gate is 0
+    and each block starts as the identity), the final table and the final linear (the
+    model starts by predicting v = 0). Construction has already drawn every random value
+    from the rng stream (xavier-uniform linears, `EMBEDDER_INIT`, `MASK_TOKEN_STD`), so
+    the values of a seed do not depend on what this zeroes.
+    """
+
+    def zero(v: nnx.Variable) -> None:
+        v.set_value(jnp.zeros_like(v.get_value()))
+
+    for linear in (model.adaln, model.final):
+        zero(linear.kernel)
+        zero(linear.bias)
+    zero(model.final_table)
+    blocks = [model.blocks] if model.cfg.scan_blocks else list(model.blocks)
+    for block in blocks + list(model.decoder):
+        zero(block.table)
+
+
+def count_params(cfg, in_channels: int | None = None) -> dict[str, int]:
     """Parameter counts from abstract shapes (nothing is allocated), split by part."""
     abstract = nnx.eval_shape(lambda: STIV(cfg, in_channels=in_channels, rngs=nnx.Rngs(0)))
     counts = dict(total=0, temporal=0, decoder=0, decoder_temporal=0, blocks=0)
@@ -291,7 +293,7 @@ def main(argv=None) -> None:
 
     def run(_):
         config = cfg_flag.value
-        counts = count_params(config.model, in_channels=config.model.in_channels)
+        counts = count_params(config.model)
         print(f"params: {counts['total']}")
         print(f"  main blocks: {counts['blocks']}")
         print(f"  MaskDiT decoder blocks: {counts['decoder']}")

@@ -225,7 +225,7 @@ def test_bad_inputs_raise_clear_errors(shards, tmp_path):
         records.records_dataset(_config(tmp_path), latent_frames=3)
     with pytest.raises(ValueError, match="cannot feed 8 hosts"):
         records.records_dataset(_config(shards, batch_size=8), latent_frames=3, process_count=8)
-    with pytest.raises(ValueError, match="not divisible"):
+    with pytest.raises(ValueError, match="must be a positive multiple of process_count=2"):
         records.records_dataset(_config(shards, batch_size=3), latent_frames=3, process_count=2)
     with pytest.raises(ValueError, match="no bucket"):
         c = _config(shards, buckets={"shapes": ("40x8x8",)})

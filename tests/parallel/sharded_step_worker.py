@@ -24,7 +24,8 @@ from stiv_jax.data.pipeline import make_dataset
 from stiv_jax.model.block import STIVBlock
 from stiv_jax.model.rope import rope_1d, rope_2d
 from stiv_jax.optim import make_optimizer
-from stiv_jax.train import Components, fill_train_grid, init_state, make_train_step, prepare_batch
+from stiv_jax.runtime import Components, fill_train_grid
+from stiv_jax.train import init_state, make_train_step, prepare_batch
 
 MESHES = ((8, 1, 1, 1), (2, 4, 1, 1), (2, 1, 2, 2), (1, 2, 4, 1))
 

@@ -33,7 +33,8 @@ def _checkpoint(workdir: str) -> None:
     from configs.stiv import get_config
     from stiv_jax import checkpoint as ckpt
     from stiv_jax.optim import make_optimizer
-    from stiv_jax.train import Components, fill_train_grid, init_state
+    from stiv_jax.runtime import Components, fill_train_grid
+    from stiv_jax.train import init_state
 
     c = get_config("variant=tiny")
     c.data.res, c.data.frames, c.sample.steps = 16, 4, 2

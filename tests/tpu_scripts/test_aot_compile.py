@@ -36,12 +36,12 @@ def _state_bytes() -> int:
     from configs.stiv import get_config
     from stiv_jax.model.stiv import STIV
     from stiv_jax.optim import make_optimizer
+    from stiv_jax.runtime import fill_train_grid
     from stiv_jax.train import init_state
-    from tpu_scripts.aot_compile import fill_train_grid
 
     c = get_config("variant=tiny,res=16,frames=4")
     c.model.depth, c.model.decoder_depth = 1, 1
-    fill_train_grid(c, (4, 16, 16, 3))
+    fill_train_grid(c)
     tx = make_optimizer(c.optim)
     model = lambda: STIV(c.model, in_channels=3, rngs=nnx.Rngs(0))
     state = jax.eval_shape(lambda: init_state(model(), tx)[1])

@@ -1,0 +1,126 @@
+"""Image conditioning registry: one object per method, its model input, loss mask, post-step."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stiv_jax.conditioning import (
+    IMAGE_CONDS,
+    drop_image,
+    frames_mask,
+    get_image_cond,
+    make_conditions,
+    null_conditions,
+    with_image_defaults,
+)
+
+
+def _cond(b=2, f=4, hw=4, c=3, given=((0,), (0, 3))):
+    mask = np.zeros((b, f), bool)
+    for i, ks in enumerate(given):
+        mask[i, list(ks)] = True
+    latents = jax.random.normal(jax.random.key(0), (b, f, hw, hw, c))
+    return make_conditions(
+        latents=latents,
+        cond_mask=jnp.asarray(mask),
+        text_tokens=jnp.ones((b, 5, 8)),
+        text_mask=jnp.ones((b, 5), bool),
+        text_pooled=jnp.ones((b, 8)),
+        micro=jnp.zeros((b, 5)),
+        motion=jnp.ones((b,)),
+    )
+
+
+def test_registry_declares_every_method_once():
+    assert tuple(IMAGE_CONDS) == ("frame_replace", "channel_concat", "cross_attn")
+    assert {n: m.channel_multiplier for n, m in IMAGE_CONDS.items()} == {
+        "frame_replace": 1, "channel_concat": 2, "cross_attn": 1,
+    }  # fmt: skip
+    assert [n for n, m in IMAGE_CONDS.items() if m.image_tokens] == ["cross_attn"]
+    with pytest.raises(ValueError, match="'pixel_concat' is unknown"):
+        get_image_cond("pixel_concat")
+
+
+def test_model_inputs():
+    cond = _cond()
+    x = jnp.full(cond["cond_latents"].shape, 7.0)
+    given = np.asarray(frames_mask(cond["cond_mask"]))
+    fr = np.asarray(get_image_cond("frame_replace").model_input(x, cond))
+    np.testing.assert_array_equal(fr, np.where(given, cond["cond_latents"], 7.0))
+    cc = np.asarray(get_image_cond("channel_concat").model_input(x, cond))
+    assert cc.shape[-1] == 2 * x.shape[-1]
+    np.testing.assert_array_equal(cc[..., :3], 7.0)
+    np.testing.assert_array_equal(cc[..., 3:], np.where(given, cond["cond_latents"], 0.0))
+    np.testing.assert_array_equal(get_image_cond("cross_attn").model_input(x, cond), x)
+    tokens, mask = get_image_cond("cross_attn").context_tokens(cond, 2)
+    assert tokens.shape == (2, 4 * 4, 2 * 2 * 3) and mask.shape == (2, 16)
+
+
+def test_frame_replace_loss_mask_and_post_step():
+    cond = _cond()
+    m = get_image_cond("frame_replace")
+    np.testing.assert_array_equal(m.loss_mask(cond), ~np.asarray(cond["cond_mask"]))
+    x = jnp.full(cond["cond_latents"].shape, 7.0)
+    out = np.asarray(m.post_step(cond)(x, 0.5))
+    given = np.asarray(cond["cond_mask"])
+    np.testing.assert_array_equal(out[given], np.asarray(cond["cond_latents"])[given])
+    np.testing.assert_array_equal(out[~given], 7.0)
+
+
+def test_text_only_conditions_need_no_image_entries():
+    cond = make_conditions(
+        latents=None,
+        cond_mask=None,
+        text_tokens=jnp.ones((1, 5, 8)),
+        text_mask=jnp.ones((1, 5), bool),
+        text_pooled=jnp.ones((1, 8)),
+        micro=jnp.zeros((1, 5)),
+        motion=jnp.ones((1,)),
+    )
+    assert "cond_latents" not in cond and "cond_mask" not in cond
+    full = with_image_defaults(cond, jnp.zeros((1, 4, 4, 4, 3)))
+    assert full["cond_mask"].shape == (1, 4) and not full["cond_mask"].any()
+    null = {"tokens": jnp.zeros((5, 8)), "mask": jnp.zeros((5,), bool), "pooled": jnp.zeros((8,))}
+    assert null_conditions(cond, null).keys() == cond.keys()
+    assert drop_image(cond, jnp.ones((1,), bool)) is cond
+
+
+@pytest.mark.parametrize("name", ["channel_concat", "cross_attn"])
+def test_every_frame_is_supervised_and_nothing_reimposed_without_frame_replacement(name):
+    """Step-Video supervises all frames; only frame replacement treats given frames as data."""
+    cond = _cond()
+    m = get_image_cond(name)
+    assert bool(np.all(m.loss_mask(cond)))
+    assert m.post_step(cond) is None
+
+
+def test_channel_concat_training_loss_counts_given_frames(tiny_config):
+    """With every frame given, frame replacement has nothing to learn (loss 0); channel
+    concat still predicts (and is supervised on) every frame."""
+    from stiv_jax.optim import make_optimizer
+    from stiv_jax.runtime import Components
+    from stiv_jax.train import init_state, make_loss_fn
+
+    c = tiny_config
+    c.diffusion.image_drop = 0.0
+    losses = {}
+    for name in ("frame_replace", "channel_concat"):
+        c.model.image_cond = name
+        comps = Components(c)
+        graphdef, state = init_state(comps.model(0), make_optimizer(c.optim))
+        f, h, w, ch = comps.latent_shape
+        b = 2
+        batch = {
+            "latents": jax.random.normal(jax.random.key(1), (b, f, h, w, ch)),
+            "text_tokens": jnp.zeros((b, c.text_encoder.max_length, c.model.text_dim)),
+            "text_mask": jnp.ones((b, c.text_encoder.max_length), bool),
+            "text_pooled": jnp.zeros((b, c.model.pooled_dim)),
+            "micro": jnp.zeros((b, 5)),
+            "motion": jnp.ones((b,)),
+            "cond_mask": jnp.ones((b, f), bool),
+        }
+        loss_fn = make_loss_fn(c, graphdef, comps.null_text, masked=False)
+        losses[name] = float(loss_fn(state["params"], batch, jax.random.key(2)))
+    assert losses["frame_replace"] == 0.0
+    assert losses["channel_concat"] > 0.1
