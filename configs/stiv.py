@@ -47,6 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = _parse_arg(arg)
     variant = parse_variant(args.get("variant", "S"))
     small = variant.name in ("tiny", "S")
+    demo = variant.name == "S"  # the README main job's recipe (docs/quality.md)
     c = ml_collections.ConfigDict()
     c.arg = arg or ""  # the argument string this config was built from (saved with checkpoints)
 
@@ -62,8 +63,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.image_cond = args.get(
         "image_cond", "frame_replace"
     )  # frame_replace | channel_concat | cross_attn
-    m.prediction = "velocity"  # velocity | data (x-prediction: the output is x1, v derived)
-    m.mask_ratio = 0.5  # MaskDiT ratio of spatial positions dropped in training (0 = unmasked)
+    m.prediction = "data" if demo else "velocity"  # velocity | data (x-pred: output x1, v derived)
+    m.mask_ratio = (
+        0.0 if demo else 0.5
+    )  # MaskDiT ratio of spatial positions dropped in training (0 = unmasked)
     m.mask_loss_weight = 1.0  # MaskDiT loss weight of masked tokens (1 = all equal, 0 = kept only)
     m.decoder_depth = 2  # MaskDiT decoder blocks that run on all tokens
     m.temporal_adaln = True  # AdaLN scale/shift/gate on temporal + cross attention too
@@ -136,12 +139,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # ---------------------------------------------------------------- train
     t = c.train = ml_collections.ConfigDict()
-    t.steps = 360 if small else 400_000  # total optimizer steps (S: ~12 min on 2 CPU cores)
+    t.steps = (
+        600 if demo else 360 if small else 400_000
+    )  # total optimizer steps (S: ~14 min, 2 CPUs)
     t.log_every = 10  # metrics.jsonl / TensorBoard cadence
-    t.ckpt_every = 120 if small else 2000  # checkpoint cadence
+    t.ckpt_every = 200 if demo else 120 if small else 2000  # checkpoint cadence
     t.sample_every = 0 if small else 10_000  # periodic sample videos (0 = only at the end)
     t.max_to_keep = 3  # checkpoints kept
-    t.unmasked_steps = 120 if small else 0  # final steps with MaskDiT off (unmasked fine-tuning)
+    t.unmasked_steps = (
+        120 if small and not demo else 0
+    )  # final steps with MaskDiT off (unmasked fine-tuning)
     t.seed = 0  # model init / step rng seed
     t.async_checkpoint = True  # Orbax async saves
 
