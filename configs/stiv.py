@@ -140,7 +140,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # ---------------------------------------------------------------- train
     t = c.train = ml_collections.ConfigDict()
     t.steps = (
-        600 if demo else 360 if small else 400_000
+        800 if demo else 360 if small else 400_000
     )  # total optimizer steps (S: ~14 min, 2 CPUs)
     t.log_every = 10  # metrics.jsonl / TensorBoard cadence
     t.ckpt_every = 200 if demo else 120 if small else 2000  # checkpoint cadence

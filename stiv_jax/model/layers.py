@@ -24,6 +24,21 @@ def partitioned(init, axes: tuple[str | None, ...]):
     return nnx.with_partitioning(init, axes, eager_sharding=False)
 
 
+class Dense(nnx.Linear):
+    """nnx.Linear on [..., Din] computed as one 2-D GEMM [N, Din] @ [Din, Dout].
+
+    XLA:CPU lowers the weight gradient of a matmul over a 3-D/4-D input (contracting the
+    leading dims) to a slow non-GEMM loop: the S train step spent 2.5 s of its 2.8 s there
+    (docs/quality.md). Flattening the leading dims first makes both passes plain GEMMs;
+    the parameters and the result are the same.
+    """
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        lead = x.shape[:-1]
+        y = super().__call__(x.reshape(-1, x.shape[-1]))
+        return y.reshape(*lead, y.shape[-1])
+
+
 def dense(
     din: int,
     dout: int,
@@ -37,7 +52,7 @@ def dense(
     """nnx.Linear with logical partitioning; xavier-uniform kernel unless `kernel_init`
     (special initialisation is `stiv.initialize_weights`'s job), zero bias."""
     init = kernel_init or nnx.initializers.xavier_uniform()
-    return nnx.Linear(
+    return Dense(
         din,
         dout,
         kernel_init=partitioned(init, axes),
