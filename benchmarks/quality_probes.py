@@ -1,0 +1,147 @@
+"""Quality probes behind docs/quality.md (issue 11). Prints figures; not timed tests.
+
+python benchmarks/quality_probes.py spot
+    captions vs truth and motion score vs speed over 150 held-out ShapesBench clips
+python benchmarks/quality_probes.py memorise --workdir W [--steps 200] [--set a.b=v ...]
+    train S on 4 fixed clips (TI2V only), sample them (EMA off/on, CFG 1 and 4), print the
+    per-object mean centroid error (px) and the PSNR of frames 1..T-1
+python benchmarks/quality_probes.py denoise --workdir W
+    per-noise-level velocity MSE and one-step x1 PSNR of W's checkpoint on its 4 clips
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def spot() -> None:
+    from scipy.stats import spearmanr
+
+    from stiv_jax import metrics
+    from stiv_jax.data.shapes import _DIR_WORDS, generate_clip
+
+    ok = tot = named = 0
+    speeds, scores = [], []
+    for i in range(150):
+        c = generate_clip(i, split="heldout", seed=1_000_003)
+        s = metrics.score_clip(c["video"], c["truth"])
+        for o, m in zip(c["truth"]["objects"], s["objects"]):
+            if o["motion"] in _DIR_WORDS:
+                tot += 1
+                ok += m["direction"] == o["motion"]
+                named += _DIR_WORDS[o["motion"]] in c["caption"] and o["color"] in c["caption"]
+        objs = [np.hypot(*o["velocity"]) for o in c["truth"]["objects"]]
+        speeds.append(max(objs + [c["truth"]["camera"]["rate"]]))
+        scores.append(c["motion_score"])
+    print(f"measured direction == truth: {ok}/{tot}; caption names it: {named}/{tot}")
+    print(f"Spearman(speed, motion score) = {spearmanr(speeds, scores).statistic:.3f}")
+
+
+def memorise_config(steps: int, overrides: list[str]):
+    from configs.stiv import get_config
+
+    c = get_config("variant=S")
+    c.data.shapes.num_train = 4
+    c.data.task_probs = {"t2v": 0.0, "ti2v": 1.0, "predict": 0.0, "interp": 0.0}
+    c.train.steps, c.train.unmasked_steps, c.sample.num_train_samples = steps, 0, 0
+    for kv in overrides:
+        key, value = kv.split("=", 1)
+        *path, last = key.split(".")
+        node = c
+        for p in path:
+            node = node[p]
+        node[last] = type(node[last])(value)
+    return c
+
+
+def clips(config):
+    from stiv_jax.data.shapes import config_kwargs, generate_clip
+
+    kw = config_kwargs(config)
+    return [generate_clip(i, seed=config.data.seed, **kw) for i in range(4)]
+
+
+def memorise(workdir: str, steps: int, overrides: list[str]) -> None:
+    from stiv_jax import metrics
+    from stiv_jax.pipeline import STIVPipeline
+    from stiv_jax.train import train_loop
+
+    config = memorise_config(steps, overrides)
+    train_loop(config, workdir)
+    cs = clips(config)
+    for use_ema in (False, True):
+        pipe = STIVPipeline.from_workdir(workdir, use_ema=use_ema)
+        for cfg in (1.0, 4.0):
+            errs, psnrs = [], []
+            for i, c in enumerate(cs):
+                v = pipe(c["caption"], image=c["video"][0], seed=100 + i,
+                         motion_score=c["motion_score"], cfg_scale=cfg)  # fmt: skip
+                psnrs.append(metrics.psnr(v[1:], c["video"][1:]))
+                for o in c["truth"]["objects"]:
+                    a, b = (
+                        metrics.track_color(v, o["rgb"]),
+                        metrics.track_color(c["video"], o["rgb"]),
+                    )
+                    errs.append(float(np.nanmean(np.hypot(a["x"] - b["x"], a["y"] - b["y"]))))
+            print(f"ema={use_ema} cfg={cfg}: per-object mean error px {np.round(errs, 2)}, "
+                  f"PSNR frames 1.. {np.mean(psnrs):.2f} dB")  # fmt: skip
+
+
+def denoise(workdir: str) -> None:
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from stiv_jax.checkpoint import restore_config
+    from stiv_jax.conditioning import make_conditions
+    from stiv_jax.data.schema import normalize_uint8
+    from stiv_jax.diffusion import to_velocity
+    from stiv_jax.pipeline import restore_for_sampling
+
+    config = restore_config(workdir, None)
+    comps, graphdef, params, _ = restore_for_sampling(config, workdir)
+    model = nnx.merge(graphdef, params)
+    cs = clips(config)
+    x1 = comps.autoencoder.encode(jnp.asarray(normalize_uint8(np.stack([c["video"] for c in cs]))))
+    emb = comps.text_encoder.encode([c["caption"] for c in cs])
+    b, f = x1.shape[:2]
+    mask = np.zeros((b, f), bool)
+    mask[:, 0] = True
+    res = config.data.res
+    cond = make_conditions(
+        latents=x1, cond_mask=jnp.asarray(mask), text_tokens=jnp.asarray(emb.tokens),
+        text_mask=jnp.asarray(emb.mask), text_pooled=jnp.asarray(emb.pooled),
+        micro=jnp.tile(jnp.asarray([res, res, 0, 0, 1.0], jnp.float32), (b, 1)),
+        motion=jnp.asarray([c["motion_score"] for c in cs], jnp.float32),
+    )  # fmt: skip
+    eps = jax.random.normal(jax.random.key(0), x1.shape)
+    for t in (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.98):
+        tt = jnp.full((b,), t)
+        xt = t * x1 + (1 - t) * eps
+        v = to_velocity(model(xt, tt, cond), xt, tt, config.model.get("prediction", "velocity"))
+        err = float(jnp.mean(jnp.square(v - (x1 - eps))[:, 1:]))
+        mse = jnp.mean(jnp.square(xt + (1 - t) * v - x1)[:, 1:], axis=(1, 2, 3, 4))
+        print(
+            f"t={t:.2f} velocity MSE {err:.4f}  x1-hat PSNR {float(jnp.mean(10 * jnp.log10(4 / mse))):.2f} dB"
+        )
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("probe", choices=("spot", "memorise", "denoise"))
+    ap.add_argument("--workdir", default="runs/memorise")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--set", action="append", default=[], help="config override a.b=v")
+    a = ap.parse_args()
+    if a.probe == "spot":
+        spot()
+    elif a.probe == "memorise":
+        memorise(a.workdir, a.steps, a.set)
+    else:
+        denoise(a.workdir)
