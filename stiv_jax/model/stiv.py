@@ -25,7 +25,6 @@ import ml_collections
 from flax import nnx
 
 from stiv_jax.conditioning import Conditions, get_image_cond, with_image_defaults
-from stiv_jax.diffusion.flow import PREDICTIONS
 from stiv_jax.model.block import MOD_ROWS, STIVBlock, remat_block
 from stiv_jax.model.layers import EMBED, MLP, ScalarEmbedder, dense, layer_norm, modulate
 from stiv_jax.model.rope import rope_1d, rope_2d
@@ -105,12 +104,6 @@ class STIV(nnx.Module):
             raise ValueError(f"model.temporal_patch={cfg.temporal_patch}; expected 1, 2 or 4")
         if not 0.0 <= cfg.mask_ratio < 1.0:
             raise ValueError(f"model.mask_ratio={cfg.mask_ratio}; expected a value in [0, 1)")
-        if cfg.get("prediction", "velocity") not in PREDICTIONS:
-            raise ValueError(f"model.prediction={cfg.prediction!r}; expected one of {PREDICTIONS}")
-        if not cfg.get("mask_loss_weight", 1.0) >= 0:
-            raise ValueError(
-                f"model.mask_loss_weight={cfg.mask_loss_weight}; expected a value >= 0"
-            )
         self.cfg = cfg = ml_collections.FrozenConfigDict(cfg)  # a snapshot, immune to later edits
         d, p, pt = cfg.width, cfg.patch_size, cfg.temporal_patch
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
