@@ -14,6 +14,7 @@ from stiv_jax.diffusion import (
     resolution_shift,
     sample_time,
     shift_time,
+    to_velocity,
     velocity_target,
 )
 
@@ -183,3 +184,15 @@ def test_flow_loss_bad_mask_shape():
     v, tgt = _pair(6)
     with pytest.raises(ValueError, match="loss_mask shape"):
         flow_loss(v, tgt, jnp.ones((3, 5), bool))
+
+
+def test_to_velocity_data_and_velocity_and_bad_name():
+    x1, eps = _pair(5)
+    t = jnp.asarray([0.0, 0.3, 0.8])
+    x_t = interpolate(x1, eps, t)
+    np.testing.assert_allclose(
+        np.asarray(to_velocity(x1, x_t, t, "data")), np.asarray(x1 - eps), atol=1e-5
+    )
+    np.testing.assert_array_equal(np.asarray(to_velocity(eps, x_t, t, "velocity")), np.asarray(eps))
+    with pytest.raises(ValueError, match="prediction='x0'"):
+        to_velocity(x1, x_t, t, "x0")
