@@ -229,7 +229,8 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
             fn = make_train_step(config, graphdef, tx, comps.null_text, masked=masked)
             shard = (shardings, mesh_lib.replicated(mesh))
             jitted = jax.jit(fn, out_shardings=shard, donate_argnums=0)
-            phase = "" if masked_until == 0 else " (MaskDiT)" if masked else " (unmasked)"
+            two_phases = 0 < masked_until < t.steps
+            phase = "" if not two_phases else " (MaskDiT)" if masked else " (unmasked)"
             with clock.pause(), console.timed(f"compiling train step{phase}"), jax.set_mesh(mesh):
                 compiled = jitted.lower(state, batch, base_key).compile()
             step_fns[key] = mesh_lib.in_mesh(compiled, mesh)
