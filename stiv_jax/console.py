@@ -78,7 +78,10 @@ def setup(verbosity: int = 0) -> None:
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
     root.setLevel(level)
     logging.getLogger("absl").setLevel(logging.NOTSET)  # absl's own level; the root decides
-    logging.captureWarnings(True)  # warnings.warn -> the "py.warnings" logger -> above the bar
+    # warnings.warn -> the "py.warnings" logger -> above the bar. Off, then on: a second setup
+    # re-installs the hook even if something replaced `warnings.showwarning` in between.
+    logging.captureWarnings(False)
+    logging.captureWarnings(True)
     # imageio-ffmpeg starts ffmpeg with subprocess (fork + immediate exec), which JAX's
     # at-fork hook warns about on every MP4; exec'ing at once cannot hit the deadlock it means.
     warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
