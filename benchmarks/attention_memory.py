@@ -29,6 +29,7 @@ from jax.experimental import topologies  # noqa: E402
 from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
+from stiv_jax.atomic import atomic_write  # noqa: E402
 from stiv_jax.kernels import attention  # noqa: E402
 
 HEADS, HEAD_DIM = 18, 64  # XL/2 width 1152
@@ -123,10 +124,8 @@ def main() -> None:
                 line += f"{temp['pallas'] / (per_device * length):16.0f}"
             print(line, flush=True)
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
+        with atomic_write(args.json) as f:
             json.dump(rows, f, indent=1)
-        os.replace(tmp, args.json)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+from stiv_jax.atomic import atomic_write
 from stiv_jax.data.schema import normalize_uint8
 
 SD_CONFIG = {  # stabilityai/sd-vae-ft-mse
@@ -184,10 +185,8 @@ def main() -> None:
             records.append(rec)
             print(fmt(rec), flush=True)
             if a.out:  # after every run, so a cut-off keeps what finished
-                tmp = f"{a.out}.tmp{os.getpid()}"
-                with open(tmp, "w") as f:
+                with atomic_write(a.out) as f:
                     json.dump(records, f, indent=1)
-                os.replace(tmp, a.out)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
-import stiv_jax.data.shapes as shapes_mod
-from configs.stiv import get_config
-from stiv_jax.data.pipeline import make_dataset
-from stiv_jax.data.shapes import generate_clip
+# Run as a script from the repo root: `configs` (not installed) is found beside benchmarks/.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import stiv_jax.data.shapes as shapes_mod  # noqa: E402
+from configs.stiv import get_config  # noqa: E402
+from stiv_jax.atomic import atomic_write  # noqa: E402
+from stiv_jax.data.pipeline import make_dataset  # noqa: E402
+from stiv_jax.data.shapes import generate_clip  # noqa: E402
 
 
 def _rate(fn, n: int) -> tuple[float, float]:
@@ -69,10 +74,8 @@ def main() -> None:
     }
     print(json.dumps(out, indent=1))
     if a.out:
-        tmp = a.out + ".tmp"
-        with open(tmp, "w") as f:
+        with atomic_write(a.out) as f:
             json.dump(out, f, indent=1)
-        os.replace(tmp, a.out)
 
 
 if __name__ == "__main__":

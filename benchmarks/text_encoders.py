@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 
 import numpy as np
+
+from stiv_jax.atomic import atomic_write
 
 
 def bench_minilm(n: int, max_length: int, chunk: int) -> dict:
@@ -100,10 +101,8 @@ def main() -> None:
         print(json.dumps(r))
         results.append(r)
     if a.out:
-        tmp = f"{a.out}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
+        with atomic_write(a.out) as f:
             json.dump(results, f, indent=1)
-        os.replace(tmp, a.out)
 
 
 if __name__ == "__main__":

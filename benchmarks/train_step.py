@@ -10,9 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
-import jax
+# Run as a script from the repo root: `configs` (not installed) is found beside benchmarks/.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+
+from stiv_jax.atomic import atomic_write  # noqa: E402
 
 
 def bench(variant: str, steps: int, overrides: dict) -> dict:
@@ -82,9 +88,8 @@ def main() -> None:
             f" {r['devices']}, {r['cpu_count']} cores)"
         )
     if args.json:
-        with open(args.json + ".tmp", "w") as fh:
+        with atomic_write(args.json) as fh:
             json.dump(rows, fh, indent=1)
-        os.replace(args.json + ".tmp", args.json)
 
 
 if __name__ == "__main__":

@@ -183,6 +183,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     e.max_length = 32 if small else 128  # token length L (padded / truncated)
     e.pooled_path = ""  # optional second encoder (e.g. CLIP) for the pooled vector
     e.cache_size = 4096  # LRU of encoded prompts (training captions repeat)
+    e.chunk_size = 64  # prompts per encoder forward (each chunk padded to a power of two)
     e.dtype = "float32"  # encoder compute dtype
 
     a = c.autoencoder = ml_collections.ConfigDict()

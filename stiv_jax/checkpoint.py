@@ -37,15 +37,44 @@ def require_filesystem_path(path: str, what: str) -> str:
     return path
 
 
-def manager(workdir: str, *, max_to_keep: int, async_save: bool = True) -> ocp.CheckpointManager:
+def manager(
+    workdir: str, *, max_to_keep: int, async_save: bool = True, create: bool = True
+) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save
+        max_to_keep=max_to_keep, create=create, enable_async_checkpointing=async_save
     )
     return ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), "checkpoints"),
         options=options,
         item_names=("state", "data", "config"),
     )
+
+
+def _reader(workdir: str) -> ocp.CheckpointManager:
+    """A manager that only reads: a missing (e.g. mistyped) workdir is a one-line
+    FileNotFoundError naming it, and no directory is created."""
+    ckpts = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(workdir):
+        raise FileNotFoundError(f"workdir {workdir!r} does not exist")
+    if not os.path.isdir(ckpts):
+        raise FileNotFoundError(f"no checkpoints in workdir {workdir!r} (no {ckpts!r})")
+    return manager(workdir, max_to_keep=1_000_000, async_save=False, create=False)
+
+
+def available_steps(workdir: str) -> list[int]:
+    """The steps of `workdir`'s complete checkpoints, ascending."""
+    return sorted(_reader(workdir).all_steps())
+
+
+def _pick_step(mngr: ocp.CheckpointManager, workdir: str, step: int | None) -> int:
+    steps = sorted(mngr.all_steps())
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint under {os.path.join(workdir, 'checkpoints')!r}")
+    if step is None:
+        return steps[-1]
+    if int(step) not in steps:
+        raise ValueError(f"step {step} has no checkpoint in {workdir!r}; available: {steps}")
+    return int(step)
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> dict:
@@ -78,10 +107,8 @@ def restore_params(
     optimizer has to be built to shape a target. `abstract_params` (ShapeDtypeStructs with
     shardings) gives shapes, dtypes and placement; latest step when `step` is None.
     """
-    mngr = manager(workdir, max_to_keep=1_000_000, async_save=False)
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint under {os.path.join(workdir, 'checkpoints')}")
+    mngr = _reader(workdir)
+    step = _pick_step(mngr, workdir, step)
     key = "ema" if ema else "params"
     target = {key: abstract_params}
     args = ocp.args.PyTreeRestore(
@@ -95,9 +122,7 @@ def restore_params(
 
 def restore_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
     """The config saved with a checkpoint (latest when step is None)."""
-    mngr = manager(workdir, max_to_keep=1_000_000, async_save=False)
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint under {os.path.join(workdir, 'checkpoints')}")
+    mngr = _reader(workdir)
+    step = _pick_step(mngr, workdir, step)
     cfg = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
     return ml_collections.ConfigDict(cfg)

@@ -46,7 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from stiv_jax import metrics
+from stiv_jax import console, metrics
+from stiv_jax.atomic import atomic_write, write_text
 from stiv_jax.data import tasks as tasks_lib
 from stiv_jax.data.motion import motion_score
 from stiv_jax.data.schema import normalize_uint8
@@ -131,10 +132,8 @@ def _jsonable(x: Any) -> Any:
 
 
 def _write_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
+    with atomic_write(path) as fh:
         json.dump(_jsonable(obj), fh, indent=1)
-    os.replace(tmp, path)
 
 
 def truth_record(case: dict, item: Item, gen_kwargs: dict) -> dict:
@@ -395,10 +394,9 @@ def write_report(out: str, scores: dict, header: dict, errors: list[str]) -> dic
     os.makedirs(out, exist_ok=True)
     report = {**header, "skipped": len(errors), "errors": errors, "scores": scores}
     _write_json(os.path.join(out, "scores.json"), report)
-    tmp = os.path.join(out, "scores.md.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(markdown_table(scores, {**header, "skipped": len(errors)}))
-    os.replace(tmp, os.path.join(out, "scores.md"))
+    write_text(
+        os.path.join(out, "scores.md"), markdown_table(scores, {**header, "skipped": len(errors)})
+    )
     return report
 
 
@@ -463,7 +461,7 @@ def main(argv=None) -> None:
     flags.mark_flags_as_required(["config", "out"])
 
     def run(_):
-        logging.getLogger().setLevel(logging.INFO)
+        console.setup(flags.FLAGS.verbosity)
         if (wd.value is None) == (vd.value is None):
             raise app.UsageError("give exactly one of --workdir (sample) or --videos (score)")
         if vd.value:
@@ -476,6 +474,7 @@ def main(argv=None) -> None:
             )  # fmt: skip
         print(markdown_table(report["scores"], {"skipped": report["skipped"]}))
 
+    console.help_for(__name__)
     app.run(run, argv)
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jax
@@ -25,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from stiv_jax import checkpoint as ckpt
+from stiv_jax.atomic import atomic_write
 from stiv_jax.conditioning import drop_text, get_image_cond, make_conditions, null_conditions
 from stiv_jax.data.schema import normalize_uint8
 from stiv_jax.diffusion import make_guided_fn, sample_ode, to_velocity
@@ -32,16 +34,37 @@ from stiv_jax.runtime import Components, build_model, latent_shape
 from stiv_jax.video import load_image, to_uint8, write_mp4
 
 
+def default_seed(rid: str) -> int:
+    """The seed of a request that gives none: crc32 of its id (stable across runs and hosts)."""
+    return zlib.crc32(str(rid).encode())
+
+
 @dataclass
 class Request:
+    """One video to sample. The defaults are the sample CLI's for a prompts line without the
+    field: seed = crc32(id), motion_score / cfg_scale = config.sample's (set by `generate`)."""
+
     id: str
     prompt: str
     image: str | None = None
     cond_frames: list[int] = field(default_factory=list)
-    motion_score: float = 1.0
-    seed: int = 0
-    cfg_scale: float = 4.0
+    motion_score: float | None = None  # None: config.sample.motion_score
+    seed: int | None = None  # None: default_seed(id)
+    cfg_scale: float | None = None  # None: config.sample.cfg_scale
     first_frame: np.ndarray | None = None  # float [-1,1] [H, W, 3], set by the caller/loader
+
+    def __post_init__(self):
+        if self.seed is None:
+            self.seed = default_seed(self.id)
+
+    def with_defaults(self, config) -> Request:
+        """This request with the fields left at None filled from `config.sample`."""
+        s = config.sample
+        return replace(
+            self,
+            motion_score=float(s.motion_score if self.motion_score is None else self.motion_score),
+            cfg_scale=float(s.cfg_scale if self.cfg_scale is None else self.cfg_scale),
+        )
 
 
 # ============================================================================ sampling core
@@ -86,6 +109,7 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> jax.Array:
 
 def build_conditions(config, comps, reqs: list[Request], frames: int | None = None):
     """Requests -> (Conditions, x0 noise) for one batch of `frames` pixel frames."""
+    reqs = [r.with_defaults(config) for r in reqs]
     f, h, w, c = comps.latent_shape if frames is None else latent_shape(config, frames)
     res = config.data.res
     emb = comps.text_encoder.encode([r.prompt for r in reqs])
@@ -114,15 +138,24 @@ def build_conditions(config, comps, reqs: list[Request], frames: int | None = No
 
 
 def generate(config, comps, sample_fn, params, reqs: list[Request], frames=None) -> np.ndarray:
-    """-> videos float [-1, 1] [B, T, H, W, 3]."""
+    """-> videos float [-1, 1] [B, T, H, W, 3] (the decoder's output, clipped to that range).
+
+    A request's `motion_score` / `cfg_scale` left at None take config.sample's values."""
+    reqs = [r.with_defaults(config) for r in reqs]
     cond, x0 = build_conditions(config, comps, reqs, frames)
     scale = jnp.asarray([r.cfg_scale for r in reqs], jnp.float32)
     latents = sample_fn(params, x0, cond, comps.null_text, scale)
-    return np.asarray(comps.autoencoder.decode(latents))
+    return np.clip(np.asarray(comps.autoencoder.decode(latents), np.float32), -1.0, 1.0)
 
 
-def generate_cases(config, comps, graphdef, params, cases: list[dict], out: str) -> list[str]:
-    """Held-out ShapesBench cases (TI2V from their first frame) -> MP4s under `out`."""
+def generate_cases(
+    config, comps, graphdef, params, cases: list[dict], out: str
+) -> tuple[list[str], np.ndarray]:
+    """Held-out ShapesBench cases (TI2V from their first frame) -> (MP4 paths, videos float
+    [B, T, H, W, 3]); under `out`: <i>.mp4 with its GIF and frame strip (stiv_jax.previews),
+    contact_sheet.png and captions.json."""
+    from stiv_jax import previews
+
     reqs = [
         Request(
             id=f"{i:03d}",
@@ -137,14 +170,18 @@ def generate_cases(config, comps, graphdef, params, cases: list[dict], out: str)
     ]
     sample_fn = make_sample_fn(config, graphdef)
     videos = generate(config, comps, sample_fn, params, reqs)
-    paths = [
-        write_mp4(os.path.join(out, f"{r.id}.mp4"), v, config.sample.fps)
-        for r, v in zip(reqs, videos)
-    ]
-    with open(os.path.join(out, "captions.json.tmp"), "w") as fh:
+    paths = []
+    for r, v in zip(reqs, videos):
+        paths.append(write_mp4(os.path.join(out, f"{r.id}.mp4"), v, config.sample.fps))
+        previews.write_previews(paths[-1], v, config.sample.fps)
+    previews.write_contact_sheet(
+        os.path.join(out, "contact_sheet.png"),
+        [os.path.join(out, f"{r.id}.png") for r in reqs],
+        [f"{r.id}: {r.prompt}" for r in reqs],
+    )
+    with atomic_write(os.path.join(out, "captions.json")) as fh:
         json.dump({r.id: r.prompt for r in reqs}, fh, indent=1)
-    os.replace(os.path.join(out, "captions.json.tmp"), os.path.join(out, "captions.json"))
-    return paths
+    return paths, videos
 
 
 # ============================================================================ restore

@@ -9,6 +9,10 @@ L text tokens, Dt/Dp text widths.
 Sections: setup (encoders, model, optimizer) · batches (host: decode, encode text and
 latents) · step (jitted, donated state) · loop (log, checkpoint, sample, resume).
 
+Console: our own lines (compiles with their time, sampling, resume) and warnings under one
+tqdm bar; `--verbosity=1` adds every library's log lines (Orbax, JAX), `-1` warnings only.
+TensorBoard: `tensorboard --logdir <workdir>/tensorboard` (stiv_jax.summaries lists the tags).
+
 Exactness: the step's rng is `fold_in(key(seed), step)`, the Grain iterator state is saved
 with every checkpoint and `metrics.jsonl` is cut back to the restored step on resume, so a
 run killed at any point and resumed logs the same losses as one that never stopped.
@@ -16,11 +20,9 @@ run killed at any point and resumed logs the same losses as one that never stopp
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import time
 from typing import Any
 
 import jax
@@ -30,15 +32,18 @@ import optax
 from flax import nnx
 
 from stiv_jax import checkpoint as ckpt
+from stiv_jax import console
 from stiv_jax.conditioning import batch_conditions, drop_conditions, get_image_cond
 from stiv_jax.data.schema import MODEL_BATCH
 from stiv_jax.diffusion import flow_loss, interpolate, sample_time, to_velocity, velocity_target
 from stiv_jax.model import STIV
 from stiv_jax.model.stiv import visible_pixels
-from stiv_jax.optim import ema_decay, ema_update, make_optimizer
+from stiv_jax.optim import ema_decay, ema_update, learning_rate, make_optimizer
 from stiv_jax.parallel import host_data
 from stiv_jax.parallel import mesh as mesh_lib
 from stiv_jax.runtime import Components, fill_train_grid
+from stiv_jax.summaries import MetricsLog
+from stiv_jax.timing import StepClock
 
 # ============================================================================ setup
 
@@ -145,51 +150,6 @@ def make_train_step(config, graphdef, tx, null_text, *, masked: bool = True):
 # ============================================================================ loop
 
 
-class MetricsLog:
-    """workdir/metrics.jsonl (one JSON object per logged step) + TensorBoard events.
-
-    Only process 0 writes (metrics are replicated, every host would write the same)."""
-
-    def __init__(self, workdir: str, *, resume_step: int):
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        self.tb = None
-        if jax.process_index() != 0:
-            return
-        self._truncate(resume_step)
-        from tensorboardX import SummaryWriter
-
-        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-
-    def _truncate(self, step: int) -> None:
-        """Drops lines logged after the restored checkpoint (they will be logged again)."""
-        if not os.path.exists(self.path):
-            return
-        keep = []
-        with open(self.path) as fh:
-            for line in fh:
-                try:
-                    if json.loads(line)["step"] <= step:
-                        keep.append(line)
-                except (json.JSONDecodeError, KeyError):
-                    continue  # a line cut by a kill mid-write
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.writelines(keep)
-        os.replace(tmp, self.path)
-
-    def write(self, step: int, metrics: dict[str, float]) -> None:
-        if self.tb is None:
-            return
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps({"step": step, **metrics}) + "\n")
-        for k, v in metrics.items():
-            self.tb.add_scalar(k, v, step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
 class _Preemption:
     """SIGTERM (TPU VM maintenance, Ctrl-C-like stops): save at the next step and exit."""
 
@@ -246,44 +206,64 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
     else:
         state = init()
     start = int(state["step"])
-    log = MetricsLog(workdir, resume_step=start)
-
-    def jitted_step(masked: bool):
-        fn = make_train_step(config, graphdef, tx, comps.null_text, masked=masked)
-        jitted = jax.jit(fn, out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
-        return mesh_lib.in_mesh(jitted, mesh)
+    log = MetricsLog(workdir, resume_step=start, process_index=jax.process_index())
+    n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
+    logging.info(
+        "training %s (%.2f M params) from step %d to %d, batch %d; TensorBoard: "
+        "tensorboard --logdir %s", config.model.get("variant", "STIV"), n_params / 1e6, start,
+        t.steps, batch_size, os.path.join(workdir, "tensorboard"),
+    )  # fmt: skip
+    log.write_config(start, config)
+    lr_at = learning_rate(config.optim.lr, config.optim.warmup_steps)
 
     # MaskDiT pre-training, then `train.unmasked_steps` of unmasked fine-tuning (STIV §3.1).
     masked_until = t.steps - t.unmasked_steps if config.model.mask_ratio > 0 else 0
-    step_fns = {}
     base_key = jax.random.key(t.seed)
-    stop = _Preemption()
-    tick, losses = time.time(), []
-    step = start
-    from tqdm import tqdm
+    step_fns = {}
 
-    bar = tqdm(total=t.steps, initial=start, desc="train", disable=jax.process_index() != 0)
+    def compiled_step(masked: bool, state, batch):
+        """The step for this phase and batch shape, compiled ahead of its first call (a
+        resumed run may need only one phase; bucketed records data, one per length)."""
+        key = (masked, tuple((k, v.shape) for k, v in sorted(batch.items())))
+        if key not in step_fns:
+            fn = make_train_step(config, graphdef, tx, comps.null_text, masked=masked)
+            shard = (shardings, mesh_lib.replicated(mesh))
+            jitted = jax.jit(fn, out_shardings=shard, donate_argnums=0)
+            two_phases = 0 < masked_until < t.steps
+            phase = "" if not two_phases else " (MaskDiT)" if masked else " (unmasked)"
+            with clock.pause(), console.timed(f"compiling train step{phase}"), jax.set_mesh(mesh):
+                compiled = jitted.lower(state, batch, base_key).compile()
+            step_fns[key] = mesh_lib.in_mesh(compiled, mesh)
+            bar.unpause()  # the bar's rate and ETA leave the compile out too
+        return step_fns[key]
+
+    stop = _Preemption()
+    # sec_per_step: wall time between log steps less every XLA compile and the sample videos
+    # (neither is a training step; compiles made the first logged value 10x the rest).
+    clock, losses = StepClock(), []
+    step = start
+    bar = console.progress(total=t.steps, initial=start, desc="train", unit="step")
     while step < t.steps:
         local = jax.device_get(prepare_batch(next(data_iter), comps))
         batch = host_data.global_batch(local, mesh, batch_size)
-        masked = step < masked_until
-        if masked not in step_fns:  # compiled lazily: a resumed run may need only one
-            step_fns[masked] = jitted_step(masked)
-        state, metrics = step_fns[masked](state, batch, base_key)
+        state, metrics = compiled_step(step < masked_until, state, batch)(state, batch, base_key)
         step += 1
         bar.update(1)
         losses.append(metrics["loss"])
         if step % t.log_every == 0 or step == t.steps:
             loss = float(losses[-1])
-            dt = (time.time() - tick) / len(losses)
+            dt = clock.elapsed() / len(losses)
             log.write(step, {
                 "loss": loss,
                 "loss_avg": float(np.mean(jax.device_get(losses))),
                 "grad_norm": float(metrics["grad_norm"]),
+                "lr": float(lr_at(step - 1)),  # the rate of the update that made this step
                 "sec_per_step": dt,
+                "samples_per_sec": batch_size / dt if dt > 0 else 0.0,
             })  # fmt: skip
             bar.set_postfix(loss=f"{loss:.4f}")
-            tick, losses = time.time(), []
+            clock.reset()
+            losses = []
             if not np.isfinite(loss):
                 raise FloatingPointError(
                     f"loss is {loss} at step {step}; stopping (see {log.path})"
@@ -294,20 +274,26 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
         if step % t.ckpt_every == 0 or done or stopping or mngr.reached_preemption(step):
             ckpt.save(mngr, step, state, data_iter, config, force=True)
         if t.sample_every and step % t.sample_every == 0 and not done:
-            write_samples(config, comps, graphdef, state, workdir, step)
+            with clock.pause():
+                write_samples(config, comps, graphdef, state, workdir, step, log)
+            bar.unpause()
         if stopping:
             logging.warning("SIGTERM: saved step %d, exiting", step)
             break
     mngr.wait_until_finished()
     bar.close()
     if step == t.steps:
-        write_samples(config, comps, graphdef, state, workdir, step)
+        write_samples(config, comps, graphdef, state, workdir, step, log)
     log.close()
+    logging.info("done: step %d in %s", step, workdir)
     return state
 
 
-def write_samples(config, comps: Components, graphdef, state, workdir: str, step: int) -> list[str]:
-    """TI2V samples for held-out ShapesBench cases -> workdir/samples/step_<N>/<i>.mp4."""
+def write_samples(
+    config, comps: Components, graphdef, state, workdir: str, step: int, log=None
+) -> list[str]:
+    """TI2V samples for held-out ShapesBench cases -> workdir/samples/step_<N>/: <i>.mp4 with
+    its GIF and frame strip, contact_sheet.png, captions.json; and to TensorBoard via `log`."""
     from stiv_jax.data.pipeline import heldout_cases
     from stiv_jax.pipeline import generate_cases
 
@@ -319,7 +305,11 @@ def write_samples(config, comps: Components, graphdef, state, workdir: str, step
     cases = heldout_cases(config, config.sample.num_train_samples)
     params = state["ema"] if config.sample.use_ema else state["params"]
     out = os.path.join(workdir, "samples", f"step_{step}")
-    return generate_cases(config, comps, graphdef, params, cases, out)
+    with console.timed(f"sampling {len(cases)} videos → {out}"):
+        paths, videos = generate_cases(config, comps, graphdef, params, cases, out)
+    if log is not None:
+        log.write_videos(step, videos, config.sample.fps)
+    return paths
 
 
 def main(argv=None) -> None:
@@ -333,13 +323,14 @@ def main(argv=None) -> None:
     flags.mark_flags_as_required(["config", "workdir"])
 
     def run(_):
-        logging.getLogger().setLevel(logging.INFO)
+        console.setup(flags.FLAGS.verbosity)
         mesh_lib.initialize_distributed()  # no-op for a single process
         try:
             train_loop(cfg_flag.value, wd_flag.value)
         except (ValueError, FileNotFoundError) as e:  # user errors: one line, no traceback
             raise SystemExit(f"error: {e}") from None
 
+    console.help_for(__name__)
     app.run(run, argv)
 
 

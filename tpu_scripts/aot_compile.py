@@ -35,6 +35,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from stiv_jax.atomic import atomic_write
 from stiv_jax.runtime import fill_train_grid, latent_shape
 
 # Per chip: bf16 dense peak FLOP/s, HBM bytes, HBM bandwidth bytes/s (Cloud TPU docs).
@@ -439,14 +440,12 @@ def main(argv=None) -> None:
             else:
                 print("\n".join(r.lines()), flush=True)
         if out.value:
-            tmp = out.value + ".tmp"
-            with open(tmp, "w") as fh:
+            with atomic_write(out.value) as fh:
                 json.dump(
                     [r if isinstance(r, dict) else dataclasses.asdict(r) for r in reports],
                     fh,
                     indent=1,
                 )
-            os.replace(tmp, out.value)
 
     app.run(run, argv)
 

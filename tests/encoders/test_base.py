@@ -103,3 +103,18 @@ def test_get_text_encoder_errors():
     with pytest.raises(ValueError, match=r"path is required.*'t5'"):
         get_text_encoder({"name": "t5", "path": "", "max_length": 8, "pooled_path": ""})
     assert ENCODERS == ("minilm", "t5", "umt5", "clip")
+
+
+def test_encoders_doc_table_lists_exactly_the_config_fields():
+    """docs/encoders.md's `config.text_encoder` table and configs/stiv.py name the same fields
+    (`dtype` is in both; every field the doc documents can be overridden on the CLI)."""
+    import os
+    import re
+
+    from configs.stiv import get_config
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    doc = open(os.path.join(root, "docs", "encoders.md")).read()
+    table = doc.split("## Config fields (`config.text_encoder`)")[1].split("\n\n")[1]
+    documented = set(re.findall(r"^\| `(\w+)`", table, re.M))
+    assert documented == set(get_config("variant=S").text_encoder.keys())
