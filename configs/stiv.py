@@ -169,12 +169,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     s.cfg_mode = "joint"  # joint (one batched forward) | separate (3-pass, text/image scales)
     s.cfg_text = 4.0  # text scale for cfg_mode=separate
     s.cfg_image = 2.0  # image scale for cfg_mode=separate
-    s.cfg_renorm = True  # CFG renormalisation: guided velocity norm <= conditional norm
+    s.cfg_renorm = True  # CFG renormalisation (off: plain CFG)
+    s.cfg_renorm_mode = "scale_down"  # scale_down (norm <= conditional) | rescale (STIV: = it)
     s.use_ema = True  # sample with EMA weights
     s.fps = 8  # fps of written MP4s
     s.num_train_samples = 4  # videos written by the trainer's periodic sampling
     s.batch_size = 4  # prompts per sampler batch
     s.motion_score = 2.0  # motion score for prompts that give none
+    s.long_overlap = 0  # long_mode=extend: frames carried into the next chunk (0 = predict task's)
 
     # ---------------------------------------------------------------- encoders
     e = c.text_encoder = ml_collections.ConfigDict()
