@@ -96,9 +96,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.num_workers = 0  # Grain worker processes (0 = in-process)
     d.seed = 0  # data shuffling / generation seed
     d.frame_stride = 1  # temporal stride when cropping clips
-    # Task mix: probability that a training sample is T2V / TI2V / prediction / interpolation.
+    # Task mix: probability that a training sample is T2V / TI2V / prediction / interpolation
+    # / keyframes (1-3 latent frames at random positions given).
     d.task_probs = ml_collections.ConfigDict(
-        {"t2v": 0.25, "ti2v": 0.55, "predict": 0.1, "interp": 0.1}
+        {"t2v": 0.25, "ti2v": 0.5, "predict": 0.1, "interp": 0.1, "keyframes": 0.05}
     )
     d.predict_frames = 2  # given latent frames in the prediction task
     d.buckets = ml_collections.ConfigDict()  # records source: one shape per batch
