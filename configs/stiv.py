@@ -14,6 +14,16 @@ The argument string is comma-separated `key=value` pairs:
   frames      video frames T in pixels (latent frames follow from the autoencoder)
   res         square training resolution in pixels
   image_cond  frame_replace | channel_concat | cross_attn
+  stage       t2i | t2v | ti2v: a stage of STIV's progressive recipe (default: the full task
+              mix). t2i: frames=1 images (ShapesBench frames), temporal patch 1, text only;
+              t2v: text only; ti2v: the full mix. Chain stages with train.init_from
+              (stiv_jax.transfer; README "Progressive training"):
+                python -m stiv_jax.train --config configs/stiv.py:variant=S,stage=t2i \
+                    --workdir runs/s_t2i --config.train.steps=300
+                python -m stiv_jax.train --config configs/stiv.py:variant=S,stage=t2v,res=16,frames=4 \
+                    --workdir runs/s_t2v --config.train.steps=200 --config.train.init_from=runs/s_t2i
+                python -m stiv_jax.train --config configs/stiv.py:variant=S,stage=ti2v \
+                    --workdir runs/s_ti2v --config.train.steps=300 --config.train.init_from=runs/s_t2v
   runlocal    shrink steps/batch for a laptop smoke run (flag, no value)
 Anything else is overridden with `--config.a.b=v`.
 """
@@ -25,7 +35,8 @@ import ml_collections
 from stiv_jax.conditioning import get_image_cond
 from stiv_jax.model.variants import parse_variant
 
-_ARG_KEYS = ("variant", "frames", "res", "image_cond", "runlocal")
+_ARG_KEYS = ("variant", "frames", "res", "image_cond", "stage", "runlocal")
+STAGES = ("t2i", "t2v", "ti2v")
 
 
 def _parse_arg(arg: str | None) -> dict[str, str]:
@@ -152,6 +163,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )  # final steps with MaskDiT off (unmasked fine-tuning)
     t.seed = 0  # model init / step rng seed
     t.async_checkpoint = True  # Orbax async saves
+    t.init_from = ""  # <workdir | workdir/checkpoints/N>[:params|ema]: start from its weights
 
     # ---------------------------------------------------------------- mesh
     h = c.mesh = ml_collections.ConfigDict()
@@ -196,6 +208,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a.chunk = 8  # sd_vae: frames per jitted encode/decode call (bounds memory)
     # Real VAEs: set model.in_channels to 4 (sd_vae) or 16 (wan); wan needs frames = 1 + 4k.
 
+    stage = args.get("stage")
+    if stage is not None and stage not in STAGES:
+        raise ValueError(f"config argument stage={stage!r} is unknown; expected one of {STAGES}")
+    if stage == "t2i":  # images: one frame, so one temporal token per patch
+        d.frames, m.temporal_patch = int(args.get("frames", 1)), 1
+        d.buckets.shapes = (f"{d.frames}x{d.res}x{d.res}",)
+    if stage in ("t2i", "t2v"):  # text only: nothing given, no image condition to drop
+        d.task_probs = ml_collections.ConfigDict({"t2v": 1.0})
     if "runlocal" in args:
         t.steps, t.log_every, t.ckpt_every = 20, 5, 10
         d.batch_size = 2

@@ -30,6 +30,7 @@ import optax
 from flax import nnx
 
 from stiv_jax import checkpoint as ckpt
+from stiv_jax import transfer
 from stiv_jax.conditioning import batch_conditions, drop_conditions, get_image_cond
 from stiv_jax.data.schema import MODEL_BATCH
 from stiv_jax.diffusion import flow_loss, interpolate, sample_time, to_velocity, velocity_target
@@ -210,6 +211,7 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
 
     ckpt.require_filesystem_path(workdir, "workdir")
     os.makedirs(workdir, exist_ok=True)
+    transfer.inherit_train_grid(config)  # init_from: RoPE positions in the source's range
     fill_train_grid(config)
     comps = comps or Components(config)
     t = config.train
@@ -245,6 +247,8 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
         logging.info("resumed from step %d in %s", latest, workdir)
     else:
         state = init()
+        if t.get("init_from"):  # progressive training / fine-tuning: fresh step + optimizer
+            state = transfer.init_state_from(config, state, shardings)
     start = int(state["step"])
     log = MetricsLog(workdir, resume_step=start)
 
