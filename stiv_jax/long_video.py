@@ -126,14 +126,14 @@ def _chunk_of(c: Condition, tc: int, k: int, total: int) -> int:
 
 
 def chunk_bounds(config, r) -> list[int]:
-    """Pixel frames where a new chunk (extend) or interpolation clip (hierarchical) starts,
-    in the stitched long video (the seams), without frame 0."""
+    """The seams of the stitched long video: pixel frames where a chunk's new frames start
+    (extend) or where an interpolation clip starts (hierarchical: the inner keyframes)."""
     t = int(r.frames)
     if r.long_mode == "extend":
         tc, k = int(config.data.frames), overlap_frames(config)
         return [i * (tc - k) + k for i in range(1, num_chunks(t, tc, k)) if i * (tc - k) + k < t]
     s = keyframe_stride(config, t)
-    return list(range(s, t, s))
+    return list(range(s, t - 1, s))  # inner keyframes (the last frame ends the last clip)
 
 
 def generate_long(pipe, r) -> np.ndarray:

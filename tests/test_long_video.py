@@ -62,7 +62,7 @@ def test_hierarchical_keyframes_then_interpolation(spied, tiny_config):
     assert [r.frames for r, _ in calls[1:]] == [4, 4, 4]
     assert long_video.chunk_bounds(
         tiny_config, Request("x", "x", frames=10, long_mode="hierarchical")
-    ) == [3, 6, 9]
+    ) == [3, 6]
 
 
 def test_long_requests_from_a_prompt_line_and_their_errors(tmp_path, tiny_config):
