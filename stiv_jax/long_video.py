@@ -49,11 +49,11 @@ def num_chunks(total: int, chunk: int, overlap: int) -> int:
 
 
 def _shape_ok(config, t: int) -> bool:
-    from stiv_jax.pipeline import _checked_shape
+    from stiv_jax.runtime import video_latent_shape
 
     res = int(config.data.res)
     try:
-        _checked_shape(config, t, res, res)
+        video_latent_shape(config, t, res, res)
     except ValueError:
         return False
     return True

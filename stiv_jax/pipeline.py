@@ -34,7 +34,7 @@ from stiv_jax.cond_media import Condition, Placed, as_condition, encode_given, l
 from stiv_jax.conditioning import drop_text, get_image_cond, make_conditions, null_conditions
 from stiv_jax.data.schema import normalize_uint8
 from stiv_jax.diffusion import make_guided_fn, sample_ode, to_velocity
-from stiv_jax.runtime import Components, build_model
+from stiv_jax.runtime import Components, build_model, video_latent_shape
 from stiv_jax.video import fit_image, load_image, read_mp4, to_uint8, write_mp4
 
 __all__ = ["Condition", "Request", "STIVPipeline", "generate", "make_sample_fn"]
@@ -72,21 +72,6 @@ def request_shape(config, r: Request) -> tuple[int, int, int]:
     return t, int(r.height or res), int(r.width or res)
 
 
-def _checked_shape(config, t: int, h: int, w: int) -> tuple[int, int, int, int]:
-    """Latent (F, h, w, C) of a pixel shape, one line when the model cannot take it."""
-    geo = latent_geometry(config.autoencoder)
-    f, lh, lw, c = geo.latent_shape(t, h, w)
-    m = config.model
-    p, pt = int(m.patch_size), int(m.temporal_patch)
-    if h % (geo.spatial_factor * p) or w % (geo.spatial_factor * p) or f % pt or h < 1 or w < 1:
-        raise ValueError(
-            f"video shape frames={t}, height={h}, width={w} gives latents {f}x{lh}x{lw}; the "
-            f"model needs height and width multiples of {geo.spatial_factor * p} and latent "
-            f"frames a multiple of {pt}"
-        )
-    return f, lh, lw, c
-
-
 def _fit_video(video, t: int, size: tuple[int, int], name: str) -> np.ndarray:
     """A video path or array -> float [-1, 1] [t, H, W, 3] (its first t frames)."""
     if isinstance(video, str):
@@ -113,7 +98,7 @@ def prepare_request(config, r: Request, base_dir: str = "") -> Request:
     if r.negative_prompt is not None and not isinstance(r.negative_prompt, str):
         raise ValueError(f"negative_prompt {r.negative_prompt!r} must be a string")
     t, h, w = request_shape(config, r)
-    f = _checked_shape(config, t, h, w)[0]
+    f = video_latent_shape(config, t, h, w)[0]
     if r.image is not None and r.first_frame is None:
         r.first_frame = load_image(path(r.image), (h, w))
     if r.cond_frames and r.first_frame is None:
@@ -278,7 +263,7 @@ def build_conditions(config, comps, reqs: list[Request], frames: int | None = No
         raise ValueError(f"one batch needs one video shape, got {sorted(shapes)}")
     t, hp, wp = shapes.pop()
     t = t if frames is None else int(frames)
-    f, h, w, c = _checked_shape(config, t, hp, wp)
+    f, h, w, c = video_latent_shape(config, t, hp, wp)
     geo = latent_geometry(config.autoencoder)
     emb = comps.text_encoder.encode([r.prompt for r in reqs])
     latents = np.zeros((len(reqs), f, h, w, c), np.float32)
