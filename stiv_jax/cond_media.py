@@ -72,7 +72,7 @@ def _is_video(media) -> bool:
     return np.asarray(media).ndim == 4
 
 
-def _fit(frame, size: tuple[int, int], name: str) -> np.ndarray:
+def fit_frame(frame, size: tuple[int, int], name: str) -> np.ndarray:
     """One frame -> float [-1, 1] [H, W, 3]; an array already of `size` is kept as it is
     (float frames from a previous chunk are not re-quantised to uint8)."""
     if isinstance(frame, np.ndarray) and frame.shape == (*size, 3):
@@ -95,7 +95,7 @@ def load_condition(cond: Condition, size: tuple[int, int], base_dir: str = "") -
                 f"an image condition covers one pixel frame; got frame={cond.frame}, "
                 f"last={cond.last} (use a video clip for a span)"
             )
-        image = _fit(media, size, "condition image") if isinstance(media, np.ndarray) else None
+        image = fit_frame(media, size, "condition image") if isinstance(media, np.ndarray) else None
         return Placed(
             int(cond.frame), (load_image(media, size) if image is None else image)[None], True
         )
@@ -115,7 +115,7 @@ def load_condition(cond: Condition, size: tuple[int, int], base_dir: str = "") -
             f"{name} has {len(clip)} frames; frames [{cond.frame}, {cond.last}] need "
             f"1..{len(clip)} of them"
         )
-    frames = np.stack([_fit(f, size, name) for f in clip[:n]])
+    frames = np.stack([fit_frame(f, size, name) for f in clip[:n]])
     return Placed(int(cond.frame), frames, False)
 
 

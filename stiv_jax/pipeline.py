@@ -30,12 +30,20 @@ from flax import nnx
 
 from stiv_jax import checkpoint as ckpt
 from stiv_jax.autoencoders import latent_geometry
-from stiv_jax.cond_media import Condition, Placed, as_condition, encode_given, load_condition, place
+from stiv_jax.cond_media import (
+    Condition,
+    Placed,
+    as_condition,
+    encode_given,
+    fit_frame,
+    load_condition,
+    place,
+)
 from stiv_jax.conditioning import drop_text, get_image_cond, make_conditions, null_conditions
 from stiv_jax.data.schema import normalize_uint8
 from stiv_jax.diffusion import make_guided_fn, sample_ode, to_velocity
 from stiv_jax.runtime import Components, build_model, video_latent_shape
-from stiv_jax.video import fit_image, load_image, read_mp4, to_uint8, write_mp4
+from stiv_jax.video import load_image, read_mp4, to_uint8, write_mp4
 
 __all__ = ["Condition", "Request", "STIVPipeline", "generate", "make_sample_fn"]
 
@@ -81,7 +89,7 @@ def _fit_video(video, t: int, size: tuple[int, int], name: str) -> np.ndarray:
     video = np.asarray(video)
     if video.ndim != 4 or video.shape[-1] != 3 or len(video) < t:
         raise ValueError(f"{name} has shape {video.shape}; expected [>= {t}, H, W, 3]")
-    return np.stack([fit_image(f, size, name=name) for f in video[:t]])
+    return np.stack([fit_frame(f, size, name) for f in video[:t]])
 
 
 def prepare_request(config, r: Request, base_dir: str = "") -> Request:
@@ -494,5 +502,5 @@ class STIVPipeline:
         )
         if req.first_frame is not None:
             t, h, w = request_shape(self.config, req)
-            req.first_frame = load_image(np.asarray(req.first_frame), (h, w))
+            req.first_frame = fit_frame(np.asarray(req.first_frame), (h, w), "condition image")
         return to_uint8(self.generate([req])[0])
