@@ -164,6 +164,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     t.seed = 0  # model init / step rng seed
     t.async_checkpoint = True  # Orbax async saves
     t.init_from = ""  # <workdir | workdir/checkpoints/N>[:params|ema]: start from its weights
+    t.lora_rank = 0  # LoRA rank r (0 = train every weight); needs init_from (stiv_jax/lora.py)
+    t.lora_alpha = 0.0  # LoRA scale alpha / r (0 = alpha = r)
+    t.lora_targets = "attention,mlp"  # adapted kernels: attention and/or mlp
 
     # ---------------------------------------------------------------- mesh
     h = c.mesh = ml_collections.ConfigDict()

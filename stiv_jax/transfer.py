@@ -192,7 +192,12 @@ def init_state_from(config, state: dict, shardings: dict) -> dict:
 
     params = jax.tree.map(put, params, shardings["params"])
     ema = jax.tree.map(lambda x, s: jax.device_put(jax.numpy.copy(x), s), params, shardings["ema"])
-    return {**state, "params": params, "ema": ema}
+    out = {**state, "params": params, "ema": ema}
+    if "base" in state:  # LoRA: the transferred weights are the frozen base
+        out["base"] = jax.tree.map(
+            lambda x, s: jax.device_put(jax.numpy.copy(x), s), params, shardings["base"]
+        )
+    return out
 
 
 def _summary(keys: list[str]) -> str:
