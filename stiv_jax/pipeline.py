@@ -109,6 +109,8 @@ def prepare_request(config, r: Request, base_dir: str = "") -> Request:
     f = video_latent_shape(config, t, h, w)[0]
     if r.image is not None and r.first_frame is None:
         r.first_frame = load_image(path(r.image), (h, w))
+    if r.first_frame is not None and np.shape(r.first_frame) != (h, w, 3):
+        r.first_frame = fit_frame(np.asarray(r.first_frame), (h, w), "condition image")
     if r.cond_frames and r.first_frame is None:
         raise ValueError(f"cond_frames {r.cond_frames} given without an image")
     if not all(isinstance(k, (int, np.integer)) and 0 <= k < f for k in r.cond_frames):

@@ -9,8 +9,8 @@ size) with `cond_frames` (latent frame indices the image is given at; default [0
 image, [] without: the shorthand of `conditions`), `motion_score`, `seed`, `cfg_scale`,
 and the application fields of `stiv_jax.pipeline.request_fields`: `conditions` (images /
 clips at pixel frames), `negative_prompt`, `video` + `strength` (V2V), `frames`, `height`,
-`width`, `long_mode`. Media paths are relative to the prompts file. A bad line is reported with its
-line number and skipped; the rest still run. Ids already in OUT/results*.jsonl with their
+`width`, `long_mode`. Media paths are relative to the prompts file. A bad line is reported
+with its line number and skipped; the rest still run. Ids already in OUT/results*.jsonl with their
 MP4 present are skipped, so a killed job resumes where it stopped. Several processes (every
 worker of a TPU pod, `jax.distributed`) split the prompts between them (`run_job`).
 

@@ -42,10 +42,19 @@ def test_per_request_shapes_one_compiled_sampler_each(pipe):
         Request(id="a", prompt="a red circle", seed=0),
         Request(id="b", prompt="a red circle", seed=0, frames=8, height=8, width=24),
         Request(id="c", prompt="a blue square", seed=1),
+        # an image loaded at data.res is refitted to this request's size
+        Request(
+            id="e",
+            prompt="x",
+            height=8,
+            width=8,
+            first_frame=np.zeros((16, 16, 3)),
+            cond_frames=[0],
+        ),  # fmt: skip
     ]
     out = pipe.generate(reqs)
-    assert [v.shape for v in out] == [(4, 16, 16, 3), (8, 8, 24, 3), (4, 16, 16, 3)]
-    assert pipe.sample_fn._cache_size() == 2  # 16x16x4 (a and c batched) and 8x24x8
+    assert [v.shape for v in out] == [(4, 16, 16, 3), (8, 8, 24, 3), (4, 16, 16, 3), (4, 8, 8, 3)]
+    assert pipe.sample_fn._cache_size() == 3  # 16x16x4 (a and c batched), 8x24x8, 8x8x4
     with pytest.raises(ValueError, match="height and width multiples of 2"):
         pipe.generate([Request(id="d", prompt="x", height=15)])
 
