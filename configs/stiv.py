@@ -14,6 +14,16 @@ The argument string is comma-separated `key=value` pairs:
   frames      video frames T in pixels (latent frames follow from the autoencoder)
   res         square training resolution in pixels
   image_cond  frame_replace | channel_concat | cross_attn
+  stage       t2i | t2v | ti2v: a stage of STIV's progressive recipe (default: the full task
+              mix). t2i: frames=1 images (ShapesBench frames), temporal patch 1, text only;
+              t2v: text only; ti2v: the full mix. Chain stages with train.init_from
+              (stiv_jax.transfer; README "Progressive training"):
+                python -m stiv_jax.train --config configs/stiv.py:variant=S,stage=t2i \
+                    --workdir runs/s_t2i --config.train.steps=300
+                python -m stiv_jax.train --config configs/stiv.py:variant=S,stage=t2v,res=16,frames=4 \
+                    --workdir runs/s_t2v --config.train.steps=200 --config.train.init_from=runs/s_t2i
+                python -m stiv_jax.train --config configs/stiv.py:variant=S,stage=ti2v \
+                    --workdir runs/s_ti2v --config.train.steps=300 --config.train.init_from=runs/s_t2v
   runlocal    shrink steps/batch for a laptop smoke run (flag, no value)
 Anything else is overridden with `--config.a.b=v`.
 """
@@ -25,7 +35,8 @@ import ml_collections
 from stiv_jax.conditioning import get_image_cond
 from stiv_jax.model.variants import parse_variant
 
-_ARG_KEYS = ("variant", "frames", "res", "image_cond", "runlocal")
+_ARG_KEYS = ("variant", "frames", "res", "image_cond", "stage", "runlocal")
+STAGES = ("t2i", "t2v", "ti2v")
 
 
 def _parse_arg(arg: str | None) -> dict[str, str]:
@@ -96,9 +107,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.num_workers = 0  # Grain worker processes (0 = in-process)
     d.seed = 0  # data shuffling / generation seed
     d.frame_stride = 1  # temporal stride when cropping clips
-    # Task mix: probability that a training sample is T2V / TI2V / prediction / interpolation.
+    # Task mix: probability that a training sample is T2V / TI2V / prediction / interpolation
+    # / keyframes (1-3 latent frames at random positions given).
     d.task_probs = ml_collections.ConfigDict(
-        {"t2v": 0.25, "ti2v": 0.55, "predict": 0.1, "interp": 0.1}
+        {"t2v": 0.25, "ti2v": 0.5, "predict": 0.1, "interp": 0.1, "keyframes": 0.05}
     )
     d.predict_frames = 2  # given latent frames in the prediction task
     d.buckets = ml_collections.ConfigDict()  # records source: one shape per batch
@@ -151,6 +163,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )  # final steps with MaskDiT off (unmasked fine-tuning)
     t.seed = 0  # model init / step rng seed
     t.async_checkpoint = True  # Orbax async saves
+    t.init_from = ""  # <workdir | workdir/checkpoints/N>[:params|ema]: start from its weights
+    t.lora_rank = 0  # LoRA rank r (0 = train every weight); needs init_from (stiv_jax/lora.py)
+    t.lora_alpha = 0.0  # LoRA scale alpha / r (0 = alpha = r)
+    t.lora_targets = "attention,mlp"  # adapted kernels: attention and/or mlp
 
     # ---------------------------------------------------------------- mesh
     h = c.mesh = ml_collections.ConfigDict()
@@ -169,12 +185,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     s.cfg_mode = "joint"  # joint (one batched forward) | separate (3-pass, text/image scales)
     s.cfg_text = 4.0  # text scale for cfg_mode=separate
     s.cfg_image = 2.0  # image scale for cfg_mode=separate
-    s.cfg_renorm = True  # CFG renormalisation: guided velocity norm <= conditional norm
+    s.cfg_renorm = True  # CFG renormalisation (off: plain CFG)
+    s.cfg_renorm_mode = "scale_down"  # scale_down (norm <= conditional) | rescale (STIV: = it)
     s.use_ema = True  # sample with EMA weights
     s.fps = 8  # fps of written MP4s
     s.num_train_samples = 4  # videos written by the trainer's periodic sampling
     s.batch_size = 4  # prompts per sampler batch
     s.motion_score = 2.0  # motion score for prompts that give none
+    s.long_overlap = 0  # long_mode=extend: frames carried into the next chunk (0 = predict task's)
 
     # ---------------------------------------------------------------- encoders
     e = c.text_encoder = ml_collections.ConfigDict()
@@ -194,6 +212,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a.chunk = 8  # sd_vae: frames per jitted encode/decode call (bounds memory)
     # Real VAEs: set model.in_channels to 4 (sd_vae) or 16 (wan); wan needs frames = 1 + 4k.
 
+    stage = args.get("stage")
+    if stage is not None and stage not in STAGES:
+        raise ValueError(f"config argument stage={stage!r} is unknown; expected one of {STAGES}")
+    if stage == "t2i":  # images: one frame, so one temporal token per patch
+        d.frames, m.temporal_patch = int(args.get("frames", 1)), 1
+        d.buckets.shapes = (f"{d.frames}x{d.res}x{d.res}",)
+    if stage in ("t2i", "t2v"):  # text only: nothing given, no image condition to drop
+        d.task_probs = ml_collections.ConfigDict({"t2v": 1.0})
     if "runlocal" in args:
         t.steps, t.log_every, t.ckpt_every = 20, 5, 10
         d.batch_size = 2

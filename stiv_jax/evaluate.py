@@ -24,6 +24,16 @@ uses the x1 requests (the ground truth's own score), so it is 1.0 for the ceilin
 construction; within-case control does not apply to them (one video per case).
 First-frame fidelity is not reported for T2V (no condition image).
 
+Applications (`--tasks predict,interp,keyframes,long_extend,long_hier`, not in the default
+plan): `predict` gives the case's first `data.predict_frames` latent frames, `interp` its
+first and last, `keyframes` 1-3 latent frames at positions drawn from the case index (the
+training task's rule), each as the case's own pixel frames (`stiv_jax.cond_media`); they
+are scored like TI2V. `long_extend` / `long_hier` sample `--long_frames` (64) frames from
+the case's frame 0 with `stiv_jax.long_video` against a case clip of that length; their
+table adds direction / consistency per chunk (`chunk<i>_...`, chunks split at the seams)
+and the seam metrics of `stiv_jax.metrics.seam_scores` (`seam_*`), beside the static
+floor and the ground truth (whose "seams" are just frames: the no-seam reference).
+
 Outputs (each written to a temp name, then renamed): `OUT/videos/<id>.mp4` and
 `OUT/videos/<id>.json` (the case's ground truth and request), `OUT/scores.json`,
 `OUT/scores.md`. `--videos DIR` scores existing MP4s named by id; the truth comes from
@@ -55,10 +65,16 @@ from stiv_jax.data.shapes import config_kwargs, generate_clip
 from stiv_jax.pipeline import restore_for_sampling
 
 # Evaluated tasks, in plan order: names (and given frames) from `stiv_jax.data.tasks`.
-TASKS = ("ti2v", "t2v")
-assert set(TASKS) <= set(tasks_lib.TASKS), TASKS
+TASKS = ("ti2v", "t2v")  # the default plan
+APP_TASKS = ("predict", "interp", "keyframes")  # given frames from the case's own video
+LONG_TASKS = {"long_extend": "extend", "long_hier": "hierarchical"}  # -> long_mode
+ALL_TASKS = (*TASKS, *APP_TASKS, *LONG_TASKS)
+assert set(TASKS + APP_TASKS) <= set(tasks_lib.TASKS), TASKS
 DEFAULT_MULTIPLIERS = (0.5, 1.0, 2.0)
-_ID = re.compile(rf"^({'|'.join(TASKS)})-(\d{{4,}})-x(\d+(?:\.\d+)?)$")
+LONG_FRAMES = 64
+_ID = re.compile(rf"^({'|'.join(ALL_TASKS)})-(\d{{4,}})-x(\d+(?:\.\d+)?)$")
+SEAM_KEYS = ("seam_color_jump_ratio", "seam_color_drift", "seam_track_jump_ratio",
+             "seam_track_lost_at_seam")  # fmt: skip
 ADHERENCE_KEYS = (*metrics.VIDEO_METRICS, "video_psnr")
 MOTION_KEYS = ("motion_control", "motion_control_within")
 ROWS = ("static", "model", "ground_truth")
@@ -83,7 +99,7 @@ class Item:
     def from_id(cls, vid: str) -> Item:
         m = _ID.match(vid)
         if not m:
-            raise ValueError(f"video id {vid!r} is not <ti2v|t2v>-<index>-x<multiplier>")
+            raise ValueError(f"video id {vid!r} is not <task>-<index>-x<multiplier>")
         return cls(m.group(1), int(m.group(2)), float(m.group(3)))
 
 
@@ -93,9 +109,9 @@ def make_plan(
     """TI2V at every multiplier, T2V at x1 only (its motion request is not the point)."""
     if num_cases < 1:
         raise ValueError(f"num_cases={num_cases} must be >= 1")
-    bad = [t for t in tasks if t not in TASKS]
+    bad = [t for t in tasks if t not in ALL_TASKS]
     if bad or not tasks:
-        raise ValueError(f"tasks {list(tasks)} must be a non-empty subset of {TASKS}")
+        raise ValueError(f"tasks {list(tasks)} must be a non-empty subset of {ALL_TASKS}")
     if not multipliers or any(not (m > 0 and math.isfinite(m)) for m in multipliers):
         raise ValueError(f"motion multipliers {list(multipliers)} must be positive numbers")
     items = []
@@ -105,9 +121,35 @@ def make_plan(
     return items
 
 
-def generator_kwargs(config: Any) -> dict[str, Any]:
-    """`generate_clip` arguments of the config's held-out split (recorded in each truth JSON)."""
-    return dict(split="heldout", seed=int(config.data.shapes.heldout_seed), **config_kwargs(config))
+def generator_kwargs(config: Any, frames: int | None = None) -> dict[str, Any]:
+    """`generate_clip` arguments of the config's held-out split (recorded in each truth JSON);
+    `frames` overrides the clip length (long-video cases)."""
+    kw = dict(split="heldout", seed=int(config.data.shapes.heldout_seed), **config_kwargs(config))
+    if frames is not None:
+        kw["frames"] = int(frames)
+    return kw
+
+
+def case_key(item: Item) -> int | tuple[str, int]:
+    """Key of an item's case in a cases dict: long-video cases are other (longer) clips."""
+    return ("long", item.index) if item.task in LONG_TASKS else item.index
+
+
+def given_conditions(config: Any, item: Item, video: np.ndarray) -> list:
+    """The case's own frames an application task gives, as pixel-frame `Condition`s (clips
+    covering whole latent frames, float [-1, 1])."""
+    from stiv_jax.autoencoders import latent_geometry
+    from stiv_jax.cond_media import Condition
+
+    geo = latent_geometry(config.autoencoder)
+    f = geo.latent_frames(video.shape[0])
+    rng = np.random.default_rng(item.index)  # keyframes: positions fixed per case
+    mask = tasks_lib.task_cond_mask(item.task, f, int(config.data.predict_frames), rng)
+    out = []
+    for j in np.flatnonzero(mask):
+        lo, hi = geo.pixel_span(int(j))
+        out.append(Condition(lo, normalize_uint8(video[lo : hi + 1])))
+    return out
 
 
 def requested_motion(case: dict, item: Item) -> float:
@@ -177,10 +219,12 @@ def sample_items(
     graphdef,
     params,
     items: Sequence[Item],
-    cases: dict[int, dict],
+    cases: dict,
     out_dir: str,
+    long_frames: int = LONG_FRAMES,
 ) -> int:
-    """Samples every item whose MP4 + JSON are not yet in `out_dir`; returns how many."""
+    """Samples every item whose MP4 + JSON are not yet in `out_dir`; returns how many.
+    `cases` is keyed by `case_key` (long-video cases are `long_frames`-frame clips)."""
     from tqdm import tqdm
 
     from stiv_jax.pipeline import Request, generate, make_sample_fn
@@ -188,6 +232,7 @@ def sample_items(
 
     os.makedirs(out_dir, exist_ok=True)
     gen_kwargs = generator_kwargs(config)
+    long_kwargs = generator_kwargs(config, long_frames)
 
     def done(it: Item) -> bool:
         base = os.path.join(out_dir, it.id)
@@ -196,6 +241,12 @@ def sample_items(
     todo = [it for it in items if not done(it)]
     if not todo:
         return 0
+    long_items = [it for it in todo if it.task in LONG_TASKS]
+    if long_items:
+        _sample_long(config, comps, graphdef, params, long_items, cases, out_dir, long_kwargs)
+    todo = [it for it in todo if it.task not in LONG_TASKS]
+    if not todo:
+        return len(long_items)
     sample_fn = make_sample_fn(config, graphdef)
     latent_frames = comps.latent_shape[0]
     bs = int(config.sample.batch_size)
@@ -204,8 +255,11 @@ def sample_items(
         reqs = []
         for it in batch:
             case = cases[it.index]
-            given = tasks_lib.task_cond_mask(it.task, latent_frames, 1)
-            ti2v = bool(given.any())  # the case's frame 0 is the condition image
+            if it.task in APP_TASKS:
+                given, conds = [], given_conditions(config, it, case["video"])
+            else:
+                given, conds = tasks_lib.task_cond_mask(it.task, latent_frames, 1), []
+            ti2v = bool(np.any(given))  # the case's frame 0 is the condition image
             reqs.append(
                 Request(
                     id=it.id,
@@ -215,6 +269,7 @@ def sample_items(
                     seed=it.index,  # same noise across multipliers: only the request varies
                     cfg_scale=float(config.sample.cfg_scale),
                     first_frame=normalize_uint8(case["video"][0]) if ti2v else None,
+                    conditions=conds,
                 )
             )
         # Pad to a fixed batch so the jitted sampler compiles once.
@@ -224,7 +279,34 @@ def sample_items(
             base = os.path.join(out_dir, it.id)
             write_mp4(base + ".mp4", video, int(config.sample.fps))
             _write_json(base + ".json", truth_record(cases[it.index], it, gen_kwargs))
-    return len(todo)
+    return len(todo) + len(long_items)
+
+
+def _sample_long(config, comps, graphdef, params, items, cases, out_dir, gen_kwargs) -> None:
+    """Long-video items: `stiv_jax.long_video` from the long case's frame 0."""
+    from tqdm import tqdm
+
+    from stiv_jax.pipeline import Request, STIVPipeline
+    from stiv_jax.video import write_mp4
+
+    pipe = STIVPipeline(config, comps, graphdef, params)
+    for it in tqdm(items, desc="evaluate: long video"):
+        case = cases[case_key(it)]
+        req = Request(
+            id=it.id,
+            prompt=case["caption"],
+            cond_frames=[0],
+            first_frame=normalize_uint8(case["video"][0]),
+            motion_score=requested_motion(case, it),
+            seed=it.index,
+            cfg_scale=float(config.sample.cfg_scale),
+            frames=int(case["video"].shape[0]),
+            long_mode=LONG_TASKS[it.task],
+        )
+        video = pipe.generate([req])[0]
+        base = os.path.join(out_dir, it.id)
+        write_mp4(base + ".mp4", video, int(config.sample.fps))
+        _write_json(base + ".json", truth_record(case, it, gen_kwargs))
 
 
 # ============================================================================ scoring
@@ -250,7 +332,7 @@ def read_videos(
         try:
             item = Item.from_id(vid)
             js = os.path.join(video_dir, vid + ".json") if vid in jsons else None
-            case = cases.get(item.index) if js is None else None
+            case = cases.get(case_key(item)) if js is None else None
             case = case or load_case(item, js, gen_kwargs)
             video = read_mp4(path)
             want = case["video"].shape
@@ -260,7 +342,7 @@ def read_videos(
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             errors.append(f"{path}: {msg}; skipped")
             continue
-        known = cases.setdefault(item.index, case)
+        known = cases.setdefault(case_key(item), case)
         if known["caption"] != case["caption"]:
             errors.append(f"{path}: its truth differs from other videos of case {item.index}")
             continue
@@ -360,10 +442,59 @@ def score_task(
 
 
 def score_videos(
-    videos: dict[Item, np.ndarray], cases: dict[int, dict], *, codec: bool = True
+    videos: dict[Item, np.ndarray], cases: dict, *, codec: bool = True, config: Any = None
 ) -> dict[str, dict]:
-    """{task: score_task(...)} for the tasks that have videos."""
-    return {t: s for t in TASKS if (s := score_task(t, videos, cases, codec=codec))}
+    """{task: score_task(...) or score_long(...)} for the tasks that have videos."""
+    out = {t: s for t in TASKS + APP_TASKS if (s := score_task(t, videos, cases, codec=codec))}
+    for t in LONG_TASKS:
+        if config is not None and (s := score_long(config, t, videos, cases, codec=codec)):
+            out[t] = s
+    return out
+
+
+def score_long(
+    config: Any, task: str, videos: dict[Item, np.ndarray], cases: dict, *, codec: bool = True
+) -> dict:
+    """Long-video rows: whole-video metrics, per-chunk direction / consistency, seams."""
+    from stiv_jax import long_video
+    from stiv_jax.pipeline import Request
+
+    items = sorted((it for it in videos if it.task == task), key=lambda it: it.index)
+    if not items:
+        return {}
+    long_cases = [cases[case_key(it)] for it in items]
+    t = long_cases[0]["video"].shape[0]
+    seams = long_video.chunk_bounds(config, Request("x", "x", frames=t, long_mode=LONG_TASKS[task]))
+    bounds = [0, *seams, t]
+    truth = [c["video"] for c in long_cases]
+    static = [metrics.static_baseline(v) for v in truth]
+    if codec:
+        truth, static = codec_roundtrip(truth), codec_roundtrip(static)
+    rows: dict[str, dict] = {}
+    for name, vids in (("static", static), ("model", [videos[it] for it in items]),
+                       ("ground_truth", truth)):  # fmt: skip
+        row = metrics.evaluate_videos(vids, long_cases)
+        for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+            part = metrics.evaluate_videos(
+                [v[a:b] for v in vids], [dict(c, video=c["video"][a:b]) for c in long_cases]
+            )
+            row[f"chunk{i}_direction_accuracy"] = part["direction_accuracy"]
+            row[f"chunk{i}_subject_consistency"] = part["subject_consistency"]
+        seam = [
+            metrics.seam_scores(v, seams, [o["rgb"] for o in c["truth"]["objects"]])
+            for v, c in zip(vids, long_cases)
+        ]
+        for key in SEAM_KEYS:
+            vals = [x[key[len("seam_") :]] for x in seam]
+            vals = [v for v in vals if math.isfinite(v)]
+            row[key] = float(np.mean(vals)) if vals else math.nan
+        rows[name] = row
+    keys = [
+        *metrics.VIDEO_METRICS,
+        *(k for k in rows["model"] if k.startswith("chunk")),
+        *SEAM_KEYS,
+    ]
+    return {"rows": rows, "num_cases": len(items), "frames": t, "seams": seams, "keys": keys}
 
 
 # ============================================================================ report
@@ -383,9 +514,11 @@ def markdown_table(scores: dict[str, dict], header: dict[str, Any]) -> str:
         rows = s["rows"]
         lines += ["", f"## {task.upper()} ({s['num_cases']} cases, "
                   f"{int(rows['model']['num_videos'])} model videos)", ""]  # fmt: skip
+        if "seams" in s:
+            lines += [f"{s['frames']} frames, chunks start at frames {s['seams']}", ""]
         lines += ["| metric | static (floor) | model | ground truth (ceiling) |"]
         lines += ["|---|---|---|---|"]
-        for key in (*ADHERENCE_KEYS, *MOTION_KEYS):
+        for key in s.get("keys", (*ADHERENCE_KEYS, *MOTION_KEYS)):
             lines.append(f"| {key} | " + " | ".join(_fmt(rows[r].get(key)) for r in ROWS) + " |")
     return "\n".join(lines) + "\n"
 
@@ -412,14 +545,21 @@ def evaluate_checkpoint(
     tasks: Sequence[str] = TASKS,
     multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
     step: int | None = None,
+    long_frames: int = LONG_FRAMES,
 ) -> dict:
     """Samples the plan with `workdir`'s checkpoint into OUT/videos, then scores that dir."""
     comps, graphdef, params, step = restore_for_sampling(config, workdir, step)
     items = make_plan(num_cases, tasks, multipliers)
     gen_kwargs = generator_kwargs(config)
-    cases = {i: generate_clip(i, **gen_kwargs) for i in sorted({it.index for it in items})}
+    long_kwargs = generator_kwargs(config, long_frames)
+    cases = {
+        case_key(it): generate_clip(
+            it.index, **(long_kwargs if it.task in LONG_TASKS else gen_kwargs)
+        )
+        for it in items
+    }
     video_dir = os.path.join(out, "videos")
-    sample_items(config, comps, graphdef, params, items, cases, video_dir)
+    sample_items(config, comps, graphdef, params, items, cases, video_dir, long_frames)
     header = {
         "workdir": os.path.abspath(workdir),
         "checkpoint_step": step,
@@ -441,7 +581,7 @@ def evaluate_dir(config: Any, video_dir: str, out: str, *, header: dict | None =
     for e in errors:
         logging.error(e)
     header = {"videos": os.path.abspath(video_dir), **(header or {})}
-    return write_report(out, score_videos(videos, cases), header, errors)
+    return write_report(out, score_videos(videos, cases, config=config), header, errors)
 
 
 def main(argv=None) -> None:
@@ -455,7 +595,8 @@ def main(argv=None) -> None:
     vd = flags.DEFINE_string("videos", None, "Score the MP4s in this directory instead.")
     out = flags.DEFINE_string("out", None, "Report directory (scores.json, scores.md, videos/).")
     n = flags.DEFINE_integer("num_cases", 16, "Held-out cases to sample.")
-    tk = flags.DEFINE_list("tasks", list(TASKS), "Tasks to sample: ti2v, t2v.")
+    tk = flags.DEFINE_list("tasks", list(TASKS), f"Tasks to sample: {', '.join(ALL_TASKS)}.")
+    lf = flags.DEFINE_integer("long_frames", LONG_FRAMES, "Frames of long_extend/long_hier videos.")
     mu = flags.DEFINE_list("motion_multipliers", ["0.5", "1", "2"], "TI2V motion requests.")
     st = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
     flags.mark_flags_as_required(["config", "out"])
@@ -470,7 +611,7 @@ def main(argv=None) -> None:
             mults = [float(m) for m in mu.value]
             report = evaluate_checkpoint(
                 cfg_flag.value, wd.value, out.value, num_cases=n.value, tasks=tk.value,
-                multipliers=mults, step=st.value,
+                multipliers=mults, step=st.value, long_frames=lf.value,
             )  # fmt: skip
         print(markdown_table(report["scores"], {"skipped": report["skipped"]}))
 

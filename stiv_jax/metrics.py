@@ -397,3 +397,57 @@ def evaluate_videos(
         "dynamic_degree": _mean(dynamic),
         "num_videos": float(len(videos)),
     }
+
+
+# --------------------------------------------------------------------------- long-video seams
+
+
+def _jump_ratio(steps: np.ndarray, seam_idx: list[int]) -> float:
+    """Mean step at the seams / median step elsewhere (1 = a seam looks like any frame)."""
+    steps = np.asarray(steps, np.float64)
+    ok = np.isfinite(steps)
+    at = [steps[i] for i in seam_idx if ok[i]]
+    rest = np.delete(steps, seam_idx)
+    rest = rest[np.isfinite(rest)]
+    if not at or rest.size == 0:
+        return math.nan
+    return float(np.mean(at) / max(float(np.median(rest)), 1e-3))
+
+
+def seam_scores(
+    video: np.ndarray, seams: Sequence[int], colors: Sequence[Sequence[int]] = ()
+) -> dict[str, float]:
+    """How visible the chunk boundaries of a stitched long video are.
+
+    video uint8 [T, H, W, 3]; seams: frames where a new chunk starts (frame s follows s−1
+    across the boundary); colors: RGB of tracked objects (ShapesBench truth), may be empty.
+      color_jump_ratio   mean-frame-colour change across seams / median change elsewhere
+      color_drift        RGB distance between the mean colours of the first and last chunk
+      track_jump_ratio   object centroid step across seams / median step elsewhere
+      track_lost_at_seam share of (object, seam) pairs visible before a seam and not after
+    Ratios near 1 mean no seam; NaN where nothing could be measured.
+    """
+    video = _check_video(video)
+    t = video.shape[0]
+    seams = sorted(int(s) for s in seams if 0 < int(s) < t)
+    if not seams:
+        raise ValueError(f"seams {list(seams)} must hold frames in [1, {t - 1}]")
+    idx = [s - 1 for s in seams]  # step s-1 -> s
+    mean_rgb = video.reshape(t, -1, 3).astype(np.float64).mean(1)  # [T, 3]
+    color_steps = np.linalg.norm(np.diff(mean_rgb, axis=0), axis=1)
+    bounds = [0, *seams, t]
+    first, last = mean_rgb[bounds[0] : bounds[1]].mean(0), mean_rgb[bounds[-2] : bounds[-1]].mean(0)
+    track_ratios, lost = [], []
+    for rgb in colors:
+        tr = track_color(video, rgb)
+        steps = np.hypot(np.diff(tr["x"]), np.diff(tr["y"]))
+        track_ratios.append(_jump_ratio(steps, idx))
+        vis = tr["visible"]
+        lost += [bool(vis[s - 1] and not vis[s]) for s in seams]
+    finite = [r for r in track_ratios if math.isfinite(r)]
+    return {
+        "color_jump_ratio": _jump_ratio(color_steps, idx),
+        "color_drift": float(np.linalg.norm(last - first)),
+        "track_jump_ratio": float(np.mean(finite)) if finite else math.nan,
+        "track_lost_at_seam": float(np.mean(lost)) if lost else math.nan,
+    }

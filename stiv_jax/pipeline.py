@@ -3,6 +3,10 @@
   from stiv_jax.pipeline import STIVPipeline
   pipe = STIVPipeline.from_workdir("runs/stiv_s")
   video = pipe("a red circle moves left", image="first.png", seed=0)   # uint8 [T, H, W, 3]
+  video = pipe("...", conditions=[(0, "a.png"), (7, "b.png")])         # interpolation
+  video = pipe("...", conditions=[Condition(0, "ctx.mp4", last=3)])    # prediction
+  video = pipe("...", negative_prompt="blurry", video="in.mp4", strength=0.6)  # V2V
+  video = pipe("...", frames=64, long_mode="extend")                   # long video
 
 Shapes: B batch, T pixel frames, F latent frames, H/W latent size, C channels.
 
@@ -27,11 +31,25 @@ from flax import nnx
 
 from stiv_jax import checkpoint as ckpt
 from stiv_jax.atomic import atomic_write
+from stiv_jax.autoencoders import latent_geometry
+from stiv_jax.cond_media import (
+    Condition,
+    Placed,
+    as_condition,
+    encode_given,
+    fit_frame,
+    load_condition,
+    place,
+)
 from stiv_jax.conditioning import drop_text, get_image_cond, make_conditions, null_conditions
 from stiv_jax.data.schema import normalize_uint8
 from stiv_jax.diffusion import make_guided_fn, sample_ode, to_velocity
-from stiv_jax.runtime import Components, build_model, latent_shape
-from stiv_jax.video import load_image, to_uint8, write_mp4
+from stiv_jax.runtime import Components, build_model, video_latent_shape
+from stiv_jax.video import load_image, read_mp4, to_uint8, write_mp4
+
+__all__ = ["Condition", "Request", "STIVPipeline", "generate", "make_sample_fn"]
+
+LONG_MODES = ("extend", "hierarchical")
 
 
 def default_seed(rid: str) -> int:
@@ -41,17 +59,27 @@ def default_seed(rid: str) -> int:
 
 @dataclass
 class Request:
-    """One video to sample. The defaults are the sample CLI's for a prompts line without the
-    field: seed = crc32(id), motion_score / cfg_scale = config.sample's (set by `generate`)."""
+    """One video to generate. Media fields hold paths until `prepare_request` loads them.
+    The defaults are the sample CLI's for a prompts line without the field: seed = crc32(id),
+    motion_score / cfg_scale = config.sample's (filled by `with_defaults`)."""
 
     id: str
     prompt: str
-    image: str | None = None
+    image: str | None = None  # shorthand: this image at each latent frame of `cond_frames`
     cond_frames: list[int] = field(default_factory=list)
     motion_score: float | None = None  # None: config.sample.motion_score
     seed: int | None = None  # None: default_seed(id)
     cfg_scale: float | None = None  # None: config.sample.cfg_scale
     first_frame: np.ndarray | None = None  # float [-1,1] [H, W, 3], set by the caller/loader
+    conditions: list[Condition] = field(default_factory=list)  # media at pixel frames
+    negative_prompt: str | None = None  # text of CFG's unconditional branch ("" = none)
+    video: str | np.ndarray | None = None  # V2V input (path, or [T, H, W, 3])
+    strength: float = 1.0  # V2V: 0 returns the input, 1 ignores it (plain generation)
+    frames: int | None = None  # pixel frames T (default data.frames)
+    height: int | None = None  # pixels (default data.res)
+    width: int | None = None
+    long_mode: str | None = None  # extend | hierarchical (frames beyond one chunk)
+    frame_stride: int | None = None  # micro-condition (default data.frame_stride)
 
     def __post_init__(self):
         if self.seed is None:
@@ -67,11 +95,159 @@ class Request:
         )
 
 
+def request_shape(config, r: Request) -> tuple[int, int, int]:
+    """(T, H, W) pixel shape a (non-long) request is sampled at."""
+    res = int(config.data.res)
+    t = int(config.data.frames if r.frames is None or r.long_mode else r.frames)
+    return t, int(r.height or res), int(r.width or res)
+
+
+def _fit_video(video, t: int, size: tuple[int, int], name: str) -> np.ndarray:
+    """A video path or array -> float [-1, 1] [t, H, W, 3] (its first t frames)."""
+    if isinstance(video, str):
+        if not os.path.isfile(video):
+            raise FileNotFoundError(f"{name} {video!r} does not exist")
+        video = read_mp4(video)
+    video = np.asarray(video)
+    if video.ndim != 4 or video.shape[-1] != 3 or len(video) < t:
+        raise ValueError(f"{name} has shape {video.shape}; expected [>= {t}, H, W, 3]")
+    return np.stack([fit_frame(f, size, name) for f in video[:t]])
+
+
+def prepare_request(config, r: Request, base_dir: str = "") -> Request:
+    """Load `r`'s media (paths relative to `base_dir`) and check everything a user can get
+    wrong, in one clear line (ValueError / FileNotFoundError). Returns `r`, loaded in place."""
+
+    def path(x):
+        return os.path.join(base_dir, x) if isinstance(x, str) and not os.path.isabs(x) else x
+
+    if r.long_mode is not None and r.long_mode not in LONG_MODES:
+        raise ValueError(f"long_mode {r.long_mode!r} is unknown; expected one of {LONG_MODES}")
+    if not 0.0 <= float(r.strength) <= 1.0:
+        raise ValueError(f"strength {r.strength!r} must be in [0, 1]")
+    if r.negative_prompt is not None and not isinstance(r.negative_prompt, str):
+        raise ValueError(f"negative_prompt {r.negative_prompt!r} must be a string")
+    t, h, w = request_shape(config, r)
+    f = video_latent_shape(config, t, h, w)[0]
+    if r.image is not None and r.first_frame is None:
+        r.first_frame = load_image(path(r.image), (h, w))
+    if r.first_frame is not None and np.shape(r.first_frame) != (h, w, 3):
+        r.first_frame = fit_frame(np.asarray(r.first_frame), (h, w), "condition image")
+    if r.cond_frames and r.first_frame is None:
+        raise ValueError(f"cond_frames {r.cond_frames} given without an image")
+    if not all(isinstance(k, (int, np.integer)) and 0 <= k < f for k in r.cond_frames):
+        raise ValueError(f"cond_frames {r.cond_frames!r} must be latent frame indices in [0, {f})")
+    loaded = []
+    for c in r.conditions:
+        c = as_condition(c)
+        p = load_condition(Condition(c.frame, path(c.media), c.last), (h, w))
+        loaded.append(Condition(p.frame, p.frames[0] if p.still else p.frames))
+    r.conditions = loaded
+    if r.video is not None and float(r.strength) < 1.0:
+        r.video = _fit_video(path(r.video), t, (h, w), "V2V input video")
+    if r.long_mode:
+        from stiv_jax import long_video
+
+        long_video.check_request(config, r)
+    else:
+        place(placed_conditions(config, r), latent_geometry(config.autoencoder), t)
+    return r
+
+
+def _int(obj: dict, key: str, lo: int = 1) -> int | None:
+    v = obj.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+        raise ValueError(f"{key} {v!r} must be an integer >= {lo}")
+    return v
+
+
+def _condition_item(item) -> Condition:
+    """One `conditions` entry of a prompt line -> `Condition` (paths not yet loaded)."""
+    if not isinstance(item, dict) or ("image" in item) == ("video" in item):
+        raise ValueError(
+            f"condition {item!r} must be an object with one of image (+ frame) or video "
+            f"(+ frames [first, last] or frame)"
+        )
+    unknown = sorted(set(item) - {"image", "video", "frame", "frames"})
+    if unknown:
+        raise ValueError(f"condition {item!r} has unknown keys {unknown}")
+    if "image" in item:
+        frame = _int(item, "frame", 0)
+        if frame is None or "frames" in item:
+            raise ValueError(f"image condition {item!r} needs one integer pixel frame 'frame'")
+        return Condition(frame, str(item["image"]))
+    span = item.get("frames")
+    if span is not None:
+        if (
+            not isinstance(span, list)
+            or len(span) != 2
+            or not all(isinstance(k, int) and k >= 0 for k in span)
+            or span[1] < span[0]
+        ):
+            raise ValueError(f"video condition frames {span!r} must be [first, last] pixel frames")
+        return Condition(span[0], str(item["video"]), span[1])
+    frame = _int(item, "frame", 0)
+    return Condition(0 if frame is None else frame, str(item["video"]))
+
+
+def request_fields(obj: dict) -> dict:
+    """The application fields of one prompts-file line (a JSON object) as `Request` kwargs:
+
+    conditions       [{"image": "a.png", "frame": 0}, {"video": "ctx.mp4", "frames": [0, 3]}]
+                     pixel frames; a clip's frames fill [first, last] (or start at "frame")
+    negative_prompt  text of the unconditional CFG branch
+    video, strength  V2V input and how much of it to redo (0 = keep, 1 = ignore)
+    frames, height, width   pixel shape of this request
+    long_mode        extend | hierarchical: `frames` beyond one chunk (stiv_jax.long_video)
+    """
+    out: dict = {}
+    conds = obj.get("conditions", [])
+    if not isinstance(conds, list):
+        raise ValueError(f"conditions {conds!r} must be a list of objects")
+    out["conditions"] = [_condition_item(c) for c in conds]
+    for key in ("negative_prompt", "video", "long_mode"):
+        if obj.get(key) is not None:
+            if not isinstance(obj[key], str):
+                raise ValueError(f"{key} {obj[key]!r} must be a string")
+            out[key] = obj[key]
+    if "strength" in obj:
+        st = obj["strength"]
+        if isinstance(st, bool) or not isinstance(st, (int, float)) or not 0 <= st <= 1:
+            raise ValueError(f"strength {st!r} must be a number in [0, 1]")
+        if "video" not in obj:
+            raise ValueError(f"strength {st!r} given without a video")
+        out["strength"] = float(st)
+    elif "video" in obj:
+        out["strength"] = 0.6  # a usual SDEdit default: keep the layout, redo the details
+    for key in ("frames", "height", "width"):
+        if (v := _int(obj, key)) is not None:
+            out[key] = v
+    return out
+
+
+def placed_conditions(config, r: Request) -> list[Placed]:
+    """Every condition of a loaded request, the `image`+`cond_frames` shorthand included
+    (latent frame k -> its first pixel frame; on a temporal VAE the image fills the latent)."""
+    geo = latent_geometry(config.autoencoder)
+    out = []
+    if r.first_frame is not None:
+        first = np.asarray(r.first_frame, np.float32)
+        out += [Placed(geo.pixel_span(int(k))[0], first[None], True) for k in r.cond_frames]
+    for c in r.conditions:
+        media = np.asarray(c.media, np.float32)
+        out.append(Placed(int(c.frame), media[None] if media.ndim == 3 else media, media.ndim == 3))
+    return out
+
+
 # ============================================================================ sampling core
 
 
 def make_sample_fn(config, graphdef):
-    """Jitted (params, x0, cond, null_text, scale [B]) -> latents [B, F, H, W, C]."""
+    """Jitted (params, x0, cond, null_text, scale [B], t_start [B] | None) -> latents
+    [B, F, H, W, C]. `null_text` leaves are one encoding ([L, D], ...) or one per sample
+    ([B, L, D], ...: negative prompts); jit keeps one compiled sampler per input shape."""
     s = config.sample
     image_cond = get_image_cond(config.model.image_cond)
 
@@ -80,9 +256,11 @@ def make_sample_fn(config, graphdef):
         prediction = config.model.get("prediction", "velocity")  # older checkpoints: velocity
         return lambda x, t, cond: to_velocity(model(x, t, cond), x, t, prediction)
 
-    def run(params, x0, cond, null_text, scale):
+    def run(params, x0, cond, null_text, scale, t_start=None):
         branches = (cond, null_conditions(cond, null_text))
-        kw = dict(mode=s.cfg_mode, renorm=s.cfg_renorm)
+        kw = dict(
+            mode=s.cfg_mode, renorm=s.cfg_renorm, renorm_mode=s.get("cfg_renorm_mode", "scale_down")
+        )
         sc = scale[:, None, None, None, None]
         if s.cfg_mode == "separate":
             image_only = drop_text(cond, jnp.ones(x0.shape[:1], bool), null_text)
@@ -96,8 +274,9 @@ def make_sample_fn(config, graphdef):
         post = image_cond.post_step(cond)
         # sample_ode applies the post-step after the last step too (given frames exact).
         return sample_ode(
-            velocity, x0, steps=s.steps, solver=s.solver, shift=s.shift, post_step=post
-        )
+            velocity, x0, steps=s.steps, solver=s.solver, shift=s.shift, post_step=post,
+            t_start=t_start,
+        )  # fmt: skip
 
     return jax.jit(run)
 
@@ -108,22 +287,27 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> jax.Array:
 
 
 def build_conditions(config, comps, reqs: list[Request], frames: int | None = None):
-    """Requests -> (Conditions, x0 noise) for one batch of `frames` pixel frames."""
+    """Loaded requests of one shape -> (Conditions, x0 noise [B, F, h, w, C]).
+
+    `frames` overrides every request's pixel frames (all requests must share (T, H, W))."""
     reqs = [r.with_defaults(config) for r in reqs]
-    f, h, w, c = comps.latent_shape if frames is None else latent_shape(config, frames)
-    res = config.data.res
+    shapes = {request_shape(config, r) for r in reqs}
+    if len(shapes) != 1:
+        raise ValueError(f"one batch needs one video shape, got {sorted(shapes)}")
+    t, hp, wp = shapes.pop()
+    t = t if frames is None else int(frames)
+    f, h, w, c = video_latent_shape(config, t, hp, wp)
+    geo = latent_geometry(config.autoencoder)
     emb = comps.text_encoder.encode([r.prompt for r in reqs])
     latents = np.zeros((len(reqs), f, h, w, c), np.float32)
     mask = np.zeros((len(reqs), f), bool)
     for i, r in enumerate(reqs):
-        if r.first_frame is None or not r.cond_frames:
-            continue
-        img = jnp.asarray(r.first_frame, jnp.float32)[None, None]  # [1, 1, H, W, 3]
-        lat = np.asarray(comps.autoencoder.encode(img))[0, 0]  # [h, w, C]
-        for k in r.cond_frames:
-            latents[i, k], mask[i, k] = lat, True
-    micro = np.tile(
-        np.array([res, res, 0, 0, config.data.frame_stride], np.float32), (len(reqs), 1)
+        canvas, mask[i], n = place(placed_conditions(config, r), geo, t)
+        lat = encode_given(comps.autoencoder, canvas, mask[i], n)
+        if lat is not None:
+            latents[i] = lat
+    micro = np.array(
+        [[hp, wp, 0, 0, r.frame_stride or config.data.frame_stride] for r in reqs], np.float32
     )
     cond = make_conditions(
         latents=jnp.asarray(latents),
@@ -137,14 +321,42 @@ def build_conditions(config, comps, reqs: list[Request], frames: int | None = No
     return cond, initial_noise([r.seed for r in reqs], (f, h, w, c))
 
 
-def generate(config, comps, sample_fn, params, reqs: list[Request], frames=None) -> np.ndarray:
-    """-> videos float [-1, 1] [B, T, H, W, 3] (the decoder's output, clipped to that range).
+def start_state(comps, reqs: list[Request], x0: jax.Array):
+    """(x_start, t_start [B] | None): V2V requests start at t = 1 − strength from their
+    input's latents, noised with their own x0 (flow: x_t = t·x1 + (1 − t)·ε)."""
+    if not any(r.video is not None and r.strength < 1.0 for r in reqs):
+        return x0, None
+    t_start = np.zeros(len(reqs), np.float32)
+    xs = []
+    for i, r in enumerate(reqs):
+        if r.video is None or r.strength >= 1.0:
+            xs.append(x0[i])
+            continue
+        x1 = comps.autoencoder.encode(jnp.asarray(r.video, jnp.float32)[None])[0]
+        t_start[i] = 1.0 - float(r.strength)
+        xs.append(t_start[i] * x1.astype(jnp.float32) + (1.0 - t_start[i]) * x0[i])
+    return jnp.stack(xs), jnp.asarray(t_start)
 
-    A request's `motion_score` / `cfg_scale` left at None take config.sample's values."""
+
+def negative_text(comps, reqs: list[Request]):
+    """CFG's unconditional text: the null prompt, or per sample ([B, ...]) the requests'
+    negative prompts ("" where a request has none)."""
+    if not any(r.negative_prompt for r in reqs):
+        return comps.null_text
+    emb = comps.text_encoder.encode([r.negative_prompt or "" for r in reqs])
+    return {"tokens": jnp.asarray(emb.tokens), "mask": jnp.asarray(emb.mask),
+            "pooled": jnp.asarray(emb.pooled)}  # fmt: skip
+
+
+def generate(config, comps, sample_fn, params, reqs: list[Request], frames=None) -> np.ndarray:
+    """Loaded requests of one shape -> videos float [-1, 1] [B, T, H, W, 3] (the decoder's
+    output, clipped to that range). `motion_score` / `cfg_scale` left at None take
+    config.sample's values."""
     reqs = [r.with_defaults(config) for r in reqs]
     cond, x0 = build_conditions(config, comps, reqs, frames)
+    x0, t_start = start_state(comps, reqs, x0)
     scale = jnp.asarray([r.cfg_scale for r in reqs], jnp.float32)
-    latents = sample_fn(params, x0, cond, comps.null_text, scale)
+    latents = sample_fn(params, x0, cond, negative_text(comps, reqs), scale, t_start)
     return np.clip(np.asarray(comps.autoencoder.decode(latents), np.float32), -1.0, 1.0)
 
 
@@ -255,9 +467,27 @@ class STIVPipeline:
             self._sample_fn = make_sample_fn(self.config, self.graphdef)
         return self._sample_fn
 
-    def generate(self, reqs: list[Request], frames: int | None = None) -> np.ndarray:
-        """A batch of requests -> float videos [-1, 1] [B, T, H, W, 3]."""
-        return generate(self.config, self.comps, self.sample_fn, self.params, reqs, frames)
+    def generate(self, reqs: list[Request], frames: int | None = None) -> list[np.ndarray]:
+        """Requests -> one float video [-1, 1] [T, H, W, 3] each, in order.
+
+        Requests are loaded (`prepare_request`), grouped by shape (one compiled sampler per
+        shape, kept by jit) and long-video requests go through `stiv_jax.long_video`."""
+        from stiv_jax import long_video
+
+        out: list[np.ndarray | None] = [None] * len(reqs)
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(reqs):
+            prepare_request(self.config, r)
+            if r.long_mode:
+                out[i] = long_video.generate_long(self, r)
+            else:
+                groups.setdefault(request_shape(self.config, r), []).append(i)
+        for idx in groups.values():
+            batch = [reqs[i] for i in idx]
+            videos = generate(self.config, self.comps, self.sample_fn, self.params, batch, frames)
+            for i, v in zip(idx, videos):
+                out[i] = v
+        return out
 
     def __call__(
         self,
@@ -266,6 +496,13 @@ class STIVPipeline:
         image: str | np.ndarray | None = None,
         frames: int | None = None,
         cond_frames: list[int] | None = None,
+        conditions: list | None = None,
+        negative_prompt: str | None = None,
+        video: str | np.ndarray | None = None,
+        strength: float = 1.0,
+        height: int | None = None,
+        width: int | None = None,
+        long_mode: str | None = None,
         seed: int = 0,
         motion_score: float | None = None,
         cfg_scale: float | None = None,
@@ -273,23 +510,35 @@ class STIVPipeline:
         """One video, uint8 [T, H, W, 3].
 
         image: a path or an array [H, W, 3] (uint8, or float in [-1, 1]), resized and
-        center-cropped to data.res; given at latent frames `cond_frames` (default [0]).
-        frames: pixel frames T (default data.frames; the autoencoder's rules apply).
+        center-cropped to the video size; given at latent frames `cond_frames` (default [0]).
+        conditions: `Condition`s or (pixel frame, image or clip[, last]) tuples, at any
+        frames (see `stiv_jax.cond_media`). negative_prompt: CFG's unconditional text.
+        video + strength: video-to-video (strength 0 returns the input, 1 ignores it).
+        frames/height/width: pixel shape (default data.frames, data.res; other sizes use
+        RoPE position interpolation); frames beyond one chunk need `long_mode`.
         """
-        s, res = self.config.sample, int(self.config.data.res)
-        first = None if image is None else load_image(image, (res, res))
-        f = (self.comps.latent_shape if frames is None else latent_shape(self.config, frames))[0]
-        if cond_frames is not None and not all(0 <= int(k) < f for k in cond_frames):
-            raise ValueError(f"cond_frames {cond_frames} must be latent frame indices in [0, {f})")
+        s = self.config.sample
         req = Request(
             id="0",
             prompt=prompt,
+            image=image if isinstance(image, str) else None,
+            first_frame=None if image is None or isinstance(image, str) else image,
             cond_frames=([0] if cond_frames is None else list(cond_frames))
-            if first is not None
+            if image is not None
             else [],
+            conditions=list(conditions or []),
+            negative_prompt=negative_prompt,
+            video=video,
+            strength=float(strength),
+            frames=frames,
+            height=height,
+            width=width,
+            long_mode=long_mode,
             motion_score=float(s.motion_score if motion_score is None else motion_score),
             seed=int(seed),
             cfg_scale=float(s.cfg_scale if cfg_scale is None else cfg_scale),
-            first_frame=first,
         )
-        return to_uint8(self.generate([req], frames)[0])
+        if req.first_frame is not None:
+            t, h, w = request_shape(self.config, req)
+            req.first_frame = fit_frame(np.asarray(req.first_frame), (h, w), "condition image")
+        return to_uint8(self.generate([req])[0])

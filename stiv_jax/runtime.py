@@ -25,6 +25,22 @@ def latent_shape(config, frames: int | None = None) -> tuple[int, int, int, int]
     return latent_geometry(config.autoencoder).latent_shape(t, res, res)
 
 
+def video_latent_shape(config, t: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """Latent (F, h, w, C) of pixels [t, h, w] (any size: RoPE interpolates), one line when
+    the autoencoder or the model's patches cannot take it."""
+    geo = latent_geometry(config.autoencoder)
+    f, lh, lw, c = geo.latent_shape(t, h, w)
+    m = config.model
+    p, pt = int(m.patch_size), int(m.temporal_patch)
+    if h % (geo.spatial_factor * p) or w % (geo.spatial_factor * p) or f % pt or h < 1 or w < 1:
+        raise ValueError(
+            f"video shape frames={t}, height={h}, width={w} gives latents {f}x{lh}x{lw}; the "
+            f"model needs height and width multiples of {geo.spatial_factor * p} and latent "
+            f"frames a multiple of {pt}"
+        )
+    return f, lh, lw, c
+
+
 def check_config(config) -> None:
     """model.in_channels against the autoencoder's latent channels, one clear sentence."""
     channels = latent_geometry(config.autoencoder).channels

@@ -6,9 +6,12 @@
 
 Each prompts line is a JSON object: `id` (letters, digits, -_.), `prompt` (non-empty),
 optional `image` (path of the condition image; resized + center-cropped to the generation
-size), `cond_frames` (latent frame indices the image is given at; default [0] with an
-image, [] without), `motion_score`, `seed`, `cfg_scale`. A bad line is reported with its
-line number and skipped; the rest still run. Ids already in OUT/results*.jsonl with their
+size) with `cond_frames` (latent frame indices the image is given at; default [0] with an
+image, [] without: the shorthand of `conditions`), `motion_score`, `seed`, `cfg_scale`,
+and the application fields of `stiv_jax.pipeline.request_fields`: `conditions` (images /
+clips at pixel frames), `negative_prompt`, `video` + `strength` (V2V), `frames`, `height`,
+`width`, `long_mode`. Media paths are relative to the prompts file. A bad line is reported
+with its line number and skipped; the rest still run. Ids already in OUT/results*.jsonl with their
 MP4 present are skipped, so a killed job resumes where it stopped. Several processes (every
 worker of a TPU pod, `jax.distributed`) split the prompts between them (`run_job`).
 
@@ -31,7 +34,7 @@ import re
 import jax
 
 from stiv_jax import console, previews
-from stiv_jax.pipeline import Request, STIVPipeline, default_seed
+from stiv_jax.pipeline import Request, STIVPipeline, default_seed, prepare_request, request_fields
 from stiv_jax.runtime import latent_shape
 from stiv_jax.video import load_image, write_mp4
 
@@ -81,6 +84,7 @@ def parse_prompts(path: str, config) -> tuple[list[Request], list[str]]:
                 motion_score=float(obj.get("motion_score", config.sample.motion_score)),
                 seed=int(obj.get("seed", default_seed(rid))),
                 cfg_scale=float(obj.get("cfg_scale", config.sample.cfg_scale)),
+                **request_fields(obj),
             )
             if image:
                 res = config.data.res
@@ -90,6 +94,7 @@ def parse_prompts(path: str, config) -> tuple[list[Request], list[str]]:
                     else os.path.join(os.path.dirname(os.path.abspath(path)), image),
                     (res, res),
                 )
+            prepare_request(config, req, os.path.dirname(os.path.abspath(path)))
         except (ValueError, TypeError, FileNotFoundError, json.JSONDecodeError) as e:
             errors.append(f"{path}:{n}: {e}; skipped")
             continue

@@ -32,7 +32,8 @@ import optax
 from flax import nnx
 
 from stiv_jax import checkpoint as ckpt
-from stiv_jax import console
+from stiv_jax import console, transfer
+from stiv_jax import lora as lora_lib
 from stiv_jax.conditioning import batch_conditions, drop_conditions, get_image_cond
 from stiv_jax.data.schema import MODEL_BATCH
 from stiv_jax.diffusion import flow_loss, interpolate, sample_time, to_velocity, velocity_target
@@ -48,16 +49,28 @@ from stiv_jax.timing import StepClock
 # ============================================================================ setup
 
 
-def init_state(model: STIV, tx: optax.GradientTransformation) -> tuple[Any, dict]:
-    """-> (graphdef, state) with state = {step, params, ema, opt} as pure pytrees."""
+def init_state(
+    model: STIV, tx: optax.GradientTransformation, *, lora: Any = None
+) -> tuple[Any, dict]:
+    """-> (graphdef, state) with state = {step, params, ema, opt} as pure pytrees.
+
+    `lora`: config.train; with `lora_rank > 0` the state also holds the frozen `base` and
+    the trained adapters `lora` (the optimizer's), and `params` is their merge
+    (`stiv_jax.lora`)."""
     graphdef, params = nnx.split(model, nnx.Param)
     params = nnx.to_pure_dict(params)
     state = {
         "step": jnp.zeros([], jnp.int32),
         "params": params,
         "ema": jax.tree.map(jnp.copy, params),
-        "opt": tx.init(params),
     }
+    if lora is not None and int(lora.get("lora_rank", 0)) > 0:
+        key = jax.random.key(int(lora.get("seed", 0)) + 1)
+        state["lora"] = lora_lib.init(params, int(lora.lora_rank), lora.lora_targets, key)
+        state["base"] = jax.tree.map(jnp.copy, params)
+        state["opt"] = tx.init(state["lora"])
+    else:
+        state["opt"] = tx.init(params)
     return graphdef, state
 
 
@@ -133,14 +146,28 @@ def make_train_step(config, graphdef, tx, null_text, *, masked: bool = True):
 
     def step(state, batch, base_key):
         key = jax.random.fold_in(base_key, state["step"])
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, key)
-        updates, opt = tx.update(grads, state["opt"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
+        extra = {}
+        if "lora" in state:  # only the adapters train; params = their merge into the base
+            scale = lora_lib.scale_of(config.train)
+
+            def adapter_loss(ad):
+                return loss_fn(lora_lib.merge(state["base"], ad, scale), batch, key)
+
+            loss, grads = jax.value_and_grad(adapter_loss)(state["lora"])
+            updates, opt = tx.update(grads, state["opt"], state["lora"])
+            extra["lora"] = optax.apply_updates(state["lora"], updates)
+            extra["base"] = state["base"]
+            params = lora_lib.merge(state["base"], extra["lora"], scale)
+        else:
+            loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, key)
+            updates, opt = tx.update(grads, state["opt"], state["params"])
+            params = optax.apply_updates(state["params"], updates)
         new = {
             "step": state["step"] + 1,
             "params": params,
             "ema": ema_update(state["ema"], params, ema_decay(decay, state["step"])),
             "opt": opt,
+            **extra,
         }
         return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
@@ -170,14 +197,20 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
 
     ckpt.require_filesystem_path(workdir, "workdir")
     os.makedirs(workdir, exist_ok=True)
+    transfer.inherit_train_grid(config)  # init_from: RoPE positions in the source's range
     fill_train_grid(config)
     comps = comps or Components(config)
     t = config.train
     tx = make_optimizer(config.optim)
     # State lives sharded on the mesh from the start (init is jitted with its shardings).
     mesh = mesh_lib.make_mesh(config.mesh)
+    if int(t.get("lora_rank", 0)) > 0 and not t.get("init_from"):
+        raise ValueError(
+            f"train.lora_rank={t.lora_rank} trains adapters on a base model; set "
+            f"train.init_from to that model's workdir"
+        )
     graphdef, abstract, shardings, init = mesh_lib.sharded_init(
-        lambda: comps.model(t.seed), lambda model: init_state(model, tx), mesh
+        lambda: comps.model(t.seed), lambda model: init_state(model, tx, lora=t), mesh
     )
     mngr = ckpt.manager(workdir, max_to_keep=t.max_to_keep, async_save=t.async_checkpoint)
     latest = mngr.latest_step()
@@ -205,6 +238,8 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
         logging.info("resumed from step %d in %s", latest, workdir)
     else:
         state = init()
+        if t.get("init_from"):  # progressive training / fine-tuning: fresh step + optimizer
+            state = transfer.init_state_from(config, state, shardings)
     start = int(state["step"])
     log = MetricsLog(workdir, resume_step=start, process_index=jax.process_index())
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))

@@ -196,3 +196,48 @@ def test_sampling_smoke_on_fresh_tiny_checkpoint(tmp_path):
     assert ti2v["first_frame_psnr"] > 28
     assert ti2v["num_videos"] == 2 and report["scores"]["t2v"]["rows"]["model"]["num_videos"] == 1
     assert math.isfinite(report["scores"]["ti2v"]["rows"]["model"]["dynamic_degree"])
+
+
+def test_application_tasks_and_long_video_on_a_fresh_tiny_checkpoint(tmp_path):
+    """predict / interp / keyframes / long_extend / long_hier: sampled, scored, re-scored."""
+    from configs.stiv import get_config
+    from stiv_jax import checkpoint as ckpt
+    from stiv_jax.optim import make_optimizer
+    from stiv_jax.runtime import Components, fill_train_grid
+    from stiv_jax.train import init_state
+    from stiv_jax.video import read_mp4
+
+    config = get_config("variant=tiny")
+    config.data.res, config.data.frames = 16, 4
+    config.sample.steps, config.sample.batch_size = 2, 2
+    fill_train_grid(config)
+    comps = Components(config)
+    _, state = init_state(comps.model(config.train.seed), make_optimizer(config.optim))
+    mngr = ckpt.manager(str(tmp_path / "run"), max_to_keep=1, async_save=False)
+    ckpt.save(mngr, 0, state, None, config, force=True)
+    mngr.wait_until_finished()
+    tasks = ["predict", "interp", "keyframes", "long_extend", "long_hier"]
+    report = evaluate.evaluate_checkpoint(
+        config, str(tmp_path / "run"), str(tmp_path / "eval"), num_cases=2, tasks=tasks,
+        long_frames=10,
+    )  # fmt: skip
+    scores = report["scores"]
+    assert sorted(scores) == sorted(tasks) and report["skipped"] == 0
+    # the case's own frames are given: the interp video's last frame is the case's (codec only)
+    case = generate_clip(0, **evaluate.generator_kwargs(config))
+    interp = read_mp4(str(tmp_path / "eval" / "videos" / "interp-0000-x1.mp4"))
+    given, middle = (metrics.psnr(interp[f], case["video"][f]) for f in (-1, 1))
+    assert given > 24 and given > middle + 5, (given, middle)  # the middle is generated
+    ext, hier = scores["long_extend"], scores["long_hier"]
+    assert ext["frames"] == 10 and ext["seams"] == [4, 6, 8] and hier["seams"] == [3, 6]
+    assert read_mp4(str(tmp_path / "eval" / "videos" / "long_hier-0001-x1.mp4")).shape[0] == 10
+    for row in ("static", "model", "ground_truth"):
+        assert {"chunk3_direction_accuracy", *evaluate.SEAM_KEYS} <= set(ext["rows"][row])
+    assert math.isfinite(ext["rows"]["ground_truth"]["seam_color_jump_ratio"])
+    md = (tmp_path / "eval" / "scores.md").read_text()
+    assert "## LONG_HIER" in md and "seam_track_jump_ratio" in md
+    # the --videos mode re-scores the same directory to the same numbers
+    again = evaluate.evaluate_dir(config, str(tmp_path / "eval" / "videos"), str(tmp_path / "r2"))
+    assert again["skipped"] == 0
+    a, b = again["scores"]["long_extend"]["rows"]["model"], ext["rows"]["model"]
+    assert all(a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in b)

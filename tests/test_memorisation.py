@@ -32,7 +32,9 @@ def memorisation_config(steps: int):
     c.data.task_probs = {"t2v": 0.0, "ti2v": 1.0, "predict": 0.0, "interp": 0.0}
     c.diffusion.text_drop = c.diffusion.image_drop = 0.0  # so: sample with guidance off
     c.optim.lr, c.optim.warmup_steps = 2e-3, 20
-    c.optim.ema_decay = 0.99
+    # EMA over the last ~20 steps: the test checks the EMA restore path, not EMA tuning (at
+    # 0.99 over 300 steps the EMA lags the fast clip's motion: one object 4.1 px in CI).
+    c.optim.ema_decay = 0.95
     c.train.steps, c.train.unmasked_steps = steps, 0
     c.train.log_every, c.train.ckpt_every = 25, steps
     c.sample.num_train_samples = 0
@@ -53,6 +55,7 @@ def track_errors(videos: np.ndarray, clips: list[dict]) -> list[float]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # ~6 min on 2 idle cores; the suite-wide 900 s is too tight under load
 def test_trained_model_replays_the_motion_of_its_training_clips(tmp_path):
     config = memorisation_config(steps=300)
     workdir = str(tmp_path / "run")
@@ -72,5 +75,6 @@ def test_trained_model_replays_the_motion_of_its_training_clips(tmp_path):
             for i, c in enumerate(clips)
         ]
         errs = track_errors(np.stack(videos), clips)
+        print("use_ema", use_ema, "errors px", np.round(errs, 2))
         assert max(errs) <= MAX_MEAN_ERR_PX, (use_ema, errs)
         assert np.mean(errs) <= MAX_AVG_ERR_PX, (use_ema, errs)

@@ -169,3 +169,27 @@ def test_bad_inputs():
         metrics.score_clip(generate_clip(0, res=64)["video"], clip["truth"])
     with pytest.raises(ValueError, match="2 videos for 1 cases"):
         metrics.evaluate_videos([clip["video"]] * 2, [clip])
+
+
+def test_seam_scores_see_a_jump_at_a_chunk_boundary():
+    from stiv_jax.metrics import seam_scores
+
+    def ball_video(xs, bg=30):
+        v = np.full((len(xs), 32, 32, 3), bg, np.uint8)
+        for t, x in enumerate(xs):
+            v[t, 14:18, x : x + 4] = (220, 40, 40)
+        return v
+
+    smooth = ball_video(list(range(2, 18)))
+    s = seam_scores(smooth, [8], colors=[(220, 40, 40)])
+    assert abs(s["track_jump_ratio"] - 1.0) < 0.05 and s["track_lost_at_seam"] == 0.0
+    jumped = ball_video(list(range(2, 10)) + list(range(20, 28)))
+    j = seam_scores(jumped, [8], colors=[(220, 40, 40)])
+    assert j["track_jump_ratio"] > 5
+    drift = ball_video(list(range(2, 18)))
+    drift[8:] = np.clip(drift[8:].astype(int) + 40, 0, 255).astype(np.uint8)
+    d = seam_scores(drift, [8])
+    assert d["color_jump_ratio"] > 5 and d["color_drift"] > 30
+    assert seam_scores(smooth, [8])["color_drift"] < 1
+    with pytest.raises(ValueError, match="seams"):
+        seam_scores(smooth, [0])

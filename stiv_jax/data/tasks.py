@@ -5,6 +5,8 @@ Shapes: F latent frames; `task_cond_mask` returns bool [F] (True = frame given).
   ti2v     frame 0 given (text-image-to-video)
   predict  the first `predict_frames` given (video prediction)
   interp   the first and the last given (frame interpolation)
+  keyframes  1-3 frames at random positions given (never all), so that conditions at any
+           frame (`stiv_jax.cond_media`) are seen in training
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-TASKS = ("t2v", "ti2v", "predict", "interp")
+TASKS = ("t2v", "ti2v", "predict", "interp", "keyframes")
+MAX_KEYFRAMES = 3
 
 
 def task_probs_array(probs: Mapping[str, float]) -> np.ndarray:
@@ -44,8 +47,15 @@ def task_index(task: int | str) -> int:
     return int(task)
 
 
-def task_cond_mask(task: int | str, num_latent_frames: int, predict_frames: int) -> np.ndarray:
-    """bool [F]: the latent frames given as clean conditions for `task`."""
+def task_cond_mask(
+    task: int | str,
+    num_latent_frames: int,
+    predict_frames: int,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """bool [F]: the latent frames given as clean conditions for `task`.
+
+    `rng` draws the keyframes' count and positions (None: a fixed draw, for checks)."""
     name = TASKS[task_index(task)]
     f = int(num_latent_frames)
     if f < 1:
@@ -63,6 +73,12 @@ def task_cond_mask(task: int | str, num_latent_frames: int, predict_frames: int)
         if f < 3:
             raise ValueError(f"interp needs >= 3 latent frames, got num_latent_frames={f}")
         mask[[0, -1]] = True
+    elif name == "keyframes":
+        if f < 2:
+            raise ValueError(f"keyframes needs >= 2 latent frames, got num_latent_frames={f}")
+        rng = np.random.default_rng(0) if rng is None else rng
+        n = int(rng.integers(1, min(MAX_KEYFRAMES, f - 1) + 1))
+        mask[rng.choice(f, n, replace=False)] = True
     return mask
 
 
@@ -87,4 +103,4 @@ def draw_task(
 ) -> tuple[np.int32, np.ndarray]:
     """(task index int32, cond_mask bool [F]) of one training example."""
     task = sample_task(rng, probs)
-    return np.int32(task), task_cond_mask(task, latent_frames, predict_frames)
+    return np.int32(task), task_cond_mask(task, latent_frames, predict_frames, rng)

@@ -56,18 +56,28 @@ def _per_sample(scale: float | jax.Array, x: jax.Array) -> jax.Array:
     return scale
 
 
-def renormalize(v: jax.Array, v_full: jax.Array) -> jax.Array:
-    """CFG renormalisation (Lumina-Next): per sample, scale v down to ‖v_full‖ if it exceeds it.
+RENORM_MODES = ("scale_down", "rescale")
 
-    v, v_full [B, ...]; norms over all non-batch dims. Never scales up, so samples whose guided
-    velocity is already no longer than the conditional one are returned unchanged.
+
+def renormalize(v: jax.Array, v_full: jax.Array, mode: str = "scale_down") -> jax.Array:
+    """CFG renormalisation of the guided velocity v against the conditional one v_full.
+
+    v, v_full [B, ...]; norms per sample over all non-batch dims.
+      scale_down  (Lumina-Image-2 style) scale v down to ‖v_full‖ where it exceeds it; never
+                  up, so a guided velocity no longer than the conditional one is unchanged.
+      rescale     (CFG-Renorm as STIV uses it, after Lumina-Next) v·‖v_full‖/‖v‖: the guided
+                  velocity keeps its direction and takes the conditional velocity's norm.
     """
+    if mode not in RENORM_MODES:
+        raise ValueError(f"cfg renorm mode {mode!r} is unknown; expected one of {RENORM_MODES}")
     axes = tuple(range(1, v.ndim))
     norm = jnp.sqrt(jnp.sum(jnp.square(v), axis=axes, keepdims=True))
     norm_full = jnp.sqrt(jnp.sum(jnp.square(v_full), axis=axes, keepdims=True))
     # where-guarded ratio: norm = 0 (then v = 0 and needs no scaling) must not divide by zero.
-    ratio = jnp.where(norm > norm_full, norm_full / jnp.where(norm > 0, norm, 1.0), 1.0)
-    return v * ratio
+    ratio = norm_full / jnp.where(norm > 0, norm, 1.0)
+    if mode == "scale_down":
+        ratio = jnp.where(norm > norm_full, ratio, 1.0)
+    return v * jnp.where(norm > 0, ratio, 1.0)
 
 
 def guided_velocity(
@@ -81,13 +91,14 @@ def guided_velocity(
     text_scale: float | jax.Array = 7.5,
     image_scale: float | jax.Array = 1.5,
     renorm: bool = False,
+    renorm_mode: str = "scale_down",
 ) -> jax.Array:
     """Guided velocity [B, ...] float32 from one `model_fn(x [kB, ...], t [kB], cond)` call.
 
     `mode="joint"` uses `scale` with branches (cond_full, cond_null); `mode="separate"` uses
     `image_scale` and `text_scale` with branches (cond_full, cond_image_only, cond_null).
     scale = 1 (joint) or image_scale = text_scale = 1 (separate) gives the fully conditional
-    velocity. `renorm=True` applies `renormalize(v, v_full)`. t may be a scalar or [B].
+    velocity. `renorm=True` applies `renormalize(v, v_full, renorm_mode)`. t may be a scalar or [B].
     Each scale is a float, a [B] array (one scale per sample) or an array broadcastable to x.
     """
     if mode not in MODES:
@@ -115,7 +126,7 @@ def guided_velocity(
         v_full, v_img, v_null = parts
         s_img, s_text = _per_sample(image_scale, x), _per_sample(text_scale, x)
         v = v_null + s_img * (v_img - v_null) + s_text * (v_full - v_img)
-    return renormalize(v, v_full) if renorm else v
+    return renormalize(v, v_full, renorm_mode) if renorm else v
 
 
 def make_guided_fn(

@@ -48,8 +48,13 @@ def sample_ode(
     solver: str = "euler",
     shift: float = 1.0,
     post_step: PostStepFn | None = None,
+    t_start: jax.Array | None = None,
 ) -> jax.Array:
     """Integrate dx/dt = velocity_fn(x, t) from t = 0 (x = x0, noise) to t = 1; returns x1.
+
+    `t_start [B]` (SDEdit / video-to-video): sample b starts at t_start[b] instead of 0, x0
+    being its partly noised state there; its grid is the same `steps` points squeezed into
+    [t_start[b], 1] (t_start = 1: no step moves it, x0 is returned unchanged).
 
     x0 [B, ...] -> x1 [B, ...] in x0's dtype; the state is carried in float32.
     `euler`: x ← x + Δt·v(x, t0). One model call per step.
@@ -69,8 +74,13 @@ def sample_ode(
     batch = x0.shape[0]
     post = post_step if post_step is not None else (lambda x, t: x)
 
+    if t_start is not None:  # per-sample grids [steps + 1, B]
+        ts = jnp.asarray(t_start, jnp.float32).reshape(1, batch)
+        grid = ts + (1.0 - ts) * grid[:, None]
+    bshape = (batch,) + (1,) * (x0.ndim - 1)
+
     def velocity(x: jax.Array, t: jax.Array) -> jax.Array:
-        v = velocity_fn(x, jnp.full((batch,), t, jnp.float32))
+        v = velocity_fn(x, jnp.broadcast_to(t, (batch,)).astype(jnp.float32))
         if v.shape != x.shape:
             raise ValueError(
                 f"sample_ode: velocity_fn returned shape {v.shape}, expected {x.shape}"
@@ -78,11 +88,11 @@ def sample_ode(
         return v.astype(jnp.float32)
 
     def post_fn(x: jax.Array, t: jax.Array) -> jax.Array:
-        return post(x, jnp.full((batch,), t, jnp.float32)).astype(jnp.float32)
+        return post(x, jnp.broadcast_to(t, (batch,)).astype(jnp.float32)).astype(jnp.float32)
 
     def body(i: jax.Array, x: jax.Array) -> jax.Array:
         t0, t1 = grid[i], grid[i + 1]
-        dt = t1 - t0
+        dt = jnp.reshape(t1 - t0, bshape) if t_start is not None else t1 - t0
         v0 = velocity(x, t0)
         if solver == "euler":
             return post_fn(x + dt * v0, t1)

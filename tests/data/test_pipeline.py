@@ -47,7 +47,10 @@ def test_batch_layout():
     assert b["cond_mask"].shape == (4, F) and b["cond_mask"].dtype == bool
     assert b["task"].shape == (4,) and b["task"].dtype == np.int32
     for task, mask in zip(b["task"], b["cond_mask"]):
-        np.testing.assert_array_equal(mask, task_cond_mask(int(task), F, 2))
+        if TASKS[int(task)] == "keyframes":  # random positions
+            assert 1 <= mask.sum() <= min(3, F - 1)
+        else:
+            np.testing.assert_array_equal(mask, task_cond_mask(int(task), F, 2))
 
 
 def test_examples_are_the_generated_clips():

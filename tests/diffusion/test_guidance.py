@@ -184,3 +184,13 @@ def test_per_sample_scales():
         np.testing.assert_allclose(vs[b], ref[b], rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="per-sample scale has shape"):
         guided_velocity(model, x, t, (full, null), scale=jnp.ones((3,)))
+
+
+def test_renorm_rescale_mode_takes_the_conditional_norm_both_ways():
+    v = jnp.array([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]])  # norms 5, 0.5, 0
+    v_full = jnp.array([[1.0, 0.0], [1.0, 0.0], [2.0, 0.0]])  # norms 1, 1, 2
+    out = renormalize(v, v_full, "rescale")
+    # scaled down AND up onto ‖v_full‖ (scale_down would keep the second row), 0 stays 0
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0.6, 0.8], [0.0, 0.0]], rtol=1e-6)
+    with pytest.raises(ValueError, match="renorm mode 'nope' is unknown"):
+        renormalize(v, v_full, "nope")

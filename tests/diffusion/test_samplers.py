@@ -186,3 +186,20 @@ def test_bad_solver_and_bad_velocity_shape():
         sample_ode(lambda x, t: x, jnp.zeros((1, 2)), steps=2, solver="rk4")
     with pytest.raises(ValueError, match="velocity_fn returned shape"):
         sample_ode(lambda x, t: x[:, :1], jnp.zeros((1, 2)), steps=2)
+
+
+def test_t_start_squeezes_the_grid_per_sample():
+    x0 = jax.random.normal(jax.random.key(0), (3, 4))
+
+    def velocity(x, t):
+        return jnp.ones_like(x) * (1.0 + t[:, None])
+
+    plain = sample_ode(velocity, x0, steps=4)
+    same = sample_ode(velocity, x0, steps=4, t_start=jnp.zeros(3))
+    np.testing.assert_allclose(same, plain, rtol=1e-6)
+    out = sample_ode(velocity, x0, steps=4, t_start=jnp.array([1.0, 0.5, 0.0]))
+    np.testing.assert_array_equal(out[0], x0[0])  # t_start = 1: nothing to integrate
+    # dx/dt = 1 + t from 0.5 to 1 moves by 0.5 + (1 - 0.25)/2 = 0.875 (Euler: a bit less)
+    moved = np.asarray(out[1] - x0[1])
+    assert np.all(moved > 0.8) and np.all(moved < 0.875)
+    np.testing.assert_allclose(out[2], plain[2], rtol=1e-6)

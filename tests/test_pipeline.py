@@ -1,0 +1,81 @@
+"""STIVPipeline inference features: negative prompt, video-to-video strength, per-request
+shapes (one compiled sampler per shape), prompt-line application fields."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tiny_pipeline import image, make_pipeline
+
+from stiv_jax.pipeline import Request, request_fields
+
+
+@pytest.fixture
+def pipe(tiny_config):
+    return make_pipeline(tiny_config)
+
+
+def test_negative_prompt_changes_the_output(pipe):
+    plain = pipe("a red circle moves left", seed=1)
+    empty = pipe("a red circle moves left", seed=1, negative_prompt="")
+    neg = pipe("a red circle moves left", seed=1, negative_prompt="a blue square moves up")
+    np.testing.assert_array_equal(empty, plain)  # "" is the null prompt
+    assert np.abs(neg.astype(int) - plain).max() > 5
+
+
+def test_v2v_strength_zero_returns_the_input_and_one_ignores_it(pipe):
+    src = np.stack([image(i) for i in range(4)])
+    kept = pipe("a red circle moves left", video=src, strength=0.0, seed=2)
+    np.testing.assert_array_equal(kept, src)
+    fresh = pipe("a red circle moves left", seed=2)
+    np.testing.assert_array_equal(
+        pipe("a red circle moves left", video=src, strength=1.0, seed=2), fresh
+    )
+    half = pipe("a red circle moves left", video=src, strength=0.5, seed=2)
+    d_src, d_fresh = np.abs(half.astype(int) - src).mean(), np.abs(half.astype(int) - fresh).mean()
+    assert d_src > 1.0 and d_fresh > 1.0  # between the two
+    assert d_src < np.abs(fresh.astype(int) - src).mean()  # closer to the input than noise is
+
+
+def test_per_request_shapes_one_compiled_sampler_each(pipe):
+    reqs = [
+        Request(id="a", prompt="a red circle", seed=0),
+        Request(id="b", prompt="a red circle", seed=0, frames=8, height=8, width=24),
+        Request(id="c", prompt="a blue square", seed=1),
+        # an image loaded at data.res is refitted to this request's size
+        Request(
+            id="e",
+            prompt="x",
+            height=8,
+            width=8,
+            first_frame=np.zeros((16, 16, 3)),
+            cond_frames=[0],
+        ),  # fmt: skip
+    ]
+    out = pipe.generate(reqs)
+    assert [v.shape for v in out] == [(4, 16, 16, 3), (8, 8, 24, 3), (4, 16, 16, 3), (4, 8, 8, 3)]
+    assert pipe.sample_fn._cache_size() == 3  # 16x16x4 (a and c batched), 8x24x8, 8x8x4
+    with pytest.raises(ValueError, match="height and width multiples of 2"):
+        pipe.generate([Request(id="d", prompt="x", height=15)])
+
+
+def test_request_fields_parse_and_refuse():
+    f = request_fields({
+        "conditions": [{"image": "a.png", "frame": 0}, {"video": "c.mp4", "frames": [2, 3]}],
+        "negative_prompt": "blur", "video": "in.mp4", "strength": 0.3, "frames": 8,
+    })  # fmt: skip
+    assert [(c.frame, c.media, c.last) for c in f["conditions"]] == [
+        (0, "a.png", None),
+        (2, "c.mp4", 3),
+    ]
+    assert f["strength"] == 0.3 and f["frames"] == 8 and f["negative_prompt"] == "blur"
+    for bad, msg in (
+        ({"conditions": [{"image": "a.png"}]}, "needs one integer pixel frame"),
+        ({"conditions": [{"video": "c.mp4", "frames": [3, 1]}]}, r"must be \[first, last\]"),
+        ({"conditions": [{"image": "a.png", "frame": 0, "fps": 3}]}, "unknown keys"),
+        ({"strength": 0.5}, "without a video"),
+        ({"video": "v.mp4", "strength": 2}, r"must be a number in \[0, 1\]"),
+        ({"frames": 0}, "frames 0 must be an integer >= 1"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            request_fields(bad)
