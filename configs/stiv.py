@@ -151,6 +151,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )  # final steps with MaskDiT off (unmasked fine-tuning)
     t.seed = 0  # model init / step rng seed
     t.async_checkpoint = True  # Orbax async saves
+    # A NaN/inf loss or gradient never reaches the state (checked on device every step).
+    t.nonfinite = "abort"  # abort (one line naming the step) | skip (drop the update, count it)
+    t.allow_model_change = False  # resume a checkpoint whose model config differs (else refuse)
 
     # ---------------------------------------------------------------- mesh
     h = c.mesh = ml_collections.ConfigDict()
@@ -175,6 +178,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     s.num_train_samples = 4  # videos written by the trainer's periodic sampling
     s.batch_size = 4  # prompts per sampler batch
     s.motion_score = 2.0  # motion score for prompts that give none
+    # For prompt files from other people (see README "Trust model").
+    s.images_root = ""  # condition images must lie under this dir ("" = any readable path)
 
     # ---------------------------------------------------------------- encoders
     e = c.text_encoder = ml_collections.ConfigDict()
