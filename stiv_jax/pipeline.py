@@ -42,6 +42,7 @@ class Request:
     seed: int = 0
     cfg_scale: float = 4.0
     first_frame: np.ndarray | None = None  # float [-1,1] [H, W, 3], set by the caller/loader
+    source: str = ""  # where the request came from ("prompts.jsonl:12"), for error lines
 
 
 # ============================================================================ sampling core
