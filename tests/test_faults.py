@@ -565,7 +565,7 @@ def test_bad_bucket_names_are_refused(bucket):
     from tpu_scripts import tpu
 
     with pytest.raises(ValueError, match="is not a GCS bucket name"):
-        tpu.main(["install", "--name", "n", "--zone", "z", "--dry-run", "--bucket", bucket])
+        tpu.main(["install", "--name", "n", "--zone", "z", "--dry-run", f"--bucket={bucket}"])
     assert tpu.bucket_name("my-bkt.v2_x") == "my-bkt.v2_x"
 
 
