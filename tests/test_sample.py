@@ -131,10 +131,22 @@ def test_sample_job_end_to_end_and_resumes(tmp_path, tiny_config):
     )  # fmt: skip
     out = str(tmp_path / "out")
     counts = run_job(c, str(tmp_path / "wd"), str(prompts), out)
-    assert counts == {"generated": 2, "skipped_done": 0, "bad_lines": 1}
+    assert counts == {
+        "generated": 2,
+        "skipped_done": 0,
+        "bad_lines": 1,
+        "failed": 0,
+        "claimed_elsewhere": 0,
+    }
     assert sorted(f for f in os.listdir(out) if f.endswith(".mp4")) == ["a.mp4", "b.mp4"]
     from stiv_jax.video import read_mp4
 
     assert read_mp4(os.path.join(out, "a.mp4")).shape == (4, 16, 16, 3)
     counts = run_job(c, str(tmp_path / "wd"), str(prompts), out)
-    assert counts == {"generated": 0, "skipped_done": 2, "bad_lines": 1}
+    assert counts == {
+        "generated": 0,
+        "skipped_done": 2,
+        "bad_lines": 1,
+        "failed": 0,
+        "claimed_elsewhere": 0,
+    }
