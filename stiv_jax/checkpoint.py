@@ -118,13 +118,12 @@ def restore_newest(workdir: str, mngr: ocp.CheckpointManager, restore_step):
         except Refusal:
             raise
         except Exception as e:  # any damage: the next older step may be intact
-            reason = (
-                f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-            )
+            text = str(e).strip().split(" See full TensorStore")[0]  # one short line
+            reason = f"{type(e).__name__}: {text.splitlines()[0][:200] if text else ''}"
             dest = _move_aside(workdir, mngr, step)
             logging.warning(
                 "checkpoint step %d is damaged (%s); moved to %s, trying an older step",
-                step, reason[:300], dest,
+                step, reason, dest,
             )  # fmt: skip
             damaged.append(step)
     if damaged:
@@ -142,7 +141,10 @@ def _move_aside(workdir: str, mngr: ocp.CheckpointManager, step: int) -> str:
     dest, n = os.path.join(root, str(step)), 1
     while os.path.exists(dest):
         dest, n = os.path.join(root, f"{step}.{n}"), n + 1
-    os.replace(src, dest)
+    try:
+        os.replace(src, dest)
+    except FileNotFoundError:  # another process of this run moved it first
+        pass
     mngr.reload()  # forget the moved step (latest_step, rotation)
     return dest
 
