@@ -12,6 +12,11 @@ latents) · step (jitted, donated state) · loop (log, checkpoint, sample, resum
 Exactness: the step's rng is `fold_in(key(seed), step)`, the Grain iterator state is saved
 with every checkpoint and `metrics.jsonl` is cut back to the restored step on resume, so a
 run killed at any point and resumed logs the same losses as one that never stopped.
+
+Faults: a NaN/inf loss or gradient never reaches the state (`train.nonfinite`: abort with one
+line, or skip and count); SIGTERM or a first Ctrl-C saves and exits, a second Ctrl-C aborts;
+config values are checked before any work (`run_checks`); a resume refuses another model
+and falls back over damaged checkpoints (`checkpoint.restore_newest`).
 """
 
 from __future__ import annotations
