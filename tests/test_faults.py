@@ -598,7 +598,7 @@ def test_resumed_logs_equal_the_uninterrupted_run(tmp_path, monkeypatch):
     from stiv_jax import train
 
     ref, run = str(tmp_path / "ref"), str(tmp_path / "run")
-    c = lambda: _tiny(steps=6, log_every=2, ckpt_every=3)  # noqa: E731
+    c = lambda: _tiny(steps=6, log_every=2, ckpt_every=3, async_checkpoint=False)  # noqa: E731
     train.train_loop(c(), ref)
     calls = []
     real = train.mesh_lib.any_process
@@ -613,6 +613,8 @@ def test_resumed_logs_equal_the_uninterrupted_run(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="injected crash"):
         train.train_loop(c(), run)
     monkeypatch.setattr(train.mesh_lib, "any_process", real)
+    assert os.listdir(os.path.join(run, "checkpoints")) == ["3"]  # the crash left step 3
+    assert len(os.listdir(os.path.join(run, "tensorboard"))) == 1  # with events up to 4
     train.train_loop(c(), run)
 
     def rows(wd):
