@@ -120,14 +120,14 @@ def parse_prompts(path: str, config) -> tuple[list[Request], list[str]]:
             prompt = obj.get("prompt")
             if not isinstance(prompt, str) or not prompt.strip():
                 raise ValueError(f"prompt {_show(prompt)} must be a non-empty string")
-            image = obj.get("image")
-            frames = obj.get("cond_frames", [0] if image else [])
+            image = obj.get("image")  # None = no image; anything else must be a path
+            frames = obj.get("cond_frames", [0] if image is not None else [])
             f = f or latent_shape(config)[0]
             if not isinstance(frames, list) or not all(
                 isinstance(k, int) and not isinstance(k, bool) and 0 <= k < f for k in frames
             ):
                 raise ValueError(f"cond_frames {_show(frames)} must be a list of ints in [0, {f})")
-            if frames and not image:
+            if frames and image is None:
                 raise ValueError(f"cond_frames {frames!r} given without an image")
             req = Request(
                 id=rid,
@@ -139,7 +139,7 @@ def parse_prompts(path: str, config) -> tuple[list[Request], list[str]]:
                 cfg_scale=number_field(obj, "cfg_scale", config.sample.cfg_scale),
                 source=f"{path}:{n}",
             )
-            if image:
+            if image is not None:
                 res = config.data.res
                 req.first_frame = load_image(_image_path(image, path, images_root), (res, res))
         except Exception as e:  # any bad line is reported and skipped; the rest still run

@@ -171,6 +171,7 @@ BAD_LINES = [
     ('{"id": "nl\\n", "prompt": "x"}', "id 'nl\\n'"),
     ('{"id": 7, "prompt": "x"}', "id 7"),
     ('{"id": "img7", "prompt": "x", "image": 7}', "image 7 must be"),
+    ('{"id": "img0", "prompt": "x", "image": ""}', "image '' must be"),
 ]
 
 
