@@ -167,6 +167,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     t.lora_rank = 0  # LoRA rank r (0 = train every weight); needs init_from (stiv_jax/lora.py)
     t.lora_alpha = 0.0  # LoRA scale alpha / r (0 = alpha = r)
     t.lora_targets = "attention,mlp"  # adapted kernels: attention and/or mlp
+    # A NaN/inf loss or gradient never reaches the state (checked on device every step).
+    t.nonfinite = "abort"  # abort (one line naming the step) | skip (drop the update, count it)
+    t.allow_model_change = False  # resume a checkpoint whose model config differs (else refuse)
 
     # ---------------------------------------------------------------- mesh
     h = c.mesh = ml_collections.ConfigDict()
@@ -193,6 +196,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     s.batch_size = 4  # prompts per sampler batch
     s.motion_score = 2.0  # motion score for prompts that give none
     s.long_overlap = 0  # long_mode=extend: frames carried into the next chunk (0 = predict task's)
+    # For prompt files from other people (see README "Trust model").
+    s.images_root = ""  # condition images must lie under this dir ("" = any readable path)
 
     # ---------------------------------------------------------------- encoders
     e = c.text_encoder = ml_collections.ConfigDict()

@@ -1,7 +1,8 @@
 """Input listing: a directory of videos with sidecar captions, or a CSV/JSONL manifest.
 
 Shapes: none. Directory: every file with a video extension, recursively, sorted; the caption
-of `a/b.mp4` is the text of `a/b.txt` (None if missing). Manifest: one row per video with
+of `a/b.mp4` is the text of `a/b.txt` (None if missing or not a regular file: a FIFO
+sidecar would block a reader forever; the video is then skipped as missing_caption). Manifest: one row per video with
 `path` (relative paths resolve against the manifest's folder) and `caption`; other columns
 are kept as string metadata. Manifests are data: parsed as CSV/JSON, never executed.
 """
@@ -12,6 +13,7 @@ import csv
 import dataclasses
 import json
 import os
+import stat
 
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".y4m")
 
@@ -23,8 +25,24 @@ class InputItem:
     meta: dict[str, str]
 
 
+def sidecar(video: str) -> str:
+    """The caption sidecar path of a video (`a/b.mp4` -> `a/b.txt`)."""
+    return os.path.splitext(video)[0] + ".txt"
+
+
+def is_regular(path: str) -> bool:
+    """True for a regular file (following symlinks); a FIFO, socket or device would block
+    or never end when read, so every reader here checks this before opening."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _read_caption(video: str) -> str | None:
-    txt = os.path.splitext(video)[0] + ".txt"
+    txt = sidecar(video)
+    if not is_regular(txt):  # missing, or a FIFO/device (opening a FIFO blocks forever)
+        return None
     try:
         with open(txt, encoding="utf-8", errors="replace") as f:
             return f.read().strip()

@@ -37,7 +37,7 @@ from data_pipeline import filters as filters_lib
 from data_pipeline import scenes as scenes_lib
 from data_pipeline import shards as shards_lib
 from data_pipeline import video_io
-from data_pipeline.inputs import InputItem, list_inputs
+from data_pipeline.inputs import InputItem, is_regular, list_inputs, sidecar
 from stiv_jax.atomic import atomic_write
 from stiv_jax.data.records import encode_record
 
@@ -98,10 +98,14 @@ def process_video(item: InputItem, settings: Settings, work_dir: str) -> dict[st
 
 
 def _process(item: InputItem, s: Settings, work_dir: str, key: str, result: dict) -> dict:
+    if os.path.exists(item.path) and not is_regular(item.path):  # a FIFO would block the decoder
+        return _skip(result, "not_regular_file", f"{item.path!r} is not a regular file")
     caption = item.caption
     if caption is None:
         if s.missing_caption == "skip":
-            return _skip(result, "missing_caption", f"{item.path!r} has no caption")
+            txt = sidecar(item.path)
+            note = " (its sidecar is not a regular file)" if os.path.exists(txt) else ""
+            return _skip(result, "missing_caption", f"{item.path!r} has no caption{note}")
         result["warning"] = "missing_caption"
         caption = ""
     p = video_io.probe(item.path, s.probe)

@@ -80,6 +80,7 @@ class Request:
     width: int | None = None
     long_mode: str | None = None  # extend | hierarchical (frames beyond one chunk)
     frame_stride: int | None = None  # micro-condition (default data.frame_stride)
+    source: str = ""  # where the request came from ("prompts.jsonl:12"), for error lines
 
     def __post_init__(self):
         if self.seed is None:

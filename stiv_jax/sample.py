@@ -6,13 +6,16 @@
 
 Each prompts line is a JSON object: `id` (letters, digits, -_.), `prompt` (non-empty),
 optional `image` (path of the condition image; resized + center-cropped to the generation
-size) with `cond_frames` (latent frame indices the image is given at; default [0] with an
-image, [] without: the shorthand of `conditions`), `motion_score`, `seed`, `cfg_scale`,
-and the application fields of `stiv_jax.pipeline.request_fields`: `conditions` (images /
-clips at pixel frames), `negative_prompt`, `video` + `strength` (V2V), `frames`, `height`,
-`width`, `long_mode`. Media paths are relative to the prompts file. A bad line is reported
-with its line number and skipped; the rest still run. Ids already in OUT/results*.jsonl with their
-MP4 present are skipped, so a killed job resumes where it stopped. Several processes (every
+size; under `sample.images_root` when that is set), `cond_frames` (latent frame indices
+the image is given at; default [0] with an image, [] without), `motion_score`, `seed`,
+`cfg_scale` (checked by `NUMBER_FIELDS`: finite, in range, integers where meant), and the
+application fields of `stiv_jax.pipeline.request_fields`: `conditions` (images / clips at
+pixel frames), `negative_prompt`, `video` + `strength` (V2V), `frames`, `height`, `width`,
+`long_mode`. Media paths are relative to the prompts file (or under `sample.images_root`).
+A bad line, or a prompt that fails while generating, is reported with its line number and
+skipped; the rest still run, and the exit code is 1 if any failed. Ids already in
+OUT/results*.jsonl with their MP4 present are skipped, so a killed job resumes where it
+stopped; jobs sharing one OUT claim ids with file locks. Several processes (every
 worker of a TPU pod, `jax.distributed`) split the prompts between them (`run_job`).
 
 Outputs per id: `<id>.mp4`, `<id>.gif` (animated) and `<id>.png` (frame strip), both
@@ -26,8 +29,11 @@ prompts file and the job around it. Shapes: B batch, F latent frames, T pixel fr
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import math
 import os
 import re
 
@@ -38,7 +44,59 @@ from stiv_jax.pipeline import Request, STIVPipeline, default_seed, prepare_reque
 from stiv_jax.runtime import latent_shape
 from stiv_jax.video import load_image, write_mp4
 
-_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+# Ids name files in OUT: the whole id must match (no trailing newline), and no leading dot
+# (no ".", "..", hidden files).
+_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+# Numeric fields: (type, low, high). Integers must be JSON integers (no 1.7 -> 1, true -> 1);
+# numbers must be finite (no NaN/Infinity, which guidance turns into black videos).
+NUMBER_FIELDS = {
+    "seed": (int, 0, 2**63 - 1),
+    "motion_score": (float, 0.0, 1000.0),
+    "cfg_scale": (float, 0.0, 100.0),
+}
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
+
+
+def number_field(obj: dict, key: str, default):
+    """obj[key] checked against NUMBER_FIELDS (default when absent); one-line ValueError."""
+    if key not in obj:
+        return default
+    kind, low, high = NUMBER_FIELDS[key]
+    value = obj[key]
+    ok = not isinstance(value, bool) and isinstance(value, int if kind is int else (int, float))
+    ok = ok and (isinstance(value, int) or math.isfinite(value)) and low <= value <= high
+    if not ok:
+        what = "an integer" if kind is int else "a finite number"
+        raise ValueError(f"{key} {_show(value)} must be {what} in [{low}, {high}]")
+    return kind(value)
+
+
+def _image_path(image, prompts_path: str, images_root: str) -> str:
+    """The condition image's path; with `images_root`, it must resolve (symlinks too) inside
+    that directory, checked before the file is touched, so that errors do not tell whether a
+    file outside it exists."""
+    if not isinstance(image, str) or not image.strip():
+        raise ValueError(f"image {_show(image)} must be a non-empty path string")
+    if images_root:
+        root = os.path.realpath(images_root)
+        path = os.path.realpath(os.path.join(root, image))
+        if os.path.commonpath([root, path]) != root:
+            raise ValueError(f"image {_show(image)} is outside sample.images_root")
+        return path
+    base = os.path.dirname(os.path.abspath(prompts_path))
+    return image if os.path.isabs(image) else os.path.join(base, image)
+
+
+def _line_error(e: Exception) -> str:
+    if isinstance(e, RecursionError):
+        return "JSON nested too deeply"
+    if isinstance(e, ValueError | TypeError | FileNotFoundError):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
 
 
 # ============================================================================ prompts file
@@ -50,7 +108,8 @@ def parse_prompts(path: str, config) -> tuple[list[Request], list[str]]:
         raise FileNotFoundError(f"prompts file {path!r} does not exist")
     reqs, errors, seen = [], [], set()
     f = None
-    with open(path, encoding="utf-8") as fh:
+    images_root = config.sample.get("images_root", "")
+    with open(path, encoding="utf-8", errors="replace") as fh:
         lines = fh.read().splitlines()
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -59,44 +118,48 @@ def parse_prompts(path: str, config) -> tuple[list[Request], list[str]]:
             obj = json.loads(line)
             if not isinstance(obj, dict):
                 raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-            rid = str(obj.get("id", ""))
-            if not _ID.match(rid):
-                raise ValueError(f"id {rid!r} must be 1-128 characters of letters, digits, -_.")
+            rid = obj.get("id", "")
+            if not isinstance(rid, str) or not _ID.fullmatch(rid):
+                raise ValueError(
+                    f"id {_show(rid)} must be 1-128 characters of letters, digits, -_. "
+                    "(not starting with '.')"
+                )
             if rid in seen:
                 raise ValueError(f"id {rid!r} appears twice")
             prompt = obj.get("prompt")
             if not isinstance(prompt, str) or not prompt.strip():
-                raise ValueError(f"prompt {prompt!r} must be a non-empty string")
-            image = obj.get("image")
-            frames = obj.get("cond_frames", [0] if image else [])
+                raise ValueError(f"prompt {_show(prompt)} must be a non-empty string")
+            image = obj.get("image")  # None = no image; anything else must be a path
+            frames = obj.get("cond_frames", [0] if image is not None else [])
             f = f or latent_shape(config)[0]
             if not isinstance(frames, list) or not all(
-                isinstance(k, int) and 0 <= k < f for k in frames
+                isinstance(k, int) and not isinstance(k, bool) and 0 <= k < f for k in frames
             ):
-                raise ValueError(f"cond_frames {frames!r} must be a list of ints in [0, {f})")
-            if frames and not image:
+                raise ValueError(f"cond_frames {_show(frames)} must be a list of ints in [0, {f})")
+            if frames and image is None:
                 raise ValueError(f"cond_frames {frames!r} given without an image")
             req = Request(
                 id=rid,
                 prompt=prompt,
                 image=image,
                 cond_frames=frames,
-                motion_score=float(obj.get("motion_score", config.sample.motion_score)),
-                seed=int(obj.get("seed", default_seed(rid))),
-                cfg_scale=float(obj.get("cfg_scale", config.sample.cfg_scale)),
+                motion_score=number_field(obj, "motion_score", config.sample.motion_score),
+                seed=number_field(obj, "seed", default_seed(rid)),
+                cfg_scale=number_field(obj, "cfg_scale", config.sample.cfg_scale),
+                source=f"{path}:{n}",
                 **request_fields(obj),
             )
-            if image:
+            if image is not None:
                 res = config.data.res
-                req.first_frame = load_image(
-                    image
-                    if os.path.isabs(image)
-                    else os.path.join(os.path.dirname(os.path.abspath(path)), image),
-                    (res, res),
-                )
-            prepare_request(config, req, os.path.dirname(os.path.abspath(path)))
-        except (ValueError, TypeError, FileNotFoundError, json.JSONDecodeError) as e:
-            errors.append(f"{path}:{n}: {e}; skipped")
+                req.first_frame = load_image(_image_path(image, path, images_root), (res, res))
+            # every media path is resolved (and confined to images_root) the same way
+            for c in req.conditions:
+                c.media = _image_path(c.media, path, images_root)
+            if isinstance(req.video, str):
+                req.video = _image_path(req.video, path, images_root)
+            prepare_request(config, req)
+        except Exception as e:  # any bad line is reported and skipped; the rest still run
+            errors.append(f"{path}:{n}: {_line_error(e)}; skipped")
             continue
         seen.add(rid)
         reqs.append(req)
@@ -110,21 +173,89 @@ def results_path(out: str, index: int = 0, count: int = 1) -> str:
     return os.path.join(out, name)
 
 
-def _done_ids(out: str) -> set[str]:
-    """Ids in any OUT/results*.jsonl whose MP4 exists (written by any process, any run)."""
-    done = set()
-    for name in sorted(os.listdir(out)):
-        if not (name.startswith("results") and name.endswith(".jsonl")):
-            continue
-        with open(os.path.join(out, name)) as fh:
-            for line in fh:
+class _Done:
+    """Ids with a line in any OUT/results*.jsonl (any process, any job, any run), read
+    incrementally: `refresh` reads only what was appended since the last call."""
+
+    def __init__(self, out: str):
+        self.out, self.offsets, self.ids = out, {}, set()
+
+    def refresh(self) -> None:
+        for name in sorted(os.listdir(self.out)):
+            if not (name.startswith("results") and name.endswith(".jsonl")):
+                continue
+            with open(os.path.join(self.out, name), "rb") as fh:
+                fh.seek(self.offsets.get(name, 0))
+                data = fh.read()
+            end = data.rfind(b"\n") + 1  # a line still being written is read next time
+            self.offsets[name] = self.offsets.get(name, 0) + end
+            for line in data[:end].splitlines():
                 try:
-                    rid = json.loads(line)["id"]
-                except (json.JSONDecodeError, KeyError, TypeError):
+                    self.ids.add(str(json.loads(line)["id"]))
+                except (ValueError, KeyError, TypeError):
                     continue
-                if os.path.exists(os.path.join(out, f"{rid}.mp4")):
-                    done.add(rid)
-    return done
+
+    def __contains__(self, rid: str) -> bool:
+        return rid in self.ids and os.path.exists(os.path.join(self.out, f"{rid}.mp4"))
+
+
+class _Locks:
+    """Advisory locks (flock) so several jobs can share one OUT: a per-id claim held while
+    the id is generated (released by the OS if the job dies: no stale claims) and a lock
+    around the done-check + results append (no duplicate lines). Filesystems without flock
+    (some FUSE mounts) fall back to no locking with one warning."""
+
+    def __init__(self, out: str):
+        self.dir = os.path.join(out, ".locks")
+        os.makedirs(self.dir, exist_ok=True)
+        self.works = True
+
+    def _lock(self, name: str, *, wait: bool):
+        fd = os.open(os.path.join(self.dir, name), os.O_CREAT | os.O_RDWR, 0o644)
+        if not self.works:
+            return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except OSError as e:
+            logging.warning(
+                "no file locks in %s (%s); jobs sharing it may repeat work", self.dir, e
+            )
+            self.works = False
+        return fd
+
+    def claim(self, rid: str) -> int | None:
+        """An open fd holding the claim on `rid`, or None if another live job holds it."""
+        return self._lock(f"{rid}.claim", wait=False)
+
+    @contextlib.contextmanager
+    def results(self):
+        fd = self._lock("results", wait=True)
+        try:
+            yield
+        finally:
+            os.close(fd)
+
+
+def _generate_each(pipe, batch: list[Request], size: int):
+    """[(request, video or the exception)]: the batch at once (padded to `size` with copies of
+    its last request, so one sampler shape serves every batch), or one by one if it fails, so
+    one bad request costs only itself."""
+    try:
+        padded = batch + [batch[-1]] * (size - len(batch))
+        return list(zip(batch, pipe.generate(padded)[: len(batch)]))
+    except Exception as e:
+        if len(batch) == 1:
+            return [(batch[0], e)]
+    out = []
+    for r in batch:
+        try:
+            out.append((r, pipe.generate([r])[0]))
+        except Exception as e:  # reported with the request's line, the rest go on
+            out.append((r, e))
+    return out
 
 
 SHEET_ROWS = 64  # videos on a job's contact sheet
@@ -158,11 +289,15 @@ def _write_contact_sheet(out: str) -> str | None:
 
 def run_job(config, workdir: str, prompts: str, out: str, *, step: int | None = None) -> dict:
     """The sampling job from `workdir`'s checkpoint `step` (latest when None); returns this
-    process's counts {generated, skipped_done, bad_lines}.
+    process's counts
+    {generated, skipped_done, bad_lines, failed, claimed_elsewhere}.
 
-    With several processes (`jax.distributed`, e.g. every worker of a TPU pod), process i of
-    n samples the not-yet-done prompts i, i + n, ... into the shared OUT and logs them in its
-    own results file; a rerun on any number of processes skips what any of them finished.
+    Every per-prompt failure (a bad line at parse time, an error while generating or
+    writing) is logged with its line and skipped; the rest run. With several processes
+    (`jax.distributed`, e.g. every worker of a TPU pod), process i of n samples the
+    not-yet-done prompts i, i + n, ... into the shared OUT and logs them in its own results
+    file; a rerun on any number of processes skips what any of them finished. Independent
+    jobs sharing OUT claim ids (see `_Locks`), so no id is written twice to the results.
     Every batch has the same size (the last one is padded with copies of its last request,
     whose videos are dropped), so the sampler compiles once.
     """
@@ -177,29 +312,52 @@ def run_job(config, workdir: str, prompts: str, out: str, *, step: int | None = 
         for e in errors:
             logging.error(e)
     os.makedirs(out, exist_ok=True)
-    done = _done_ids(out)
+    done, locks = _Done(out), _Locks(out)
+    done.refresh()
     todo = [r for r in reqs if r.id not in done]
     skipped = len(reqs) - len(todo)
     todo = todo[index::count]
-    counts = {"generated": 0, "skipped_done": skipped, "bad_lines": len(errors)}
+    counts = {"generated": 0, "skipped_done": skipped, "bad_lines": len(errors), "failed": 0}
+    counts["claimed_elsewhere"] = 0
+    bs = min(config.sample.batch_size, max(len(todo), 1))
+    fps = config.sample.fps
     if todo:
-        bs = min(config.sample.batch_size, len(todo))
-        fps = config.sample.fps
         logging.info("sampling %d videos (step %d) → %s", len(todo), pipe.step, out)
-        for i in console.progress(range(0, len(todo), bs), desc="sample", unit="batch"):
-            batch = todo[i : i + bs]
-            videos = pipe.generate(batch + [batch[-1]] * (bs - len(batch)))[: len(batch)]
-            for r, v in zip(batch, videos):
-                mp4 = write_mp4(os.path.join(out, f"{r.id}.mp4"), v, fps)
-                pv = previews.write_previews(mp4, v, fps)
+    for i in console.progress(range(0, len(todo), bs), desc="sample", unit="batch"):
+        claims, batch = {}, []
+        with locks.results():
+            done.refresh()
+            for r in todo[i : i + bs]:
+                if r.id in done:  # finished by another job since this one started
+                    counts["skipped_done"] += 1
+                elif (fd := locks.claim(r.id)) is None:
+                    counts["claimed_elsewhere"] += 1
+                else:
+                    claims[r.id] = fd
+                    batch.append(r)
+        try:
+            for r, v in _generate_each(pipe, batch, bs) if batch else []:
+                try:
+                    if isinstance(v, Exception):
+                        raise v
+                    mp4 = write_mp4(os.path.join(out, f"{r.id}.mp4"), v, fps)
+                    pv = previews.write_previews(mp4, v, fps)
+                except Exception as e:
+                    logging.error("%s: id %r failed: %s; skipped", r.source, r.id, _line_error(e))
+                    counts["failed"] += 1
+                    continue
                 rec = {"id": r.id, "prompt": r.prompt, "path": os.path.basename(mp4),
                        "gif": os.path.basename(pv["gif"]), "strip": os.path.basename(pv["strip"]),
                        "image": r.image, "cond_frames": r.cond_frames,
                        "motion_score": r.motion_score, "seed": r.seed, "cfg_scale": r.cfg_scale,
                        "step": pipe.step}  # fmt: skip
-                with open(results_path(out, index, count), "a") as fh:
-                    fh.write(json.dumps(rec) + "\n")
+                with locks.results():
+                    with open(results_path(out, index, count), "a") as fh:
+                        fh.write(json.dumps(rec) + "\n")
                 counts["generated"] += 1
+        finally:
+            for fd in claims.values():
+                os.close(fd)
     sheet = _write_contact_sheet(out)
     if sheet and index == 0:
         logging.info("contact sheet: %s", sheet)
@@ -235,9 +393,14 @@ def main(argv=None) -> None:
             if missing:
                 raise ValueError(f"{' and '.join(missing)} required (or --list)")
             initialize_distributed()  # several processes split the prompts (see run_job)
-            run_job(cfg_flag.value, wd.value, pr.value, out.value, step=step.value)
+            counts = run_job(cfg_flag.value, wd.value, pr.value, out.value, step=step.value)
         except (ValueError, FileNotFoundError) as e:  # user errors: one line, no traceback
             raise SystemExit(f"error: {e}") from None
+        if counts["bad_lines"] or counts["failed"]:  # the exit code says whether any failed
+            raise SystemExit(
+                f"error: {counts['bad_lines']} bad prompt lines and {counts['failed']} failed "
+                "prompts (reported above with their line numbers); the others were generated"
+            )
 
     console.help_for(__name__)
     app.run(run, argv)

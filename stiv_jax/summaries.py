@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import struct
 from typing import Any
@@ -27,6 +28,11 @@ import numpy as np
 from stiv_jax.atomic import atomic_write
 
 SCALARS = ("loss", "loss_avg", "grad_norm", "lr", "sec_per_step", "samples_per_sec")
+
+
+def _json_number(x):
+    """A float for metrics.jsonl, or None for NaN/inf (JSON has no NaN)."""
+    return None if x is None or not math.isfinite(x) else float(x)
 
 
 def flat_config(config) -> dict[str, bool | int | float | str]:
@@ -58,7 +64,11 @@ class MetricsLog:
         self._truncate(resume_step)
         from tensorboardX import SummaryWriter
 
-        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        # purge_step: TensorBoard hides events after the restored step (they are logged again).
+        self.tb = SummaryWriter(
+            os.path.join(workdir, "tensorboard"),
+            purge_step=resume_step + 1 if resume_step else None,
+        )
 
     def _truncate(self, step: int) -> None:
         """Drops lines logged after the restored checkpoint (they will be logged again)."""
@@ -70,18 +80,21 @@ class MetricsLog:
                 try:
                     if json.loads(line)["step"] <= step:
                         keep.append(line)
-                except (json.JSONDecodeError, KeyError):
+                except (json.JSONDecodeError, KeyError, TypeError):
                     continue  # a line cut by a kill mid-write
         with atomic_write(self.path) as fh:
             fh.writelines(keep)
 
-    def write(self, step: int, metrics: dict[str, float]) -> None:
+    def write(self, step: int, metrics: dict[str, float | None]) -> None:
+        """One line; NaN/inf (and None) are written as null, so the file stays strict JSON."""
         if self.tb is None:
             return
+        row = {"step": step, **{k: _json_number(v) for k, v in metrics.items()}}
         with open(self.path, "a") as fh:
-            fh.write(json.dumps({"step": step, **metrics}) + "\n")
-        for k, v in metrics.items():
-            self.tb.add_scalar(k, v, step)
+            fh.write(json.dumps(row, allow_nan=False) + "\n")
+        for k, v in row.items():
+            if k != "step" and v is not None:
+                self.tb.add_scalar(k, v, step)
         self.tb.flush()
 
     def write_config(self, step: int, config) -> None:

@@ -16,6 +16,11 @@ TensorBoard: `tensorboard --logdir <workdir>/tensorboard` (stiv_jax.summaries li
 Exactness: the step's rng is `fold_in(key(seed), step)`, the Grain iterator state is saved
 with every checkpoint and `metrics.jsonl` is cut back to the restored step on resume, so a
 run killed at any point and resumed logs the same losses as one that never stopped.
+
+Faults: a NaN/inf loss or gradient never reaches the state (`train.nonfinite`: abort with one
+line, or skip and count); SIGTERM or a first Ctrl-C saves and exits, a second Ctrl-C aborts;
+config values are checked before any work (`run_checks`); a resume refuses another model
+and falls back over damaged checkpoints (`checkpoint.restore_newest`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from stiv_jax.model.stiv import visible_pixels
 from stiv_jax.optim import ema_decay, ema_update, learning_rate, make_optimizer
 from stiv_jax.parallel import host_data
 from stiv_jax.parallel import mesh as mesh_lib
+from stiv_jax.run_checks import model_diff, validate_train_config
 from stiv_jax.runtime import Components, fill_train_grid
 from stiv_jax.summaries import MetricsLog
 from stiv_jax.timing import StepClock
@@ -140,7 +146,12 @@ def make_loss_fn(config, graphdef, null_text, *, masked: bool = True):
 
 
 def make_train_step(config, graphdef, tx, null_text, *, masked: bool = True):
-    """step(state, batch, base_key) -> (state, metrics); rng = fold_in(base_key, step)."""
+    """step(state, batch, base_key) -> (state, metrics); rng = fold_in(base_key, step).
+
+    A step whose loss, gradient norm or update norm is not finite keeps the previous params,
+    EMA and optimizer state (only `step` advances) and reports `finite=False` (one bool,
+    computed on device): the state never holds NaN/inf, whatever `train.nonfinite` does next.
+    """
     loss_fn = make_loss_fn(config, graphdef, null_text, masked=masked)
     decay = config.optim.ema_decay
 
@@ -162,14 +173,18 @@ def make_train_step(config, graphdef, tx, null_text, *, masked: bool = True):
             loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, key)
             updates, opt = tx.update(grads, state["opt"], state["params"])
             params = optax.apply_updates(state["params"], updates)
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        finite &= jnp.isfinite(optax.tree.norm(updates))
         new = {
-            "step": state["step"] + 1,
             "params": params,
             "ema": ema_update(state["ema"], params, ema_decay(decay, state["step"])),
             "opt": opt,
             **extra,
         }
-        return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, {k: state[k] for k in new})
+        new["step"] = state["step"] + 1
+        return new, {"loss": loss, "grad_norm": grad_norm, "finite": finite}
 
     return step
 
@@ -177,18 +192,123 @@ def make_train_step(config, graphdef, tx, null_text, *, masked: bool = True):
 # ============================================================================ loop
 
 
-class _Preemption:
-    """SIGTERM (TPU VM maintenance, Ctrl-C-like stops): save at the next step and exit."""
+class NonFiniteError(FloatingPointError):
+    """A non-finite loss or gradient under `train.nonfinite="abort"` (one line, names the step)."""
+
+
+class _Window:
+    """Per-step (step, loss, grad_norm) since the last logged step, on the host.
+
+    Device metrics wait in `pending` until a sync point (log, save, stop) moves them in one
+    transfer and applies `train.nonfinite`. The window goes into each checkpoint's `log`
+    item, so a resumed run's first `loss_avg` covers the same steps as an unbroken run's.
+    """
+
+    def __init__(self, saved: dict | None, policy: str):
+        self.rows = [tuple(r) for r in (saved or {}).get("window", [])]
+        self.policy, self.pending = policy, []
+
+    def add(self, step: int, metrics: dict) -> None:
+        self.pending.append((step, metrics))
+
+    def settle(self) -> None:
+        host = jax.device_get([m for _, m in self.pending])
+        steps, self.pending = [s for s, _ in self.pending], []
+        for step, m in zip(steps, host):
+            loss, gnorm = float(m["loss"]), float(m["grad_norm"])
+            if not bool(m["finite"]):
+                if self.policy == "abort":
+                    raise NonFiniteError(
+                        f"loss {loss}, grad norm {gnorm} at step {step}: not finite; stopped "
+                        "without saving it (train.nonfinite=abort; 'skip' drops such updates)"
+                    )
+                logging.warning("step %d: loss %s, grad norm %s; update skipped", step, loss, gnorm)
+                loss = gnorm = None
+            self.rows.append((step, loss, gnorm))
+
+    def summary(self) -> dict[str, float | None]:
+        """The metrics line of the window (then emptied); NaN/inf steps count as `skipped`."""
+        _, loss, gnorm = self.rows[-1]
+        finite = [r[1] for r in self.rows if r[1] is not None]
+        out = {
+            "loss": loss,
+            "loss_avg": float(np.mean(np.asarray(finite, np.float32))) if finite else None,
+            "grad_norm": gnorm,
+        }
+        if len(finite) < len(self.rows):
+            out["skipped"] = len(self.rows) - len(finite)
+        self.rows = []
+        return out
+
+    def state(self) -> dict:
+        return {"window": [list(r) for r in self.rows]}
+
+
+class _Stop:
+    """SIGTERM (TPU VM maintenance) or a first Ctrl-C: save at the end of this step and exit.
+
+    A second Ctrl-C aborts at once (KeyboardInterrupt, no save). `close` puts the previous
+    handlers back (train_loop may run inside a larger program)."""
 
     def __init__(self):
-        self.requested = False
-        try:
-            signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread (tests)
-            pass
+        self.requested, self._old = None, {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (tests)
+                pass
 
-    def _handle(self, *_):
-        self.requested = True
+    def _handle(self, signum, _frame):
+        name = signal.Signals(signum).name
+        if self.requested and signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt(f"second {name}: aborted without saving")
+        self.requested = self.requested or name
+        logging.warning(
+            "%s: saving at the end of this step, then exiting (Ctrl-C again aborts)", name
+        )
+
+    def close(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _resume(config, workdir: str, mngr, target):
+    """(step, state, data_state, log_state) of the newest restorable checkpoint, or Nones.
+
+    Refuses (ckpt.Refusal, one line) a checkpoint trained with another model config unless
+    `train.allow_model_change`; damaged steps are moved aside (ckpt.restore_newest)."""
+    ckpt_dir = str(mngr.directory)
+
+    def restore_step(s: int):
+        diff = model_diff(ckpt.saved_config(mngr, s).model, config.model)
+        if diff and not config.train.allow_model_change:
+            raise ckpt.Refusal(
+                f"checkpoint step {s} in {ckpt_dir} was trained with another model "
+                f"({'; '.join(diff)}); resume with its model config, use a new --workdir, or "
+                "set --config.train.allow_model_change=True"
+            )
+        if diff:
+            logging.warning("resuming step %d with a changed model: %s", s, "; ".join(diff))
+        try:
+            state = ckpt.restore(mngr, s, target)
+        except Exception as e:
+            if diff:  # a shape change, not damage: nothing is moved aside
+                raise ckpt.Refusal(
+                    f"checkpoint step {s} does not restore into the changed model "
+                    f"({'; '.join(diff)}): {type(e).__name__}"
+                ) from None
+            raise
+        data_dir = os.path.join(ckpt_dir, str(s), "data")
+        data_state = host_data.read_data_states(data_dir)
+        if data_state is None:
+            if not os.path.isdir(data_dir):
+                raise FileNotFoundError(f"{data_dir} is missing")
+            raise ckpt.Refusal(f"checkpoint {s} in {ckpt_dir} has no data-shard states")
+        return state, data_state, ckpt.restore_log(mngr, s)
+
+    step, restored = ckpt.restore_newest(workdir, mngr, restore_step)
+    return (step, *restored) if step is not None else (None, None, None, None)
 
 
 def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict:
@@ -196,10 +316,11 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
     from stiv_jax.data.pipeline import make_dataset
 
     ckpt.require_filesystem_path(workdir, "workdir")
-    os.makedirs(workdir, exist_ok=True)
+    validate_train_config(config, workdir)  # before any directory or component exists
     transfer.inherit_train_grid(config)  # init_from: RoPE positions in the source's range
     fill_train_grid(config)
     comps = comps or Components(config)
+    os.makedirs(workdir, exist_ok=True)
     t = config.train
     tx = make_optimizer(config.optim)
     # State lives sharded on the mesh from the start (init is jitted with its shardings).
@@ -213,27 +334,22 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
         lambda: comps.model(t.seed), lambda model: init_state(model, tx, lora=t), mesh
     )
     mngr = ckpt.manager(workdir, max_to_keep=t.max_to_keep, async_save=t.async_checkpoint)
-    latest = mngr.latest_step()
-    # Data shards are fixed when a run starts, so it resumes on any host count or mesh.
-    ckpt_dir = str(mngr.directory)
+    target = mesh_lib.abstract_with_shardings(abstract, shardings)
+    latest, state, data_state, log_state = _resume(config, workdir, mngr, target)
     batch_size = int(config.data.batch_size)
     latent_frames = (
         comps.latent_shape[0] if config.data.source == "shapes" else comps.latent_frames
     )  # buckets: F per length
+    # Data shards are fixed when a run starts, so it resumes on any host count or mesh.
     data_iter = host_data.HostData(
         lambda v, n: make_dataset(
             config, latent_frames=latent_frames, process_index=v, process_count=n
         ),
-        num_shards=host_data.data_shards_of(ckpt_dir, latest) or jax.process_count(),
+        num_shards=data_state["num_shards"] if data_state else jax.process_count(),
         global_size=batch_size,
         rows=host_data.process_rows(mesh, batch_size),
     )
     if latest is not None:
-        target = mesh_lib.abstract_with_shardings(abstract, shardings)
-        state = ckpt.restore(mngr, latest, target)
-        data_state = host_data.read_data_states(os.path.join(ckpt_dir, str(latest), "data"))
-        if data_state is None:
-            raise ValueError(f"checkpoint {latest} in {ckpt_dir} has no data-shard states")
         data_iter.set_state(data_state)
         logging.info("resumed from step %d in %s", latest, workdir)
     else:
@@ -272,51 +388,57 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
             bar.unpause()  # the bar's rate and ETA leave the compile out too
         return step_fns[key]
 
-    stop = _Preemption()
+    window = _Window(log_state, t.nonfinite)
     # sec_per_step: wall time between log steps less every XLA compile and the sample videos
     # (neither is a training step; compiles made the first logged value 10x the rest).
-    clock, losses = StepClock(), []
+    clock, timed = StepClock(), 0
     step = start
     bar = console.progress(total=t.steps, initial=start, desc="train", unit="step")
-    while step < t.steps:
-        local = jax.device_get(prepare_batch(next(data_iter), comps))
-        batch = host_data.global_batch(local, mesh, batch_size)
-        state, metrics = compiled_step(step < masked_until, state, batch)(state, batch, base_key)
-        step += 1
-        bar.update(1)
-        losses.append(metrics["loss"])
-        if step % t.log_every == 0 or step == t.steps:
-            loss = float(losses[-1])
-            dt = clock.elapsed() / len(losses)
-            log.write(step, {
-                "loss": loss,
-                "loss_avg": float(np.mean(jax.device_get(losses))),
-                "grad_norm": float(metrics["grad_norm"]),
-                "lr": float(lr_at(step - 1)),  # the rate of the update that made this step
-                "sec_per_step": dt,
-                "samples_per_sec": batch_size / dt if dt > 0 else 0.0,
-            })  # fmt: skip
-            bar.set_postfix(loss=f"{loss:.4f}")
-            clock.reset()
-            losses = []
-            if not np.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss is {loss} at step {step}; stopping (see {log.path})"
-                )
-        done = step == t.steps
-        # Every host must stop at the same step: OR the SIGTERM flags over processes.
-        stopping = mesh_lib.any_process(stop.requested)
-        if step % t.ckpt_every == 0 or done or stopping or mngr.reached_preemption(step):
-            ckpt.save(mngr, step, state, data_iter, config, force=True)
-        if t.sample_every and step % t.sample_every == 0 and not done:
-            with clock.pause():
-                write_samples(config, comps, graphdef, state, workdir, step, log)
-            bar.unpause()
-        if stopping:
-            logging.warning("SIGTERM: saved step %d, exiting", step)
-            break
-    mngr.wait_until_finished()
-    bar.close()
+    stop = _Stop()
+    try:
+        while step < t.steps:
+            local = jax.device_get(prepare_batch(next(data_iter), comps))
+            batch = host_data.global_batch(local, mesh, batch_size)
+            masked = step < masked_until
+            state, metrics = compiled_step(masked, state, batch)(state, batch, base_key)
+            step += 1
+            timed += 1
+            bar.update(1)
+            window.add(step, metrics)
+            done = step == t.steps
+            # Every host must stop at the same step: OR the stop flags over processes.
+            stopping = mesh_lib.any_process(stop.requested is not None)
+            log_now = step % t.log_every == 0 or done
+            save = step % t.ckpt_every == 0 or done or stopping or mngr.reached_preemption(step)
+            if log_now or save:
+                window.settle()  # NonFiniteError here (abort) comes before any save
+            if log_now:
+                row = window.summary()
+                dt = clock.elapsed() / max(timed, 1)
+                row["lr"] = float(lr_at(step - 1))  # the rate of the update that made this step
+                row["sec_per_step"] = dt
+                row["samples_per_sec"] = batch_size / dt if dt > 0 else 0.0
+                log.write(step, row)
+                if row["loss"] is not None:
+                    bar.set_postfix(loss=f"{row['loss']:.4f}")
+                clock.reset()
+                timed = 0
+            if save:
+                ckpt.save(mngr, step, state, data_iter, config, log=window.state(), force=True)
+            if t.sample_every and step % t.sample_every == 0 and not done:
+                with clock.pause():
+                    write_samples(config, comps, graphdef, state, workdir, step, log)
+                bar.unpause()
+            if stopping:
+                logging.warning("%s: saved step %d, exiting", stop.requested or "stop", step)
+                break
+    except NonFiniteError as e:
+        mngr.wait_until_finished()
+        raise NonFiniteError(f"{e}; the last checkpoint is step {mngr.latest_step()}") from None
+    finally:
+        stop.close()
+        bar.close()
+        mngr.wait_until_finished()  # never leave an async save half-written at exit
     if step == t.steps:
         write_samples(config, comps, graphdef, state, workdir, step, log)
     log.close()
@@ -362,8 +484,10 @@ def main(argv=None) -> None:
         mesh_lib.initialize_distributed()  # no-op for a single process
         try:
             train_loop(cfg_flag.value, wd_flag.value)
-        except (ValueError, FileNotFoundError) as e:  # user errors: one line, no traceback
+        except (ValueError, FileNotFoundError, NonFiniteError) as e:  # one line, no traceback
             raise SystemExit(f"error: {e}") from None
+        except KeyboardInterrupt as e:  # a second Ctrl-C
+            raise SystemExit(f"error: {e or 'interrupted'}") from None
 
     console.help_for(__name__)
     app.run(run, argv)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 import numpy as np
 
@@ -92,7 +93,12 @@ def load_image(path, size: tuple[int, int]) -> np.ndarray:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"condition image {path!r} does not exist")
     try:
-        with Image.open(path) as im:
-            return fit_image(im, size, name=f"condition image {path}")
-    except (UnidentifiedImageError, OSError) as e:
+        with warnings.catch_warnings():
+            # Past MAX_IMAGE_PIXELS PIL only warns: a decompression bomb is refused, not decoded.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return fit_image(im, size, name=f"condition image {path}")
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise ValueError(f"condition image {path!r} is too large to decode: {e}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"condition image {path!r} cannot be read as an image: {e}") from None

@@ -148,10 +148,12 @@ def test_sample_job_end_to_end_and_resumes(tmp_path, tiny_config, monkeypatch):
     )
     out = str(tmp_path / "out")
     counts = run_job(c, wd, str(prompts), out, step=0)
-    assert counts == {"generated": 3, "skipped_done": 0, "bad_lines": 1}
+    assert counts == {
+        "generated": 3, "skipped_done": 0, "bad_lines": 1, "failed": 0, "claimed_elsewhere": 0
+    }  # fmt: skip
     assert batches == [2, 2]  # the short last batch is padded: one compiled shape
     assert sorted(os.listdir(out)) == [
-        "a.gif", "a.mp4", "a.png", "b.gif", "b.mp4", "b.png", "c.gif", "c.mp4", "c.png",
+        ".locks", "a.gif", "a.mp4", "a.png", "b.gif", "b.mp4", "b.png", "c.gif", "c.mp4", "c.png",
         "contact_sheet.png", "results.jsonl",
     ]  # fmt: skip
     from stiv_jax.video import read_mp4
@@ -165,7 +167,9 @@ def test_sample_job_end_to_end_and_resumes(tmp_path, tiny_config, monkeypatch):
     sheet = Image.open(os.path.join(out, "contact_sheet.png"))
     assert sheet.size[1] == 3 * (14 + 128) + 2 * 2  # three labelled 16x16 -> 128 px strips
     counts = run_job(c, wd, str(prompts), out)
-    assert counts == {"generated": 0, "skipped_done": 3, "bad_lines": 1}
+    assert counts == {
+        "generated": 0, "skipped_done": 3, "bad_lines": 1, "failed": 0, "claimed_elsewhere": 0
+    }  # fmt: skip
     with pytest.raises(ValueError, match=r"step 5 has no checkpoint .*available: \[0, 3\]"):
         run_job(c, wd, str(prompts), out, step=5)
 

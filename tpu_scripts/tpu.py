@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -85,6 +86,21 @@ def create_commands(a: argparse.Namespace) -> list[list[str]]:
     return [cmd]
 
 
+# GCS bucket names: 3-63 of a-z 0-9 - _ . (up to 222 with dots), starting and ending with a
+# letter or digit; `/gcs/<name>` is built from it, so nothing else may pass ("../../etc").
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9_.-]{1,220}[a-z0-9]")
+
+
+def bucket_name(name: str) -> str:
+    """`name` unchanged if it is a valid GCS bucket name, else a one-line ValueError."""
+    if not _BUCKET.fullmatch(name) or ".." in name or ("." not in name and len(name) > 63):
+        raise ValueError(
+            f"--bucket {name!r} is not a GCS bucket name; expected 3-63 characters of a-z, 0-9, "
+            "-, _, . starting and ending with a letter or digit (no gs://, no path)"
+        )
+    return name
+
+
 def install_commands(a: argparse.Namespace) -> list[list[str]]:
     pack = ["git", "-C", a.source, "archive", "--format=tar.gz", f"--output={TARBALL}", "HEAD"]
     scp = [
@@ -96,7 +112,7 @@ def install_commands(a: argparse.Namespace) -> list[list[str]]:
         f"cd {REMOTE_DIR} && python3 -m pip install -q -e '.[tpu]'"
     )
     if a.bucket:  # the same run directory on every worker (Orbax, metrics, videos)
-        b = shlex.quote(a.bucket)
+        b = shlex.quote(bucket_name(a.bucket))
         remote += (
             f" && sudo mkdir -p /gcs/{b} && sudo chown $(id -u):$(id -g) /gcs/{b} && "
             f"(mountpoint -q /gcs/{b} || gcsfuse --implicit-dirs {b} /gcs/{b})"

@@ -1,0 +1,75 @@
+"""Checks a training run makes before it does any work: config values and the resumed model.
+
+Shapes: F latent frames, h/w latent size (only to check patch divisibility).
+
+`validate_train_config` runs before any directory is created, so a bad value costs one
+line and leaves nothing behind. `model_diff` compares a checkpoint's saved model config
+with the requested one: a run must not silently resume different weights' semantics
+(e.g. `causal_temporal`, `rope_theta`), which keep every shape and would restore cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from stiv_jax.runtime import latent_shape
+
+NONFINITE_POLICIES = ("abort", "skip")
+# How the model is computed, not what it computes: free to change on resume.
+RUNTIME_MODEL_KEYS = ("attention_impl", "remat")
+
+
+def _positive_int(name: str, value, *, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r}; expected an integer >= {minimum}")
+
+
+def validate_train_config(config, workdir: str) -> None:
+    """One-line ValueError for the first value that cannot train (nothing is created)."""
+    t, d, m = config.train, config.data, config.model
+    for name, value in (
+        ("train.steps", t.steps),
+        ("data.batch_size", d.batch_size),
+        ("train.log_every", t.log_every),
+        ("train.ckpt_every", t.ckpt_every),
+        ("train.max_to_keep", t.max_to_keep),
+    ):
+        _positive_int(name, value)
+    _positive_int("train.sample_every", t.sample_every, minimum=0)
+    _positive_int("train.unmasked_steps", t.unmasked_steps, minimum=0)
+    if t.nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"train.nonfinite={t.nonfinite!r}; expected one of {NONFINITE_POLICIES}")
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"workdir {workdir!r} is a file; expected a directory (new or a run's)")
+    _positive_int("data.res", d.res)
+    _positive_int("data.frames", d.frames)
+    f, h, w, _ = latent_shape(config)
+    if h % m.patch_size or w % m.patch_size:
+        raise ValueError(
+            f"data.res={d.res} gives a {h}x{w} latent, not divisible by "
+            f"model.patch_size={m.patch_size}"
+        )
+    if f % m.temporal_patch:
+        raise ValueError(
+            f"data.frames={d.frames} gives {f} latent frames, not divisible by "
+            f"model.temporal_patch={m.temporal_patch}"
+        )
+
+
+def _plain(model_cfg) -> dict:
+    """A model ConfigDict (or the JSON dict saved with a checkpoint) as plain JSON values."""
+    if hasattr(model_cfg, "to_json_best_effort"):
+        return json.loads(model_cfg.to_json_best_effort())
+    return json.loads(json.dumps(model_cfg))
+
+
+def model_diff(saved_model, requested_model) -> list[str]:
+    """`model.<key>: checkpoint A, requested B` for every architecture key that differs."""
+    a, b = _plain(saved_model), _plain(requested_model)
+    missing = "(absent)"
+    return [
+        f"model.{k}: checkpoint {a.get(k, missing)!r}, requested {b.get(k, missing)!r}"
+        for k in sorted(set(a) | set(b))
+        if k not in RUNTIME_MODEL_KEYS and a.get(k, missing) != b.get(k, missing)
+    ]
