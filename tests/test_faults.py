@@ -233,7 +233,7 @@ class _FakePipe:
     """Stands in for STIVPipeline: black videos; prompts containing BOOM fail."""
 
     def __init__(self, delay=0.0):
-        self.delay, self.calls = delay, []
+        self.delay, self.calls, self.step = delay, [], 0
 
     def generate(self, reqs, frames=None):
         self.calls.append([r.id for r in reqs])
@@ -430,7 +430,7 @@ def test_damaged_latest_checkpoint_falls_back_to_an_older_step(tmp_path, kind, c
     with caplog.at_level(logging.WARNING):
         step, state, data, _ = _try_resume(_tiny(), wd)
     assert step == 1 and int(state["step"]) == 1 and data["num_shards"] == 1
-    warnings = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records if " is damaged " in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].startswith("checkpoint step 2 is damaged")
     assert os.listdir(os.path.join(wd, "checkpoints_damaged")) == ["2"]
     assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["1"]
