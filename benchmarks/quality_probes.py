@@ -6,7 +6,10 @@ python benchmarks/quality_probes.py memorise --workdir W [--steps 200] [--set a.
     train S on 4 fixed clips (TI2V only), sample them (EMA off/on, CFG 1 and 4), print the
     per-object mean centroid error (px) and the PSNR of frames 1..T-1
 python benchmarks/quality_probes.py denoise --workdir W
-    per-noise-level velocity MSE and one-step x1 PSNR of W's checkpoint on its 4 clips
+    per-noise-level one-step x1 PSNR of W's checkpoint on its 4 training clips
+python benchmarks/quality_probes.py heldout --workdir W [--step N] [--raw]
+    the same on 16 held-out clips, beside the static floor, with the captions rolled by one,
+    and with the clean input labelled t
 """
 
 from __future__ import annotations
@@ -93,7 +96,13 @@ def memorise(workdir: str, steps: int, overrides: list[str]) -> None:
                   f"PSNR frames 1.. {np.mean(psnrs):.2f} dB")  # fmt: skip
 
 
-def denoise(workdir: str) -> None:
+def denoise(workdir: str, heldout: bool = False, step: int | None = None, ema: bool = True) -> None:
+    """One-step x̂1 = x_t + (1 − t)·v̂ per noise level t on frames 1.. (frame 0 given, TI2V).
+
+    heldout: 16 held-out ShapesBench clips (else the run's first 4 training clips), with the
+    static floor (frame 0 repeated), the same with the captions rolled by one (does the
+    text matter?) and the clean input labelled t (can the model reproduce its input?).
+    """
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -101,47 +110,77 @@ def denoise(workdir: str) -> None:
     from stiv_jax.checkpoint import restore_config
     from stiv_jax.conditioning import make_conditions
     from stiv_jax.data.schema import normalize_uint8
+    from stiv_jax.data.shapes import config_kwargs, generate_clip
     from stiv_jax.diffusion import to_velocity
     from stiv_jax.pipeline import restore_for_sampling
 
-    config = restore_config(workdir, None)
-    comps, graphdef, params, _ = restore_for_sampling(config, workdir)
+    config = restore_config(workdir, step)
+    config.sample.use_ema = ema
+    comps, graphdef, params, step = restore_for_sampling(config, workdir, step)
     model = nnx.merge(graphdef, params)
-    cs = clips(config)
+    if heldout:
+        seed = config.data.shapes.heldout_seed
+        cs = [
+            generate_clip(i, split="heldout", seed=seed, **config_kwargs(config)) for i in range(16)
+        ]
+    else:
+        cs = clips(config)
     x1 = comps.autoencoder.encode(jnp.asarray(normalize_uint8(np.stack([c["video"] for c in cs]))))
     emb = comps.text_encoder.encode([c["caption"] for c in cs])
     b, f = x1.shape[:2]
     mask = np.zeros((b, f), bool)
     mask[:, 0] = True
     res = config.data.res
-    cond = make_conditions(
-        latents=x1, cond_mask=jnp.asarray(mask), text_tokens=jnp.asarray(emb.tokens),
-        text_mask=jnp.asarray(emb.mask), text_pooled=jnp.asarray(emb.pooled),
-        micro=jnp.tile(jnp.asarray([res, res, 0, 0, 1.0], jnp.float32), (b, 1)),
-        motion=jnp.asarray([c["motion_score"] for c in cs], jnp.float32),
-    )  # fmt: skip
-    eps = jax.random.normal(jax.random.key(0), x1.shape)
-    for t in (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.98):
-        tt = jnp.full((b,), t)
-        xt = t * x1 + (1 - t) * eps
-        v = to_velocity(model(xt, tt, cond), xt, tt, config.model.get("prediction", "velocity"))
-        err = float(jnp.mean(jnp.square(v - (x1 - eps))[:, 1:]))
-        mse = jnp.mean(jnp.square(xt + (1 - t) * v - x1)[:, 1:], axis=(1, 2, 3, 4))
-        print(
-            f"t={t:.2f} velocity MSE {err:.4f}  x1-hat PSNR {float(jnp.mean(10 * jnp.log10(4 / mse))):.2f} dB"
+    prediction = config.model.get("prediction", "velocity")
+
+    def conditions(roll: int):
+        tok, msk, pooled = (
+            np.roll(np.asarray(a), roll, 0) for a in (emb.tokens, emb.mask, emb.pooled)
         )
+        return make_conditions(
+            latents=x1, cond_mask=jnp.asarray(mask), text_tokens=jnp.asarray(tok),
+            text_mask=jnp.asarray(msk), text_pooled=jnp.asarray(pooled),
+            micro=jnp.tile(jnp.asarray([res, res, 0, 0, 1.0], jnp.float32), (b, 1)),
+            motion=jnp.asarray([c["motion_score"] for c in cs], jnp.float32),
+        )  # fmt: skip
+
+    def psnr(x):  # frames 1.., data range [-1, 1]
+        mse = jnp.mean(jnp.square(x - x1)[:, 1:], axis=(1, 2, 3, 4))
+        return float(jnp.mean(10 * jnp.log10(4 / mse)))
+
+    def x1_hat(xt, t, cond):
+        tt = jnp.full((b,), t)
+        return xt + (1 - t) * to_velocity(model(xt, tt, cond), xt, tt, prediction)
+
+    cond, rolled = conditions(0), conditions(1)
+    given = jnp.asarray(mask)[:, :, None, None, None]
+    print(f"step {step}, {'EMA' if ema else 'raw'} weights, {len(cs)} clips")
+    if heldout:
+        print(
+            f"static floor (frame 0 repeated): {psnr(jnp.broadcast_to(x1[:, :1], x1.shape)):.2f} dB"
+        )
+    eps = jax.random.normal(jax.random.key(0), x1.shape)
+    for t in (0.0, 0.2, 0.4, 0.6, 0.8, 0.95):
+        xt = jnp.where(given, x1, t * x1 + (1 - t) * eps)
+        row = f"t={t:.2f}  x1-hat PSNR {psnr(x1_hat(xt, t, cond)):.2f} dB"
+        if heldout:
+            row += f"  (captions rolled: {psnr(x1_hat(xt, t, rolled)):.2f}; "
+            row += f"clean input labelled t: {psnr(x1_hat(x1, t, cond)):.2f})"
+        print(row)
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("probe", choices=("spot", "memorise", "denoise"))
+    ap.add_argument("probe", choices=("spot", "memorise", "denoise", "heldout"))
     ap.add_argument("--workdir", default="runs/memorise")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--set", action="append", default=[], help="config override a.b=v")
+    ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    ap.add_argument("--raw", action="store_true", help="raw weights instead of EMA")
     a = ap.parse_args()
     if a.probe == "spot":
         spot()
     elif a.probe == "memorise":
         memorise(a.workdir, a.steps, a.set)
     else:
-        denoise(a.workdir)
+        denoise(a.workdir, heldout=a.probe == "heldout", step=a.step, ema=not a.raw)
