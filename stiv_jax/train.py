@@ -430,7 +430,8 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
                     write_samples(config, comps, graphdef, state, workdir, step, log)
                 bar.unpause()
             if stopping:
-                logging.warning("%s: saved step %d, exiting", stop.requested or "stop", step)
+                why = stop.requested or "a stop signal on another process"
+                logging.warning("%s: saved step %d, exiting", why, step)
                 break
     except NonFiniteError as e:
         mngr.wait_until_finished()

@@ -86,4 +86,6 @@ def test_two_processes_split_the_prompts(tmp_path):
     assert sorted(logged[0] + logged[1]) == ids and not set(logged[0]) & set(logged[1])
     assert sorted(f for f in os.listdir(out) if f.endswith(".mp4")) == [f"{i}.mp4" for i in ids]
     (again,) = _sample(wd, prompts, out, processes=1)
-    assert again == {"generated": 0, "skipped_done": 5, "bad_lines": 0}
+    assert again == {
+        "generated": 0, "skipped_done": 5, "bad_lines": 0, "failed": 0, "claimed_elsewhere": 0
+    }  # fmt: skip
