@@ -297,7 +297,8 @@ def _place(rng: np.random.Generator, obj: dict, res: int, cam: np.ndarray) -> No
     # One scale for both axes keeps the direction exact; pans are pre-capped so scale is 1.
     scale = min(1.0, (hi - lo) / max(float(extent.max()), 1e-9))
     disp *= scale
-    start = [rng.uniform(lo - d.min(), hi - d.max()) for d in disp]
+    # max(): a track scaled to fill [lo, hi] leaves an empty range that rounding can invert
+    start = [rng.uniform(lo - d.min(), max(lo - d.min(), hi - d.max())) for d in disp]
     obj["velocity"] = (vx * scale, vy * scale)
     obj["x"], obj["y"] = start[0] + disp[0], start[1] + disp[1]
 
