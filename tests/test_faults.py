@@ -29,6 +29,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")
 
 
+def _train_cli(wd: str, *flags: str) -> list[str]:
+    """The trainer CLI on a tiny 16x16x4 model with no sampling, plus `flags`."""
+    return [
+        sys.executable, "-m", "stiv_jax.train", "--config", "configs/stiv.py:variant=tiny",
+        "--workdir", wd, "--config.data.res=16", "--config.data.frames=4",
+        "--config.data.batch_size=2", "--config.sample.num_train_samples=0",
+        "--config.train.unmasked_steps=0", *flags,
+    ]  # fmt: skip
+
+
 def _tiny(steps=2, **train):
     from configs.stiv import get_config
 
@@ -92,14 +102,10 @@ def test_divergence_aborts_and_keeps_the_last_good_checkpoint(tmp_path):
     from stiv_jax import checkpoint as ckpt
 
     wd = str(tmp_path / "wd")
-    cmd = [
-        sys.executable, "-m", "stiv_jax.train", "--config", "configs/stiv.py:variant=tiny",
-        "--workdir", wd, "--config.train.steps=10", "--config.optim.lr=1e6",
-        "--config.optim.warmup_steps=0", "--config.train.log_every=5",
-        "--config.train.ckpt_every=1", "--config.data.res=16", "--config.data.frames=4",
-        "--config.data.batch_size=2", "--config.sample.num_train_samples=0",
-        "--config.train.unmasked_steps=0",
-    ]  # fmt: skip
+    cmd = _train_cli(
+        wd, "--config.train.steps=10", "--config.optim.lr=1e6", "--config.optim.warmup_steps=0",
+        "--config.train.log_every=5", "--config.train.ckpt_every=1",
+    )  # fmt: skip
     p = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
     last = p.stderr.strip().splitlines()[-1]
     assert p.returncode != 0 and last.startswith("error: loss "), p.stderr[-3000:]
@@ -472,13 +478,10 @@ def test_first_sigint_requests_a_save_second_aborts():
 @pytest.mark.slow
 def test_ctrl_c_saves_and_exits_like_sigterm(tmp_path):
     wd = str(tmp_path / "wd")
-    cmd = [
-        sys.executable, "-m", "stiv_jax.train", "--config", "configs/stiv.py:variant=tiny",
-        "--workdir", wd, "--config.train.steps=500", "--config.train.log_every=1",
-        "--config.train.ckpt_every=1000", "--config.data.res=16", "--config.data.frames=4",
-        "--config.data.batch_size=2", "--config.sample.num_train_samples=0",
-        "--config.train.unmasked_steps=0",
-    ]  # fmt: skip
+    cmd = _train_cli(
+        wd, "--config.train.steps=500", "--config.train.log_every=1",
+        "--config.train.ckpt_every=1000",
+    )  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
