@@ -10,6 +10,7 @@ appends EOS like HF's T5Tokenizer.
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -43,6 +44,7 @@ class Tokenizer:
             raise ValueError(f"{max_length=} must be ≥ 1")
         self.max_length = max_length
         self.backend = backend
+        self.truncated = 0  # prompts cut to max_length so far (their tails were dropped)
         self._sp = None
         if hasattr(backend, "encode_as_ids"):  # sentencepiece.SentencePieceProcessor
             self._sp = backend
@@ -98,12 +100,32 @@ class Tokenizer:
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         ids = np.full((len(texts), self.max_length), self.pad_id, np.int32)
         mask = np.zeros((len(texts), self.max_length), bool)
+        cut = []
         if self._sp is not None:
             for i, t in enumerate(texts):
-                row = self._sp.encode_as_ids(t)[: self.max_length - 1] + [self.eos_id]
+                row = self._sp.encode_as_ids(t)
+                if len(row) > self.max_length - 1:
+                    cut.append(t)
+                row = row[: self.max_length - 1] + [self.eos_id]
                 ids[i, : len(row)], mask[i, : len(row)] = row, True
-            return ids, mask
-        for i, e in enumerate(self.backend.encode_batch(texts)):
-            ids[i] = e.ids
-            mask[i] = np.asarray(e.attention_mask, bool)
+        else:
+            for i, e in enumerate(self.backend.encode_batch(texts)):
+                ids[i] = e.ids
+                mask[i] = np.asarray(e.attention_mask, bool)
+                if e.overflowing:
+                    cut.append(texts[i])
+        if cut:
+            self._report_truncation(cut)
         return ids, mask
+
+    def _report_truncation(self, cut: list[str]) -> None:
+        """Warn on the first truncated prompt and when the count reaches each power of ten."""
+        before, self.truncated = self.truncated, self.truncated + len(cut)
+        if before == 0 or len(str(self.truncated)) > len(str(before)):
+            logging.warning(
+                "%d prompt(s) longer than text_encoder.max_length=%d tokens were cut (their "
+                "ends are not seen by the model), e.g. %r",
+                self.truncated,
+                self.max_length,
+                cut[0],
+            )

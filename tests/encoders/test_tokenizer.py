@@ -20,6 +20,19 @@ def test_pads_and_truncates_to_exactly_max_length(tmp_path, word_tokenizer):
     np.testing.assert_array_equal(mask.sum(1), [3, 1, 4, 2])
 
 
+def test_truncation_is_counted_and_warned(tmp_path, word_tokenizer, caplog):
+    word_tokenizer(str(tmp_path), VOCAB, "$A </s>", ["</s>"], "<pad>")
+    tok = Tokenizer.from_dir(str(tmp_path), 4)
+    with caplog.at_level("WARNING"):
+        tok(["a b", "a b c"])  # 3 + </s> fits exactly
+    assert tok.truncated == 0 and not caplog.records
+    with caplog.at_level("WARNING"):
+        tok(["a b c a", "a", "c c c c c"])
+    assert tok.truncated == 2
+    assert "2 prompt(s) longer than text_encoder.max_length=4" in caplog.text
+    assert "'a b c a'" in caplog.text
+
+
 def test_pad_id_from_config_when_nothing_declared(tmp_path, word_tokenizer):
     word_tokenizer(str(tmp_path), VOCAB, "$A </s>", ["</s>"], "<pad>")
     (tmp_path / "special_tokens_map.json").write_text(json.dumps({}))
