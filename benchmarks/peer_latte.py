@@ -16,7 +16,9 @@ torch.set_num_threads(2)). Shapes (`SHAPES`):
   wide  the same with D = 512 (8 heads of 64): GEMM-heavy, ~350 GFLOP a step.
 FLOPs: matmul FLOPs counted the same way on both sides (STIV: every dot_general in the step's
 jaxpr; Latte: torch's FlopCounterMode over one step), plus XLA's cost_analysis total.
-Pairs alternate which side runs first; printed: min and median per side, the min/min and
+A third side, "before", is the STIV step traced with the math before issue 16 patched back
+in (`step_levers.reference_math`), so before and after are measured in the same run.
+Rounds rotate which side runs first; printed: min and median per side, the min/min and
 paired-median STIV/Latte ratios, the same per FLOP, achieved GFLOP/s and the load average.
 """
 
@@ -35,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from step_levers import reference_math  # noqa: E402  (beside this script)
 
 from stiv_jax.atomic import atomic_write  # noqa: E402
 
@@ -64,8 +67,11 @@ def matmul_flops(jaxpr) -> int:
     return total
 
 
-def stiv_side(overrides: dict):
-    """(run() -> seconds of one synced step, batch, matmul FLOPs, XLA FLOPs, config)."""
+def stiv_side(overrides: dict, *, reference: bool = False):
+    """(run() -> seconds of one synced step, batch, matmul FLOPs, XLA FLOPs, config).
+
+    `reference`: the step traced with the math before issue 16 patched back in
+    (`step_levers.reference_math`), to show before and after in one run."""
     from configs.stiv import get_config
     from stiv_jax.data.pipeline import make_dataset
     from stiv_jax.optim import make_optimizer
@@ -86,8 +92,12 @@ def stiv_side(overrides: dict):
     )
     fn = make_train_step(config, graphdef, tx, comps.null_text)
     key = jax.random.key(0)
-    mm = matmul_flops(jax.make_jaxpr(fn)(state, batch, key))
-    compiled = jax.jit(fn, donate_argnums=0).lower(state, batch, key).compile()
+    undo = reference_math() if reference else (lambda: None)
+    try:
+        mm = matmul_flops(jax.make_jaxpr(fn)(state, batch, key))
+        compiled = jax.jit(fn, donate_argnums=0).lower(state, batch, key).compile()
+    finally:
+        undo()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     box = {"state": state}
@@ -158,22 +168,27 @@ def latte_side(config, batch, layers: int):
 def compare(name: str, pairs: int) -> dict:
     overrides, layers = SHAPES[name]
     stiv_run, batch, stiv_mm, stiv_xla, config = stiv_side(overrides)
+    before_run, *_ = stiv_side(overrides, reference=True)
     latte_run, latte_mm = latte_side(config, batch, layers)
-    for run in (stiv_run, latte_run, stiv_run, latte_run):  # warm-up
+    sides = {"stiv": stiv_run, "before": before_run, "latte": latte_run}
+    for run in sides.values():  # warm-up
         run()
-    stiv, latte = [], []
-    for i in range(pairs):
-        if i % 2:
-            latte.append(latte_run())
-            stiv.append(stiv_run())
-        else:
-            stiv.append(stiv_run())
-            latte.append(latte_run())
+    times = {k: [] for k in sides}
+    for i in range(pairs):  # rotate the order so no side always runs first
+        order = list(sides)[i % 3 :] + list(sides)[: i % 3]
+        for k in order:
+            times[k].append(sides[k]())
+    stiv, latte, before = times["stiv"], times["latte"], times["before"]
     per_flop = (stiv_mm / latte_mm) if latte_mm else float("nan")
     row = {
         "shape": name,
         "stiv_config": {**overrides, "variant": "S"},
         "latte_layers": layers,
+        "before_min_s": min(before),
+        "before_median_s": statistics.median(before),
+        "before_ratio_min_min": min(before) / min(latte),
+        "before_ratio_paired_median": statistics.median(b / t for b, t in zip(before, latte)),
+        "after_over_before_paired_median": statistics.median(s / b for s, b in zip(stiv, before)),
         "stiv_min_s": min(stiv),
         "stiv_median_s": statistics.median(stiv),
         "latte_min_s": min(latte),
@@ -196,6 +211,12 @@ def compare(name: str, pairs: int) -> dict:
         f"{row['latte_gflops_per_s']:.1f} GFLOP/s)\n"
         f"       STIV/Latte: {row['ratio_min_min']:.3f} min/min, {row['ratio_paired_median']:.3f} "
         f"paired median, {row['ratio_per_flop_min_min']:.3f} per FLOP (min/min); {pairs} pairs, "
+        f"load average {' '.join(f'{x:.2f}' for x in row['loadavg'])}\n"
+        f"       before issue 16: STIV {row['before_min_s'] * 1e3:.0f} ms min / "
+        f"{row['before_median_s'] * 1e3:.0f} median, STIV/Latte {row['before_ratio_min_min']:.3f} "
+        f"min/min, {row['before_ratio_paired_median']:.3f} paired median; after/before "
+        f"{row['stiv_min_s'] / row['before_min_s']:.3f} min/min, "
+        f"{row['after_over_before_paired_median']:.3f} paired median, "
         f"load average {' '.join(f'{x:.2f}' for x in row['loadavg'])}",
         flush=True,
     )
@@ -205,7 +226,9 @@ def compare(name: str, pairs: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="S,wide", help=f"comma list of {sorted(SHAPES)}")
-    ap.add_argument("--pairs", type=int, default=6, help="interleaved STIV/Latte step pairs")
+    ap.add_argument(
+        "--pairs", type=int, default=6, help="interleaved rounds (one step of each side)"
+    )
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     names = args.shapes.split(",")

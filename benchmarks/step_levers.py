@@ -12,9 +12,10 @@ Every figure is forward + backward (grad of a fixed random projection of the out
 jitted function; variants of one item run round-robin, `--reps` rounds, so each ratio
 compares runs made under the same load. Printed per variant: min and median ms and the
 min/min and paired-median ratio to the first (reference) variant, with the load average.
-`step` compares the whole S train step with the reference math patched back in (the code
-before issue 16: `attention_reference`, concat RoPE, separate LayerNorm and modulate)
-against the current code.
+`attention`, `rope`, `temporal` and `layout` time the candidates of
+`attention_variants.py` (beside this script) against the model's math; `gemm` the step's own
+GEMM shapes against a square 2048³ one; `step` the whole S train step with the math before
+issue 16 patched back in (LayerNorm then modulate, autodiff backward) against the current code.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def attention_inputs(name: str):
 
 
 def attention_levers(reps: int) -> None:
-    from stiv_jax.kernels.xla_attention import xla_attention
+    from attention_variants import xla_attention
 
     def dpa(q, k, v, qs, ks, rope=None, mask=None):
         qf = prologue.qk_prologue(q, qs, rope, 1e-6)
@@ -131,7 +132,8 @@ def attention_levers(reps: int) -> None:
 
 # ---------------------------------------------------------------------------- rope
 def rope_levers(reps: int) -> None:
-    from stiv_jax.kernels.xla_attention import apply_rope_folded, fold_rope
+    from attention_variants import apply_rope_folded, fold_rope
+
     from stiv_jax.model.rope import rope_2d
 
     x = rand(B * FP, S, N, H)
@@ -182,7 +184,8 @@ def _one_pass_ln(x, eps=1e-6):
 def layout_levers(reps: int) -> None:
     """Spatial self-attention sub-layer with its projections: [B, L, 3·D] then head slices
     (the model) vs q/k/v projected straight into [3, B, N, L, H] by one einsum."""
-    from stiv_jax.kernels.xla_attention import fold_rope, xla_attention
+    from attention_variants import fold_rope, xla_attention
+
     from stiv_jax.model.rope import rope_2d
 
     x = rand(B * FP, S, D)
@@ -226,7 +229,8 @@ def layout_levers(reps: int) -> None:
 def temporal_layout_levers(reps: int) -> None:
     """Temporal self-attention sub-layer on [B, F', S, D]: tokens folded into batch by a
     transpose (the model) vs attention along the frames axis in place (no transposes)."""
-    from stiv_jax.kernels.xla_attention import apply_rope_folded, fold_rope, xla_attention
+    from attention_variants import apply_rope_folded, fold_rope, xla_attention
+
     from stiv_jax.model.rope import rope_1d
 
     x = rand(B, FP, S, D)
@@ -267,15 +271,14 @@ def temporal_layout_levers(reps: int) -> None:
 
 
 # ---------------------------------------------------------------------------- step
-def _reference_math():
-    """Patches the pre-issue-16 math back in; returns an undo function."""
-    from stiv_jax.kernels import attention as attn_mod
+def reference_math():
+    """Patches the pre-issue-16 math (LayerNorm then modulate, autodiff backward) back in;
+    returns an undo function."""
     from stiv_jax.model import block as block_mod
     from stiv_jax.model import layers
     from stiv_jax.model import stiv as stiv_mod
 
     saved = [
-        (attn_mod, "xla_attention", attention_reference),
         (block_mod, "layer_norm_modulate", layers.layer_norm_modulate_reference),
         (stiv_mod, "layer_norm_modulate", layers.layer_norm_modulate_reference),
     ]
@@ -305,21 +308,22 @@ def step_levers(reps: int, variant: str = "S", overrides: dict | None = None) ->
     )
     key = jax.random.key(0)
 
-    def build():
-        graphdef, state = init_state(comps.model(0), tx)
-        fn = jax.jit(make_train_step(config, graphdef, tx, comps.null_text))
-        compiled = fn.lower(state, batch, key).compile()
+    def build(reference: bool):
+        undo = reference_math() if reference else (lambda: None)
+        try:
+            graphdef, state = init_state(comps.model(0), tx)
+            fn = jax.jit(make_train_step(config, graphdef, tx, comps.null_text))
+            compiled = fn.lower(state, batch, key).compile()
+        finally:
+            undo()
         return lambda: jax.block_until_ready(compiled(state, batch, key))
 
-    undo = _reference_math()
-    try:
-        old = build()
-    finally:
-        undo()
-    new = build()
     race(
         f"train step {variant} {overrides or ''} (fwd+bwd+AdaFactor+EMA)",
-        {"reference math (before issue 16)": old, "current code": new},
+        {
+            "reference math (before issue 16)": build(True),
+            "current code": build(False),
+        },
         reps,
     )
 

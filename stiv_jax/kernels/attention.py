@@ -6,8 +6,7 @@ Shapes: B batch, L query length, M key length, N heads, H head dim.
   [B, L, H/2] in rotate-half convention, mask [B, M] bool (True = valid key), causal.
 
 Implementations (`impl`):
-  xla     `xla_attention`: the reference's math as XLA:CPU runs it best (folded RoPE,
-          multiply-reduce scores for short keys; O(L·M) scores in memory).
+  xla     `attention_reference` (XLA fuses it; O(L·M) scores in memory).
   pallas  our Mosaic flash kernel (`pallas_attention`), interpret mode off TPU.
   splash  jax's TPU splash-attention kernel after an XLA prologue (comparison baseline).
   cudnn   `jax.nn.dot_product_attention(implementation="cudnn")` after an XLA prologue.
@@ -24,7 +23,6 @@ from stiv_jax.kernels.flash_tpu import BlockSizes
 from stiv_jax.kernels.pallas_attention import pallas_attention
 from stiv_jax.kernels.prologue import apply_rope, qk_prologue, rms_norm
 from stiv_jax.kernels.sharding import shard_over_batch
-from stiv_jax.kernels.xla_attention import xla_attention
 
 IMPLS = ("auto", "xla", "pallas", "splash", "cudnn")
 __all__ = ["IMPLS", "BlockSizes", "apply_rope", "attention", "attention_reference", "rms_norm"]
@@ -152,7 +150,7 @@ def attention(
         eps=eps,
     )
     if impl == "xla":
-        return xla_attention(q, k, v, **common)
+        return attention_reference(q, k, v, **common)
     if impl == "cudnn":
         if platform not in ("gpu", "cuda", "rocm"):
             raise ValueError(

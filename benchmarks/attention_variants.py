@@ -1,10 +1,13 @@
-"""The XLA attention path (CPU, and any backend without a kernel): fused by XLA, tuned for CPU.
+"""Attention variants measured against `attention_reference` on XLA:CPU (step_levers.py).
+
+None of them beat the reference reliably on the 2-core CPU (docs/performance.md), so the
+model keeps `attention_reference` for impl=xla; they stay here as the measured evidence.
 
 Shapes: B batch, L query length, M key length, N heads, H head dim.
   q [B, L, N, H], k/v [B, M, N, H] -> out [B, L, N, H] (dtype of q); the arguments of
-  `attention_reference` (the plain math these functions are tested against).
+  `attention_reference` (the plain math these functions reproduce).
 
-What differs from the reference (each measured by `benchmarks/step_levers.py`):
+What differs from the reference:
 - RoPE without slices or a concat: rotate-half is x·C + swap(x)·S with sign-folded tables
   C = [cos, cos], S = [−sin, sin] and swap(x) = [x2, x1], a reverse of a size-2 axis of a
   bitcast [.., 2, H/2] view that XLA fuses into the surrounding elementwise pass.
