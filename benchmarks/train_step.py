@@ -13,7 +13,7 @@ so the ratios are the figures to quote, with the load average printed beside the
   gemm     a square fp32 `jnp.dot` of 2048³ (min of 5), the roofline the step is held against.
 Prints min and median per side, the min/min and paired-median loop/jitted ratios, XLA's
 FLOPs per step (cost_analysis of the compiled step), achieved GFLOP/s, the roofline
-fraction, the compile time and the load average. Set JAX_COMPILATION_CACHE_DIR (docs/install.md)
+fraction, the compile time and the load average. Set JAX_COMPILATION_CACHE_DIR (docs/performance.md)
 so the loop's compile of each round after the first is a cache read.
 """
 
