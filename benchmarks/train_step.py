@@ -1,27 +1,75 @@
-"""Train-step benchmark: step time, samples/s and compiled FLOPs per step (CPU or any backend).
+"""Train-step benchmark: jitted step vs the training loop, FLOPs and the GEMM roofline.
 
-  python benchmarks/train_step.py [--variants tiny,S] [--steps 10] [--json out.json]
+  python benchmarks/train_step.py [--variants tiny,S] [--steps 10] [--rounds 3] [--json out.json]
 
-Prints one line per variant; figures are for this machine (quote them with its core count).
+Shapes: B batch; the latents and text of each variant's default config.
+
+Per variant, in one process and interleaved over `--rounds` rounds (the machine may be shared,
+so the ratios are the figures to quote, with the load average printed beside them):
+  jitted   the compiled train step alone on two fixed batches (`--steps` steps, then a sync);
+  loop     `stiv_jax.train.train_loop` itself for 2·steps steps in a fresh workdir: its
+           `sec_per_step` of the second log window (data, caption and latent encoding, host
+           batch assembly, dispatch, metrics; compiles and the final save left out);
+  gemm     a square fp32 `jnp.dot` of 2048³ (min of 5), the roofline the step is held against.
+Prints min and median per side, the min/min and paired-median loop/jitted ratios, XLA's
+FLOPs per step (cost_analysis of the compiled step), achieved GFLOP/s, the roofline
+fraction, the compile time and the load average. Set JAX_COMPILATION_CACHE_DIR (docs/performance.md)
+so the loop's compile of each round after the first is a cache read.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
+import statistics
 import sys
+import tempfile
 import time
 
 # Run as a script from the repo root: `configs` (not installed) is found beside benchmarks/.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 
 from stiv_jax.atomic import atomic_write  # noqa: E402
 
+GEMM_N = 2048
 
-def bench(variant: str, steps: int, overrides: dict) -> dict:
+
+def gemm_gflops(n: int = GEMM_N, reps: int = 5) -> float:
+    """Best GFLOP/s of a square fp32 matmul [n, n] @ [n, n] (jitted, min of `reps`)."""
+    ka, kb = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(ka, (n, n), jnp.float32)
+    b = jax.random.normal(kb, (n, n), jnp.float32)
+    f = jax.jit(jnp.dot)
+    f(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        f(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def loop_step_s(config, comps, steps: int, workdir: str) -> float:
+    """`sec_per_step` of train_loop's second window of `steps` steps (see module docstring)."""
+    from stiv_jax.train import train_loop
+
+    c = copy.deepcopy(config)
+    with c.unlocked():
+        c.train.steps, c.train.log_every = 2 * steps, steps
+        c.train.ckpt_every, c.train.sample_every, c.train.max_to_keep = 10**9, 0, 1
+        c.sample.num_train_samples = 0
+    train_loop(c, workdir, comps=comps)
+    with open(os.path.join(workdir, "metrics.jsonl")) as fh:
+        rows = [json.loads(line) for line in fh]
+    return float(next(r for r in rows if r["step"] == 2 * steps)["sec_per_step"])
+
+
+def bench(variant: str, steps: int, rounds: int, overrides: dict, tmp: str) -> dict:
     from configs.stiv import get_config
     from stiv_jax.data.pipeline import make_dataset
     from stiv_jax.optim import make_optimizer
@@ -51,21 +99,40 @@ def bench(variant: str, steps: int, overrides: dict) -> dict:
     flops = float(cost.get("flops", float("nan")))
     state, m = compiled(state, batches[0], key)  # warm-up
     jax.block_until_ready(m)
-    t0 = time.perf_counter()
-    for i in range(steps):
-        state, m = compiled(state, batches[i % 2], key)
-    jax.block_until_ready(m)
-    dt = (time.perf_counter() - t0) / steps
+
+    jitted, loop, gemm = [], [], []
+    for r in range(rounds):
+        gemm.append(gemm_gflops())
+        t0 = time.perf_counter()
+        for i in range(steps):
+            state, m = compiled(state, batches[i % 2], key)
+        jax.block_until_ready(m)
+        jitted.append((time.perf_counter() - t0) / steps)
+        loop.append(loop_step_s(config, comps, steps, os.path.join(tmp, f"{variant}_{r}")))
+        print(
+            f"  {variant} round {r}: jitted {jitted[-1] * 1e3:.1f} ms, loop {loop[-1] * 1e3:.1f}"
+            f" ms, gemm {gemm[-1]:.1f} GFLOP/s, load {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
+    best_gemm, best = max(gemm), min(jitted)
     b = config.data.batch_size
     return {
         "variant": variant,
         "batch": b,
         "shape": list(comps.latent_shape),
-        "step_s": dt,
-        "samples_per_s": b / dt,
+        "jitted_min_s": best,
+        "jitted_median_s": statistics.median(jitted),
+        "loop_min_s": min(loop),
+        "loop_median_s": statistics.median(loop),
+        "loop_over_jitted_min": min(loop) / best,
+        "loop_over_jitted_paired_median": statistics.median(a / j for a, j in zip(loop, jitted)),
+        "samples_per_s": b / best,
         "gflops_per_step": flops / 1e9,
-        "achieved_gflops_per_s": flops / dt / 1e9,
+        "achieved_gflops_per_s": flops / best / 1e9,
+        "gemm_gflops_per_s": best_gemm,
+        "roofline_fraction": flops / best / 1e9 / best_gemm,
         "compile_s": compile_s,
+        "loadavg": os.getloadavg(),
         "devices": f"{jax.device_count()}x {jax.devices()[0].device_kind}",
         "cpu_count": os.cpu_count(),
     }
@@ -74,18 +141,30 @@ def bench(variant: str, steps: int, overrides: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", default="tiny,S")
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=10, help="steps per timed window")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved jitted/loop rounds")
     ap.add_argument("--set", action="append", default=[], help="config override a.b=v")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
+    if args.steps < 1 or args.rounds < 1:
+        raise SystemExit(f"--steps={args.steps} and --rounds={args.rounds} must be >= 1")
     overrides = dict(s.split("=", 1) for s in args.set)
-    rows = [bench(v, args.steps, overrides) for v in args.variants.split(",")]
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="train_step_bench_") as tmp:
+        rows = [bench(v, args.steps, args.rounds, overrides, tmp) for v in args.variants.split(",")]
     for r in rows:
         print(
-            f"{r['variant']:>5}: batch {r['batch']} latents {r['shape']}  step {r['step_s'] * 1e3:8.1f} ms"
-            f"  {r['samples_per_s']:7.2f} samples/s  {r['gflops_per_step']:8.2f} GFLOP/step"
-            f"  ({r['achieved_gflops_per_s']:.1f} GFLOP/s achieved, compile {r['compile_s']:.1f} s,"
-            f" {r['devices']}, {r['cpu_count']} cores)"
+            f"{r['variant']:>5}: batch {r['batch']} latents {r['shape']}  jitted step min "
+            f"{r['jitted_min_s'] * 1e3:.1f} ms (median {r['jitted_median_s'] * 1e3:.1f})  loop min "
+            f"{r['loop_min_s'] * 1e3:.1f} ms (median {r['loop_median_s'] * 1e3:.1f})\n"
+            f"       loop/jitted {r['loop_over_jitted_min']:.3f} min/min, "
+            f"{r['loop_over_jitted_paired_median']:.3f} paired median  |  "
+            f"{r['samples_per_s']:.2f} samples/s  {r['gflops_per_step']:.2f} GFLOP/step (XLA)  "
+            f"{r['achieved_gflops_per_s']:.1f} GFLOP/s = {100 * r['roofline_fraction']:.1f}% of "
+            f"the {GEMM_N}³ fp32 GEMM's {r['gemm_gflops_per_s']:.1f} GFLOP/s\n"
+            f"       compile {r['compile_s']:.1f} s (not in any figure above), {r['devices']}, "
+            f"{r['cpu_count']} cores, load average {r['loadavg'][0]:.2f} "
+            f"{r['loadavg'][1]:.2f} {r['loadavg'][2]:.2f}"
         )
     if args.json:
         with atomic_write(args.json) as fh:

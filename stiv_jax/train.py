@@ -7,7 +7,8 @@ Shapes: B batch, T pixel frames, F latent frames, H/W latent size, C latent chan
 L text tokens, Dt/Dp text widths.
 
 Sections: setup (encoders, model, optimizer) · batches (host: decode, encode text and
-latents) · step (jitted, donated state) · loop (log, checkpoint, sample, resume).
+latents, on a prefetch thread ahead of the step) · step (jitted, donated state) · loop
+(log, checkpoint, sample, resume).
 
 Console: our own lines (compiles with their time, sampling, resume) and warnings under one
 tqdm bar; `--verbosity=1` adds every library's log lines (Orbax, JAX), `-1` warnings only.
@@ -40,6 +41,7 @@ from stiv_jax import checkpoint as ckpt
 from stiv_jax import console, transfer
 from stiv_jax import lora as lora_lib
 from stiv_jax.conditioning import batch_conditions, drop_conditions, get_image_cond
+from stiv_jax.data.prefetch import Prefetch
 from stiv_jax.data.schema import MODEL_BATCH
 from stiv_jax.diffusion import flow_loss, interpolate, sample_time, to_velocity, velocity_target
 from stiv_jax.model import STIV
@@ -341,13 +343,22 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
         comps.latent_shape[0] if config.data.source == "shapes" else comps.latent_frames
     )  # buckets: F per length
     # Data shards are fixed when a run starts, so it resumes on any host count or mesh.
-    data_iter = host_data.HostData(
+    host = host_data.HostData(
         lambda v, n: make_dataset(
             config, latent_frames=latent_frames, process_index=v, process_count=n
         ),
         num_shards=data_state["num_shards"] if data_state else jax.process_count(),
         global_size=batch_size,
         rows=host_data.process_rows(mesh, batch_size),
+    )
+    # Text/latent encoding of the next batches runs on a thread while the step runs; its
+    # state is that of the batches taken, so checkpoints and resume stay exact.
+    data_iter = Prefetch(
+        host,
+        lambda hb: host_data.global_batch(
+            jax.device_get(prepare_batch(hb, comps)), mesh, batch_size
+        ),
+        ahead=int(config.data.get("prefetch_batches", 2)),
     )
     if latest is not None:
         data_iter.set_state(data_state)
@@ -397,8 +408,7 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
     stop = _Stop()
     try:
         while step < t.steps:
-            local = jax.device_get(prepare_batch(next(data_iter), comps))
-            batch = host_data.global_batch(local, mesh, batch_size)
+            batch = next(data_iter)
             masked = step < masked_until
             state, metrics = compiled_step(masked, state, batch)(state, batch, base_key)
             step += 1
@@ -437,6 +447,7 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
         mngr.wait_until_finished()
         raise NonFiniteError(f"{e}; the last checkpoint is step {mngr.latest_step()}") from None
     finally:
+        data_iter.close()
         stop.close()
         bar.close()
         mngr.wait_until_finished()  # never leave an async save half-written at exit

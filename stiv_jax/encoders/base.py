@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ class TextEncoder:
         self.cache_size = cache_size  # 0 = no cache; else max number of prompts kept (LRU)
         self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
         self._jitted = None
+        # The trainer's prefetch thread and the main thread (samples) may encode at once.
+        self._lock = threading.Lock()
 
     # Subclasses implement this.
     def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -103,8 +106,13 @@ class TextEncoder:
         return TextEmbeddings(np.concatenate(toks), mask, np.concatenate(pooled))
 
     def encode(self, texts: Sequence[str]) -> TextEmbeddings:
-        """Encodes prompts ("" is the null prompt) to numpy arrays; see module docstring."""
+        """Encodes prompts ("" is the null prompt) to numpy arrays; see module docstring.
+        Thread-safe (one encode at a time per encoder)."""
         texts = check_texts(texts)
+        with self._lock:
+            return self._encode(texts)
+
+    def _encode(self, texts: list[str]) -> TextEmbeddings:
         if not texts:
             return TextEmbeddings(
                 np.zeros((0, self.max_length, self.dim), np.float32),

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from stiv_jax.model.attention import CrossAttention, SelfAttention
-from stiv_jax.model.layers import MLP, layer_norm, modulate
+from stiv_jax.model.layers import MLP, layer_norm, layer_norm_modulate
 from stiv_jax.parallel.rules import SPATIAL_LAYOUT, TEMPORAL_LAYOUT, constrain
 
 MOD_ROWS = 12  # (shift, scale, gate) × (spatial, temporal, cross, mlp)
@@ -67,7 +67,7 @@ class STIVBlock(nnx.Module):
 
         def sandwich(x, i, fn):
             shift, scale, gate = m[:, 3 * i], m[:, 3 * i + 1], m[:, 3 * i + 2]
-            return x + gate * layer_norm(fn(modulate(layer_norm(x), shift, scale)))
+            return x + gate * layer_norm(fn(layer_norm_modulate(x, shift, scale)))
 
         def plain(x, i, fn):  # unmodulated sub-layer (i: its rows stay unused)
             return x + layer_norm(fn(layer_norm(x)))

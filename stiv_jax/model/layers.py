@@ -6,6 +6,7 @@ input's dtype (norms) or float32 (embeddings).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -73,6 +74,58 @@ def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
 
 def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
     return x * (1 + scale) + shift
+
+
+def _sum_to(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Sum x over the axes that `shape` broadcasts along (the reverse of broadcasting)."""
+    full = (1,) * (x.ndim - len(shape)) + tuple(shape)
+    axes = tuple(i for i, (a, b) in enumerate(zip(x.shape, full)) if b == 1 and a != 1)
+    return jnp.sum(x, axis=axes, keepdims=True).reshape(shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def layer_norm_modulate(
+    x: jax.Array, shift: jax.Array, scale: jax.Array, eps: float = 1e-6
+) -> jax.Array:
+    """`modulate(layer_norm(x), shift, scale)` with a hand-written backward.
+
+    x [..., D]; shift/scale broadcastable to x (e.g. [B, 1, 1, D]).
+    The backward reads x once more and makes two row reductions (mean of g and of g·x̂)
+    instead of autodiff's chain through mean, variance and the broadcasts.
+    """
+    return _ln_mod_fwd(x, shift, scale, eps)[0]
+
+
+def _ln_stats(x, eps):
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, axis=-1, keepdims=True)
+    inv = jax.lax.rsqrt(jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True) + eps)
+    return xf, mean, inv
+
+
+def _ln_mod_fwd(x, shift, scale, eps):
+    xf, mean, inv = _ln_stats(x, eps)
+    y = (xf - mean) * inv * (1 + scale.astype(jnp.float32)) + shift.astype(jnp.float32)
+    return y.astype(x.dtype), (x, mean, inv, shift, scale)
+
+
+def _ln_mod_bwd(eps, res, dy):
+    x, mean, inv, shift, scale = res
+    dy = dy.astype(jnp.float32)
+    xhat = (x.astype(jnp.float32) - mean) * inv
+    g = dy * (1 + scale.astype(jnp.float32))
+    dx = inv * (g - jnp.mean(g, -1, keepdims=True) - xhat * jnp.mean(g * xhat, -1, keepdims=True))
+    dscale = _sum_to(dy * xhat, scale.shape).astype(scale.dtype)
+    dshift = _sum_to(dy, shift.shape).astype(shift.dtype)
+    return dx.astype(x.dtype), dshift, dscale
+
+
+layer_norm_modulate.defvjp(_ln_mod_fwd, _ln_mod_bwd)
+
+
+def layer_norm_modulate_reference(x, shift, scale, eps: float = 1e-6) -> jax.Array:
+    """The plain composition `layer_norm_modulate` computes (autodiff backward)."""
+    return modulate(layer_norm(x, eps), shift, scale)
 
 
 class RMSNorm(nnx.Module):

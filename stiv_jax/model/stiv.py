@@ -26,7 +26,14 @@ from flax import nnx
 
 from stiv_jax.conditioning import Conditions, get_image_cond, with_image_defaults
 from stiv_jax.model.block import MOD_ROWS, STIVBlock, remat_block
-from stiv_jax.model.layers import EMBED, MLP, ScalarEmbedder, dense, layer_norm, modulate
+from stiv_jax.model.layers import (
+    EMBED,
+    MLP,
+    ScalarEmbedder,
+    dense,
+    layer_norm,
+    layer_norm_modulate,
+)
 from stiv_jax.model.rope import rope_1d, rope_2d
 
 __all__ = ["STIV", "Conditions", "count_params", "initialize_weights"]
@@ -232,8 +239,8 @@ class STIV(nnx.Module):
             h = block(h, mod, ctx, ctx_mask, rope_s, rope_t)
 
         shift, scale = jnp.split(self.final_table[...][None] + cvec[:, None], 2, axis=1)
-        h = modulate(
-            layer_norm(h), shift[:, :, None].astype(h.dtype), scale[:, :, None].astype(h.dtype)
+        h = layer_norm_modulate(
+            h, shift[:, :, None].astype(h.dtype), scale[:, :, None].astype(h.dtype)
         )
         out = self.final(h)
         return unpatchify(out, pt, p, (hh, ww), ch).astype(jnp.float32)
