@@ -90,3 +90,17 @@ def test_relative_change_is_the_worst_row():
     r = ref.at[1].set(1.5)
     assert float(step_cache.relative_change(r, ref)) == pytest.approx(0.5)
     assert float(step_cache.relative_change(ref, ref)) == 0.0
+
+
+def test_scanned_blocks_cache_inside_the_loop(tiny_config):
+    """Stacked (nnx.scan) main blocks: the sliced first block and the rest run inside the
+    cache's lax.cond; threshold 0 gives the uncached samples."""
+    c = tiny_config
+    c.model.scan_blocks, c.model.depth = True, 3
+    pipe = make_pipeline(c)
+    cond, x0 = build_conditions(c, pipe.comps, [Request(id="0", prompt="a red circle")])
+    args = (x0, cond, pipe.comps.null_text, jnp.full((1,), 2.0))
+    plain = _sample(c, pipe, args)
+    cached, state = _sample(c, pipe, args, step_cache=True, cache_threshold=0.0)
+    np.testing.assert_allclose(np.asarray(cached), np.asarray(plain), atol=1e-6)
+    assert step_cache.stats(c.model, state)["blocks"] == 2 * (3 + 2)
