@@ -50,6 +50,7 @@ from stiv_jax.video import load_image, read_mp4, to_uint8, write_mp4
 __all__ = ["Condition", "Request", "STIVPipeline", "generate", "make_sample_fn"]
 
 LONG_MODES = ("extend", "hierarchical")
+SAMPLING_PARAM_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def default_seed(rid: str) -> int:
@@ -471,6 +472,10 @@ def sampling_param_dtypes(config, abstract: dict) -> dict:
     ("float32", "bfloat16") stores the kernels in it instead.
     """
     name = str(config.sample.get("param_dtype", "auto"))
+    if name not in SAMPLING_PARAM_DTYPES:
+        raise ValueError(
+            f"sample.param_dtype {name!r} is unknown; expected {SAMPLING_PARAM_DTYPES}"
+        )
     dtype = jnp.dtype(config.model.dtype if name == "auto" else name)
 
     def one(path, a):
