@@ -267,7 +267,11 @@ def make_sample_fn(config, graphdef, *, mesh=None, with_stats: bool = False):
         raise ValueError("make_sample_fn: with_stats needs sample.step_cache=True")
 
     def run(params, x0, cond, null_text, scale, t_start=None):
-        model = nnx.merge(graphdef, params)
+        # The model is rebuilt inside every call (in the ODE loop's trace): an nnx module
+        # built outside a fori_loop cannot run its nnx.scan (stacked blocks) inside it.
+        def model():
+            return nnx.merge(graphdef, params)
+
         branches = (cond, null_conditions(cond, null_text))
         kw = dict(
             mode=s.cfg_mode, renorm=s.cfg_renorm, renorm_mode=s.get("cfg_renorm_mode", "scale_down")
@@ -285,7 +289,7 @@ def make_sample_fn(config, graphdef, *, mesh=None, with_stats: bool = False):
         ode = dict(steps=s.steps, solver=s.solver, shift=s.shift, post_step=post, t_start=t_start)
         if not cached:
             velocity = make_guided_fn(
-                lambda x, t, c: to_velocity(model(x, t, c), x, t, prediction), branches, **kw
+                lambda x, t, c: to_velocity(model()(x, t, c), x, t, prediction), branches, **kw
             )
             # sample_ode applies the post-step after the last step too (given frames exact).
             return sample_ode(velocity, x0, **ode)
@@ -296,7 +300,7 @@ def make_sample_fn(config, graphdef, *, mesh=None, with_stats: bool = False):
             cell = {}
 
             def model_fn(xa, ta, c):
-                out, cell["state"] = step_cache.cached_call(model, xa, ta, c, state, threshold)
+                out, cell["state"] = step_cache.cached_call(model(), xa, ta, c, state, threshold)
                 return to_velocity(out, xa, ta, prediction)
 
             v = make_guided_fn(model_fn, branches, **kw)(x, t)

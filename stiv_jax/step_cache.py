@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 
 class CacheState(NamedTuple):
@@ -76,17 +77,21 @@ def cached_call(model, x, t, cond, state: CacheState, threshold: float):
     h1 = model.run_blocks(h0, *args, stop=1)
     r = h1 - h0
     reuse = state.valid & (relative_change(r, state.first_ref) < threshold)
+    # The branches get the model as a pytree operand and rebuild it: nnx modules (and the
+    # nnx.scan of stacked blocks) must not cross into the cond's trace as Python objects.
+    graph, weights = nnx.split(model)
 
-    def compute(_):
-        h = model.run_blocks(h1, *args, start=1)
-        for block in model.decoder:
+    def compute(weights):
+        m = nnx.merge(graph, weights)
+        h = m.run_blocks(h1, *args, start=1)
+        for block in m.decoder:
             h = block(h, *args)
         return h, r, h - h1
 
-    def skip(_):
+    def skip(weights):
         return h1 + state.rest_ref, state.first_ref, state.rest_ref
 
-    h, first_ref, rest_ref = jax.lax.cond(reuse, skip, compute, None)
+    h, first_ref, rest_ref = jax.lax.cond(reuse, skip, compute, weights)
     later = total_blocks(model.cfg) - 1
     new = CacheState(
         first_ref=first_ref,
