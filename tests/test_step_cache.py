@@ -42,7 +42,6 @@ def test_split_forward_equals_model_call(tiny_config):
         c = tiny_config
         c.model.scan_blocks, c.model.depth = scan, 3
         pipe = make_pipeline(c)
-        model = nnx.merge(pipe.graphdef, pipe.params)
         x = jax.random.normal(jax.random.key(0), (2, 4, 16, 16, 3))
         t = jnp.array([0.3, 0.7])
         cond = make_conditions(
@@ -54,11 +53,18 @@ def test_split_forward_equals_model_call(tiny_config):
             micro=jnp.ones((2, 5)),
             motion=jnp.ones((2,)),
         )
-        h, args, cvec = model.embed(x, t, cond)
-        h = model.run_blocks(model.run_blocks(h, *args, stop=1), *args, start=1)
-        for block in model.decoder:
-            h = block(h, *args)
-        np.testing.assert_allclose(model.head(h, cvec, x.shape), model(x, t, cond), atol=1e-6)
+
+        @jax.jit
+        def both(params, x, t, cond, graphdef=pipe.graphdef):
+            model = nnx.merge(graphdef, params)
+            h, args, cvec = model.embed(x, t, cond)
+            h = model.run_blocks(model.run_blocks(h, *args, stop=1), *args, start=1)
+            for block in model.decoder:
+                h = block(h, *args)
+            return model.head(h, cvec, x.shape), model(x, t, cond)
+
+        split, whole = both(pipe.params, x, t, cond)
+        np.testing.assert_allclose(split, whole, atol=1e-6)
 
 
 def test_cache_off_is_the_default_and_threshold_zero_is_uncached(setup):
