@@ -253,7 +253,9 @@ def make_sample_fn(config, graphdef, *, mesh=None, with_stats: bool = False):
 
     `sample.step_cache` on: the model calls go through `stiv_jax.step_cache` (threshold
     `sample.cache_threshold`); `with_stats` returns (latents, `CacheState`) instead, for
-    block-evaluation counts (`step_cache.stats`). `mesh`: traced under it (the model's
+    block-evaluation counts (`step_cache.stats`). An optional last argument `threshold`
+    (an array) overrides the config's as a traced value: one compile serves every
+    threshold (benchmarks/step_cache.py). `mesh`: traced under it (the model's
     sharding constraints apply) with replicated outputs, for params sharded over it
     (`restore_for_sampling` with `sample.shard_params`) and inputs from `place_inputs`."""
     from stiv_jax import step_cache
@@ -266,7 +268,7 @@ def make_sample_fn(config, graphdef, *, mesh=None, with_stats: bool = False):
     if with_stats and not cached:
         raise ValueError("make_sample_fn: with_stats needs sample.step_cache=True")
 
-    def run(params, x0, cond, null_text, scale, t_start=None):
+    def run(params, x0, cond, null_text, scale, t_start=None, threshold=threshold):
         # The model is rebuilt inside every call (in the ODE loop's trace): an nnx module
         # built outside a fori_loop cannot run its nnx.scan (stacked blocks) inside it.
         def model():
