@@ -89,48 +89,58 @@ def main(argv=None) -> dict:
     def run(fn):
         return jax.block_until_ready(fn())
 
-    outs = {k: run(fn) for k, fn in fns.items()}  # compiles, and the outputs compared
+    def videos(latents):
+        return to_uint8(np.clip(np.asarray(comps.autoencoder.decode(latents)), -1.0, 1.0))
+
+    load = os.getloadavg()
+    print(
+        f"step cache on {args.workdir} (step {step}): {len(reqs)} held-out ShapesBench prompts "
+        f"(TI2V), {config.sample.steps} {config.sample.solver} steps, CFG {config.sample.cfg_scale}"
+        f", {step_cache.total_blocks(config.model)} blocks per uncached call; "
+        f"{args.repeats} interleaved repeats; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+        flush=True,
+    )
+    ref = videos(run(fns["uncached"]))
+    print(
+        "| threshold | block evals (fraction of uncached) | fewer block evals | SSIM mean "
+        "| SSIM worst video |\n|---|---|---|---|---|",
+        flush=True,
+    )
+    rows = []
+    for t in thresholds:  # each row as soon as it is measured
+        latents, state = run(fns[t])
+        s = step_cache.stats(config.model, state)
+        scores = [video_ssim(a, b) for a, b in zip(ref, videos(latents))]
+        row = dict(
+            threshold=t, **s, reduction=1.0 / s["fraction"],
+            ssim_mean=float(np.mean(scores)), ssim_min=float(np.min(scores)),
+        )  # fmt: skip
+        rows.append(row)
+        print(
+            f"| {t:g} | {s['blocks']}/{s['uncached_blocks']} ({s['fraction']:.2f}) "
+            f"| {row['reduction']:.2f}x | {row['ssim_mean']:.3f} | {row['ssim_min']:.3f} |",
+            flush=True,
+        )
     times: dict = {k: [] for k in fns}
     for _ in range(args.repeats):  # interleaved round-robin: load drifts hit every variant
         for k, fn in fns.items():
             tick = time.perf_counter()
             run(fn)
             times[k].append(time.perf_counter() - tick)
-
-    def videos(latents):
-        return to_uint8(np.clip(np.asarray(comps.autoencoder.decode(latents)), -1.0, 1.0))
-
-    ref = videos(outs["uncached"])
+    base_min, base_med = (
+        (min(times["uncached"]), float(np.median(times["uncached"])))
+        if args.repeats
+        else (0.0, 0.0)
+    )
     load = os.getloadavg()
-    print(
-        f"step cache on {args.workdir} (step {step}): {len(reqs)} held-out ShapesBench prompts "
-        f"(TI2V), {config.sample.steps} {config.sample.solver} steps, CFG {config.sample.cfg_scale}"
-        f", {step_cache.total_blocks(config.model)} blocks per uncached call; "
-        f"{args.repeats} interleaved repeats; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-    )
-    print(
-        "| threshold | block evals (fraction of uncached) | fewer block evals | wall time "
-        "cached/uncached min/min | median | SSIM mean | SSIM worst video |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    base_min, base_med = min(times["uncached"]), float(np.median(times["uncached"]))
-    rows = []
-    for t in thresholds:
-        latents, state = outs[t]
-        s = step_cache.stats(config.model, state)
-        got = videos(latents)
-        scores = [video_ssim(a, b) for a, b in zip(ref, got)]
-        row = dict(
-            threshold=t, **s, reduction=1.0 / s["fraction"],
-            time_min_ratio=min(times[t]) / base_min,
-            time_median_ratio=float(np.median(times[t])) / base_med,
-            ssim_mean=float(np.mean(scores)), ssim_min=float(np.min(scores)),
-        )  # fmt: skip
-        rows.append(row)
+    for row in rows if args.repeats else []:
+        t = row["threshold"]
+        row["time_min_ratio"] = min(times[t]) / base_min
+        row["time_median_ratio"] = float(np.median(times[t])) / base_med
         print(
-            f"| {t:g} | {s['blocks']}/{s['uncached_blocks']} ({s['fraction']:.2f}) "
-            f"| {row['reduction']:.2f}x | {row['time_min_ratio']:.2f} "
-            f"| {row['time_median_ratio']:.2f} | {row['ssim_mean']:.3f} | {row['ssim_min']:.3f} |"
+            f"threshold {t:g}: wall time cached/uncached min/min {row['time_min_ratio']:.2f}, "
+            f"median {row['time_median_ratio']:.2f} (load average {load[0]:.2f})",
+            flush=True,
         )
     print(f"uncached sampler: min {base_min:.3f} s, median {base_med:.3f} s per batch")
     result = {"workdir": args.workdir, "step": step, "prompts": len(reqs),
