@@ -318,7 +318,10 @@ def make_sample_fn(config, graphdef, *, mesh=None, with_stats: bool = False):
     from stiv_jax.parallel.rules import in_mesh
 
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    return jax.jit(in_mesh(run, mesh), out_shardings=replicated)
+    jitted = jax.jit(run, out_shardings=replicated)
+    fn = in_mesh(jitted, mesh)  # set_mesh must wrap the jitted call, not run inside it
+    fn.lower = in_mesh(jitted.lower, mesh)  # AOT (tpu_scripts.aot_compile)
+    return fn
 
 
 def place_inputs(mesh, batch: int, *trees):
