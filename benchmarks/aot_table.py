@@ -1,6 +1,7 @@
-"""Markdown table of `tpu_scripts.aot_compile --json` reports (benchmarks/aot_table.sh).
+"""Markdown tables of `tpu_scripts.aot_compile --json` reports (benchmarks/aot_table.sh).
 
-python benchmarks/aot_table.py runs/aot
+python benchmarks/aot_table.py runs/aot              # train steps (aot_<v>_<res>_<topo>.json)
+python benchmarks/aot_table.py --sampler runs/aot    # one sampler ODE step (aot_sample_*.json)
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ ORDER = {"XL_2": 0, "XXL_2": 1, "M_2": 2}
 def rows(out_dir: str) -> list[str]:
     found = []
     for path in glob.glob(os.path.join(out_dir, "aot_*.json")):
+        if os.path.basename(path).startswith("aot_sample_"):
+            continue
         m = re.match(r"aot_(.+?)_(\d+)_(v\w+?)_(.+)\.json$", os.path.basename(path))
         if not m:
             continue
@@ -63,5 +66,43 @@ def rows(out_dir: str) -> list[str]:
     return out
 
 
+def sampler_rows(out_dir: str) -> list[str]:
+    """One row per `aot_sample_<variant>_<res>_<topology>.json` (aot_compile --sample --notrain)."""
+    found = []
+    for path in glob.glob(os.path.join(out_dir, "aot_sample_*.json")):
+        m = re.match(r"aot_sample_(.+?)_(\d+)_(v\w+?)_(.+)\.json$", os.path.basename(path))
+        if not m:
+            continue
+        variant, res, family, _ = m.groups()
+        with open(path) as fh:
+            (r,) = [x for x in json.load(fh) if x["what"].startswith("sampler")]
+        found.append(((ORDER.get(variant, 9), family, int(res)), variant.replace("_", "/"), res, r))
+    out = [
+        "| variant | res × frames | topology (chips) | mesh | prompts (CFG batch) "
+        "| params GiB, whole (bf16 kernels) | per-chip args / temp / total GiB | HBM GiB "
+        "| fits | compile s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, variant, res, r in sorted(found, key=lambda x: x[0]):
+        mesh = ", ".join(f"{k}={v}" for k, v in r["mesh"].items() if v > 1) or "1 chip"
+        b = re.search(r"batch (\d+), CFG (\d+)", r["what"])
+        batch = f"{b.group(1)} ({b.group(2)})" if b else "—"
+        if "error" in r:  # libtpu refused the program: over HBM
+            out.append(
+                f"| {variant} | {res}² × 20 | {r['topology']} ({r['chips']}) | {mesh} | {batch} "
+                f"| — | temporaries alone {r['required_gib']:.1f} | {r['hbm_gib']:.1f} | **no** | — |"
+            )
+            continue
+        out.append(
+            f"| {variant} | {res}² × 20 | {r['topology']} ({r['chips']}) | {mesh} | {batch} "
+            f"| {r.get('param_gib', 0.0):.1f} "
+            f"| {r['argument_gib']:.2f} / {r['temp_gib']:.2f} / {r['total_gib']:.2f} "
+            f"| {r['hbm_gib']:.0f} | {'yes' if r['fits'] else '**no**'} | {r['compile_s']:.0f} |"
+        )
+    return out
+
+
 if __name__ == "__main__":
-    print("\n".join(rows(sys.argv[1] if len(sys.argv) > 1 else "runs/aot")))
+    args = [a for a in sys.argv[1:] if a != "--sampler"]
+    table = sampler_rows if "--sampler" in sys.argv[1:] else rows
+    print("\n".join(table(args[0] if args else "runs/aot")))

@@ -201,6 +201,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     s.batch_size = 4  # prompts per sampler batch
     s.motion_score = 2.0  # motion score for prompts that give none
     s.long_overlap = 0  # long_mode=extend: frames carried into the next chunk (0 = predict task's)
+    # Step cache (stiv_jax/step_cache.py, docs/sampling_speed.md): reuse the later blocks'
+    # residual while the first block's residual changes by < cache_threshold (relative).
+    s.step_cache = False  # first-block step cache (docs/sampling_speed.md); off: all blocks run
+    s.cache_threshold = 0.2  # relative mean-abs change of the first block's residual (S: 2.1x)
+    # Pods (docs/scale_out.md): shard params over config.mesh like training (FSDP/tensor) and
+    # the prompts over data x fsdp; every process then runs every batch (lockstep).
+    s.shard_params = False  # params over config.mesh (pods); off: a full copy per process
+    s.param_dtype = "auto"  # kernels stored in: auto (= model.dtype; exact) | float32 | bfloat16
     # For prompt files from other people (see README "Trust model").
     s.images_root = ""  # condition images must lie under this dir ("" = any readable path)
 

@@ -50,6 +50,7 @@ from stiv_jax.video import load_image, read_mp4, to_uint8, write_mp4
 __all__ = ["Condition", "Request", "STIVPipeline", "generate", "make_sample_fn"]
 
 LONG_MODES = ("extend", "hierarchical")
+SAMPLING_PARAM_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def default_seed(rid: str) -> int:
@@ -245,19 +246,34 @@ def placed_conditions(config, r: Request) -> list[Placed]:
 # ============================================================================ sampling core
 
 
-def make_sample_fn(config, graphdef):
+def make_sample_fn(config, graphdef, *, mesh=None, with_stats: bool = False):
     """Jitted (params, x0, cond, null_text, scale [B], t_start [B] | None) -> latents
     [B, F, H, W, C]. `null_text` leaves are one encoding ([L, D], ...) or one per sample
-    ([B, L, D], ...: negative prompts); jit keeps one compiled sampler per input shape."""
+    ([B, L, D], ...: negative prompts); jit keeps one compiled sampler per input shape.
+
+    `sample.step_cache` on: the model calls go through `stiv_jax.step_cache` (threshold
+    `sample.cache_threshold`); `with_stats` returns (latents, `CacheState`) instead, for
+    block-evaluation counts (`step_cache.stats`). An optional last argument `threshold`
+    (an array) overrides the config's as a traced value: one compile serves every
+    threshold (benchmarks/step_cache.py). `mesh`: traced under it (the model's
+    sharding constraints apply) with replicated outputs, for params sharded over it
+    (`restore_for_sampling` with `sample.shard_params`) and inputs from `place_inputs`."""
+    from stiv_jax import step_cache
+
     s = config.sample
     image_cond = get_image_cond(config.model.image_cond)
+    cached = bool(s.get("step_cache", False))
+    threshold = float(s.get("cache_threshold", 0.0))
+    prediction = config.model.get("prediction", "velocity")  # older checkpoints: velocity
+    if with_stats and not cached:
+        raise ValueError("make_sample_fn: with_stats needs sample.step_cache=True")
 
-    def model_fn(params):
-        model = nnx.merge(graphdef, params)
-        prediction = config.model.get("prediction", "velocity")  # older checkpoints: velocity
-        return lambda x, t, cond: to_velocity(model(x, t, cond), x, t, prediction)
+    def run(params, x0, cond, null_text, scale, t_start=None, threshold=threshold):
+        # The model is rebuilt inside every call (in the ODE loop's trace): an nnx module
+        # built outside a fori_loop cannot run its nnx.scan (stacked blocks) inside it.
+        def model():
+            return nnx.merge(graphdef, params)
 
-    def run(params, x0, cond, null_text, scale, t_start=None):
         branches = (cond, null_conditions(cond, null_text))
         kw = dict(
             mode=s.cfg_mode, renorm=s.cfg_renorm, renorm_mode=s.get("cfg_renorm_mode", "scale_down")
@@ -271,15 +287,60 @@ def make_sample_fn(config, graphdef):
             )
         else:
             kw.update(scale=sc)
-        velocity = make_guided_fn(model_fn(params), branches, **kw)
         post = image_cond.post_step(cond)
-        # sample_ode applies the post-step after the last step too (given frames exact).
-        return sample_ode(
-            velocity, x0, steps=s.steps, solver=s.solver, shift=s.shift, post_step=post,
-            t_start=t_start,
-        )  # fmt: skip
+        ode = dict(steps=s.steps, solver=s.solver, shift=s.shift, post_step=post, t_start=t_start)
+        if not cached:
+            velocity = make_guided_fn(
+                lambda x, t, c: to_velocity(model()(x, t, c), x, t, prediction), branches, **kw
+            )
+            # sample_ode applies the post-step after the last step too (given frames exact).
+            return sample_ode(velocity, x0, **ode)
 
-    return jax.jit(run)
+        def cached_velocity(x, t, state):
+            # guided_velocity makes exactly one model call: the cache state goes in and out
+            # of it through this cell (plain Python while tracing, no transform in between).
+            cell = {}
+
+            def model_fn(xa, ta, c):
+                out, cell["state"] = step_cache.cached_call(model(), xa, ta, c, state, threshold)
+                return to_velocity(out, xa, ta, prediction)
+
+            v = make_guided_fn(model_fn, branches, **kw)(x, t)
+            return v, cell["state"]
+
+        k = len(branches)
+        state = step_cache.init_state(config.model, (k * x0.shape[0], *x0.shape[1:]))
+        x1, state = sample_ode(cached_velocity, x0, state=state, **ode)
+        return (x1, state) if with_stats else x1
+
+    if mesh is None:
+        return jax.jit(run)
+    from stiv_jax.parallel.rules import in_mesh
+
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    jitted = jax.jit(run, out_shardings=replicated)
+    fn = in_mesh(jitted, mesh)  # set_mesh must wrap the jitted call, not run inside it
+    fn.lower = in_mesh(jitted.lower, mesh)  # AOT (tpu_scripts.aot_compile)
+    return fn
+
+
+def place_inputs(mesh, batch: int, *trees):
+    """Host inputs of one sampler call -> global arrays on `mesh`: leaves with leading dim
+    `batch` sharded over the batch axes (data, fsdp), the rest replicated. Every process
+    passes the same values (the whole batch), so this also serves several hosts."""
+    from stiv_jax.parallel.host_data import batch_sharding
+
+    def one(leaf):
+        if leaf is None:
+            return None
+        value = np.asarray(leaf)
+        if value.ndim and value.shape[0] == batch:
+            sharding = batch_sharding(mesh, value.shape)
+        else:
+            sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        return jax.make_array_from_callback(value.shape, sharding, lambda idx: value[idx])
+
+    return tuple(jax.tree.map(one, t) for t in trees)
 
 
 def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> jax.Array:
@@ -349,15 +410,24 @@ def negative_text(comps, reqs: list[Request]):
             "pooled": jnp.asarray(emb.pooled)}  # fmt: skip
 
 
-def generate(config, comps, sample_fn, params, reqs: list[Request], frames=None) -> np.ndarray:
+def generate(
+    config, comps, sample_fn, params, reqs: list[Request], frames=None, mesh=None
+) -> np.ndarray:
     """Loaded requests of one shape -> videos float [-1, 1] [B, T, H, W, 3] (the decoder's
     output, clipped to that range). `motion_score` / `cfg_scale` left at None take
-    config.sample's values."""
+    config.sample's values. `mesh`: the sampler's (`make_sample_fn(..., mesh=mesh)`); the
+    inputs are placed on it with the batch over the data axes (every process of a
+    multi-host mesh must make the same call)."""
     reqs = [r.with_defaults(config) for r in reqs]
     cond, x0 = build_conditions(config, comps, reqs, frames)
     x0, t_start = start_state(comps, reqs, x0)
     scale = jnp.asarray([r.cfg_scale for r in reqs], jnp.float32)
-    latents = sample_fn(params, x0, cond, negative_text(comps, reqs), scale, t_start)
+    args = (x0, cond, negative_text(comps, reqs), scale, t_start)
+    if mesh is not None:
+        args = place_inputs(mesh, len(reqs), *args)
+    latents = sample_fn(params, *args)
+    if not latents.is_fully_addressable:  # replicated over several hosts: take the local copy
+        latents = latents.addressable_shards[0].data
     return np.clip(np.asarray(comps.autoencoder.decode(latents), np.float32), -1.0, 1.0)
 
 
@@ -400,12 +470,54 @@ def generate_cases(
 # ============================================================================ restore
 
 
-def restore_for_sampling(config: Any, workdir: str, step: int | None = None):
+def sampling_param_dtypes(config, abstract: dict) -> dict:
+    """Dtype per parameter for sampling (pure dict of ShapeDtypeStructs -> same, new dtypes).
+
+    `sample.param_dtype`: "auto" stores every Linear kernel (leaf named `kernel`) in
+    `model.dtype`, the compute dtype (bfloat16 for the paper variants, float32 for tiny/S):
+    Flax's Linear casts its kernel to that dtype before each matmul, so the samples are
+    bit-identical while the weights take half the memory. Biases, norm scales, tables and
+    the mask token stay as stored (small; some feed float32 math). A dtype name
+    ("float32", "bfloat16") stores the kernels in it instead.
+    """
+    name = str(config.sample.get("param_dtype", "auto"))
+    if name not in SAMPLING_PARAM_DTYPES:
+        raise ValueError(
+            f"sample.param_dtype {name!r} is unknown; expected {SAMPLING_PARAM_DTYPES}"
+        )
+    dtype = jnp.dtype(config.model.dtype if name == "auto" else name)
+
+    def one(path, a):
+        key = getattr(path[-1], "key", None)
+        if key == "kernel" and jnp.issubdtype(a.dtype, jnp.floating):
+            return jax.ShapeDtypeStruct(a.shape, dtype, sharding=getattr(a, "sharding", None))
+        return a
+
+    return jax.tree_util.tree_map_with_path(one, abstract)
+
+
+def sampling_mesh(config):
+    """The mesh a `sample.shard_params` sampler runs on: `config.mesh` over every device (as
+    the trainer's), or None when params are not sharded (one copy per process)."""
+    if not config.sample.get("shard_params", False):
+        return None
+    from stiv_jax.parallel.mesh import make_mesh
+
+    return make_mesh(config.mesh)
+
+
+def restore_for_sampling(config: Any, workdir: str, step: int | None = None, *, mesh=None):
     """(comps, graphdef, params, step) from `workdir`'s checkpoint, for sampling jobs.
 
     The architecture and encoders are the checkpoint's (its saved config); params are the
     EMA weights when `config.sample.use_ema`. Only those weights are read: no optimizer is
-    built and no optimizer state is restored.
+    built and no optimizer state is restored. Kernels are stored in `sample.param_dtype`
+    (`sampling_param_dtypes`; Orbax casts while reading).
+
+    Without `mesh` every process restores a full copy onto its first device. With `mesh`
+    (`sampling_mesh`) the params are sharded over it by the trainer's rules (FSDP over
+    `fsdp`, heads/MLP over `tensor`): each device reads only its shards, so a model larger
+    than one chip samples; every process must then run the sampler in lockstep.
     """
     saved = ckpt.restore_config(workdir, step)
     with config.unlocked():
@@ -422,19 +534,27 @@ def restore_for_sampling(config: Any, workdir: str, step: int | None = None):
     comps = Components(config)
     # Shapes only: random weights that the restore would overwrite are never materialised.
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build_model(config, 0)), nnx.Param)
-    abstract = nnx.to_pure_dict(abstract)
-    if jax.process_count() > 1:
-        # Every process restores a full copy (replicated over the global devices) and samples
-        # its share of the prompts on its own first device: no collectives while sampling.
-        mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("all",))
-        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    if mesh is not None:
+        from stiv_jax.parallel.mesh import named, param_specs
+
+        shardings = named(param_specs(abstract, mesh), mesh)
+        abstract = nnx.to_pure_dict(abstract)
     else:
-        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract = nnx.to_pure_dict(abstract)
+        if jax.process_count() > 1:
+            # Every process restores a full copy (replicated over the global devices) and
+            # samples its share of the prompts on its own first device: no collectives.
+            all_devices = jax.sharding.Mesh(np.asarray(jax.devices()), ("all",))
+            one = jax.sharding.NamedSharding(all_devices, jax.sharding.PartitionSpec())
+        else:
+            one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        shardings = jax.tree.map(lambda _: one, abstract)
     abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract
+        lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), abstract, shardings
     )
+    abstract = sampling_param_dtypes(config, abstract)
     params, step = ckpt.restore_params(workdir, abstract, step=step, ema=config.sample.use_ema)
-    if jax.process_count() > 1:
+    if mesh is None and jax.process_count() > 1:
         params = jax.tree.map(lambda a: a.addressable_shards[0].data, params)
     return comps, graphdef, params, int(step)
 
@@ -445,9 +565,12 @@ def restore_for_sampling(config: Any, workdir: str, step: int | None = None):
 class STIVPipeline:
     """A trained STIV with its encoders: prompt (+ image) -> uint8 video [T, H, W, 3]."""
 
-    def __init__(self, config, comps: Components, graphdef, params, step: int | None = None):
+    def __init__(
+        self, config, comps: Components, graphdef, params, step: int | None = None, mesh=None
+    ):
+        """`mesh`: the one `params` are sharded over (`sampling_mesh`), else None."""
         self.config, self.comps, self.graphdef, self.params = config, comps, graphdef, params
-        self.step = step
+        self.step, self.mesh = step, mesh
         self._sample_fn = None
 
     @classmethod
@@ -455,17 +578,19 @@ class STIVPipeline:
         cls, workdir: str, config=None, *, step: int | None = None, use_ema: bool | None = None
     ) -> STIVPipeline:
         """The run in `workdir` (its latest checkpoint unless `step`), with its saved config
-        unless `config` is given (sampling settings and data.res/frames come from it)."""
+        unless `config` is given (sampling settings and data.res/frames come from it).
+        With `sample.shard_params` the params are sharded over `config.mesh`."""
         config = ckpt.restore_config(workdir, step) if config is None else config
         if use_ema is not None:
             with config.unlocked():
                 config.sample.use_ema = bool(use_ema)
-        return cls(config, *restore_for_sampling(config, workdir, step))
+        mesh = sampling_mesh(config)
+        return cls(config, *restore_for_sampling(config, workdir, step, mesh=mesh), mesh=mesh)
 
     @property
     def sample_fn(self):
         if self._sample_fn is None:
-            self._sample_fn = make_sample_fn(self.config, self.graphdef)
+            self._sample_fn = make_sample_fn(self.config, self.graphdef, mesh=self.mesh)
         return self._sample_fn
 
     def generate(self, reqs: list[Request], frames: int | None = None) -> list[np.ndarray]:
@@ -485,7 +610,9 @@ class STIVPipeline:
                 groups.setdefault(request_shape(self.config, r), []).append(i)
         for idx in groups.values():
             batch = [reqs[i] for i in idx]
-            videos = generate(self.config, self.comps, self.sample_fn, self.params, batch, frames)
+            videos = generate(
+                self.config, self.comps, self.sample_fn, self.params, batch, frames, self.mesh
+            )
             for i, v in zip(idx, videos):
                 out[i] = v
         return out

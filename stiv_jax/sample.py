@@ -16,7 +16,8 @@ A bad line, or a prompt that fails while generating, is reported with its line n
 skipped; the rest still run, and the exit code is 1 if any failed. Ids already in
 OUT/results*.jsonl with their MP4 present are skipped, so a killed job resumes where it
 stopped; jobs sharing one OUT claim ids with file locks. Several processes (every
-worker of a TPU pod, `jax.distributed`) split the prompts between them (`run_job`).
+worker of a TPU pod, `jax.distributed`) split the prompts between them (`run_job`), or,
+with `sample.shard_params` (a model sharded over all chips), run every batch together.
 
 Outputs per id: `<id>.mp4`, `<id>.gif` (animated) and `<id>.png` (frame strip), both
 nearest-upscaled so a 32×32 video is visible (stiv_jax.previews); per job:
@@ -38,6 +39,7 @@ import os
 import re
 
 import jax
+import numpy as np
 
 from stiv_jax import console, previews
 from stiv_jax.pipeline import Request, STIVPipeline, default_seed, prepare_request, request_fields
@@ -287,6 +289,16 @@ def _write_contact_sheet(out: str) -> str | None:
     )
 
 
+def _from_process0(values: list[int], size: int) -> list[int]:
+    """Process 0's list of at most `size` non-negative ints, on every process."""
+    from jax.experimental import multihost_utils
+
+    arr = np.full(size, -1, np.int64)
+    arr[: len(values)] = values
+    arr = np.asarray(multihost_utils.broadcast_one_to_all(arr))
+    return [int(v) for v in arr if v >= 0]
+
+
 def run_job(config, workdir: str, prompts: str, out: str, *, step: int | None = None) -> dict:
     """The sampling job from `workdir`'s checkpoint `step` (latest when None); returns this
     process's counts
@@ -299,7 +311,9 @@ def run_job(config, workdir: str, prompts: str, out: str, *, step: int | None = 
     file; a rerun on any number of processes skips what any of them finished. Independent
     jobs sharing OUT claim ids (see `_Locks`), so no id is written twice to the results.
     Every batch has the same size (the last one is padded with copies of its last request,
-    whose videos are dropped), so the sampler compiles once.
+    whose videos are dropped), so the sampler compiles once. With `sample.shard_params` on
+    several processes the params span them, so every process runs every batch instead:
+    process 0 picks and claims the ids and alone writes the videos and `results.jsonl`.
     """
     from stiv_jax.checkpoint import require_filesystem_path
 
@@ -316,7 +330,15 @@ def run_job(config, workdir: str, prompts: str, out: str, *, step: int | None = 
     done.refresh()
     todo = [r for r in reqs if r.id not in done]
     skipped = len(reqs) - len(todo)
-    todo = todo[index::count]
+    # Sharded params (sample.shard_params) span the processes: every one runs every batch
+    # (in lockstep: process 0 decides what is done and claimed, and alone writes outputs).
+    lockstep = pipe.mesh is not None and count > 1
+    writer = index == 0 or not lockstep
+    pos = {r.id: k for k, r in enumerate(reqs)}
+    if lockstep:
+        todo = [reqs[k] for k in _from_process0([pos[r.id] for r in todo], len(reqs))]
+    else:
+        todo = todo[index::count]
     counts = {"generated": 0, "skipped_done": skipped, "bad_lines": len(errors), "failed": 0}
     counts["claimed_elsewhere"] = 0
     bs = min(config.sample.batch_size, max(len(todo), 1))
@@ -325,9 +347,9 @@ def run_job(config, workdir: str, prompts: str, out: str, *, step: int | None = 
         logging.info("sampling %d videos (step %d) → %s", len(todo), pipe.step, out)
     for i in console.progress(range(0, len(todo), bs), desc="sample", unit="batch"):
         claims, batch = {}, []
-        with locks.results():
+        with locks.results() if writer else contextlib.nullcontext():
             done.refresh()
-            for r in todo[i : i + bs]:
+            for r in todo[i : i + bs] if writer else []:
                 if r.id in done:  # finished by another job since this one started
                     counts["skipped_done"] += 1
                 elif (fd := locks.claim(r.id)) is None:
@@ -335,8 +357,12 @@ def run_job(config, workdir: str, prompts: str, out: str, *, step: int | None = 
                 else:
                     claims[r.id] = fd
                     batch.append(r)
+        if lockstep:
+            batch = [reqs[k] for k in _from_process0([pos[r.id] for r in batch], bs)]
         try:
             for r, v in _generate_each(pipe, batch, bs) if batch else []:
+                if not writer:
+                    continue
                 try:
                     if isinstance(v, Exception):
                         raise v
@@ -352,7 +378,8 @@ def run_job(config, workdir: str, prompts: str, out: str, *, step: int | None = 
                        "motion_score": r.motion_score, "seed": r.seed, "cfg_scale": r.cfg_scale,
                        "step": pipe.step}  # fmt: skip
                 with locks.results():
-                    with open(results_path(out, index, count), "a") as fh:
+                    name = results_path(out) if lockstep else results_path(out, index, count)
+                    with open(name, "a") as fh:
                         fh.write(json.dumps(rec) + "\n")
                 counts["generated"] += 1
         finally:

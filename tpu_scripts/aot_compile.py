@@ -1,7 +1,7 @@
 """Compile the real train step (and sampler) of a config for a TPU topology, ahead of time.
 
   python -m tpu_scripts.aot_compile --config configs/stiv.py:variant=M/2 --topology v5p:4x4x4 \
-      [--config.mesh.fsdp=-1 ...] [--sample] [--json out.json]
+      [--config.mesh.fsdp=-1 ...] [--sample [--notrain]] [--json out.json]
 
 Shapes: B global batch, F latent frames, H/W latent size, C latent channels, L text tokens,
 Dt/Dp text widths.
@@ -19,8 +19,9 @@ MFU <= model FLOPs / (time · chips · peak). Collectives over ICI are not in th
 XLA's cost analysis counts a while-loop body once. With `model.scan_blocks` the main blocks
 are such a loop, so the figures are corrected: the same step is compiled (cost only) with 1
 and 2 unrolled main blocks, c(D) = c(1) + (D − 1)·(c(2) − c(1)) for FLOPs and HBM bytes.
-The sampler's ODE loop is a `fori_loop` too: its per-ODE-step cost is corrected the same way
-and multiplied by the step count.
+`--sample` compiles ONE guided ODE step of the sampler (CFG batched, params sharded over the
+mesh in their sampling dtype, as `sample.shard_params` restores them; `--notrain` skips the
+train step): its memory is the whole sampler's, its cost that of one of the `sample.steps`.
 """
 
 from __future__ import annotations
@@ -69,10 +70,17 @@ class Report:
     compile_s: float
     xla_flops_loop_once: float = 0.0
     cost_method: str = "XLA cost analysis"
+    param_gib: float = 0.0  # sampler: the whole parameter set as stored (unsharded)
 
     def lines(self) -> list[str]:
+        params = (
+            [f"  params as stored for sampling: {self.param_gib:.2f} GiB unsharded"]
+            if self.param_gib
+            else []
+        )
         return [
             f"{self.what} on {self.topology} ({self.chips} chips, mesh {self.mesh})",
+            *params,
             f"  per chip: arguments {self.argument_gib:.2f} GiB, outputs {self.output_gib:.2f} GiB"
             f", temporaries {self.temp_gib:.2f} GiB, total {self.total_gib:.2f} GiB of "
             f"{self.hbm_gib:.0f} GiB HBM -> {'fits' if self.fits else 'DOES NOT FIT'}",
@@ -341,20 +349,31 @@ def compile_train_step(
     )
 
 
-def _lower_sampler(config, mesh):
-    """The jitted sampler of `config` (all ODE steps, CFG batched), compiled for `mesh`."""
+def abstract_sampling_params(config, mesh):
+    """(graphdef, params as ShapeDtypeStructs): sharded over `mesh` by the trainer's rules,
+    kernels in the sampling dtype (`stiv_jax.pipeline.sampling_param_dtypes`), exactly what
+    `restore_for_sampling` restores with `sample.shard_params`."""
     from flax import nnx
 
     from stiv_jax import parallel
-    from stiv_jax.conditioning import batch_conditions
-    from stiv_jax.pipeline import make_sample_fn
+    from stiv_jax.pipeline import sampling_param_dtypes
     from stiv_jax.runtime import build_model
 
-    latent = latent_shape(config)
-    abstract_model = nnx.eval_shape(lambda: build_model(config, 0))
-    graphdef, params = nnx.split(abstract_model, nnx.Param)
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: build_model(config, 0)), nnx.Param)
     p_sh = parallel.named(parallel.param_specs(params, mesh), mesh)
     params = parallel.abstract_with_shardings(nnx.to_pure_dict(params), p_sh)
+    return graphdef, sampling_param_dtypes(config, params)
+
+
+def _lower_sampler(config, mesh):
+    """The jitted sampler of `config` (`sample.steps` guided ODE steps, CFG batched), with
+    sharded params and the prompts on the batch axes, compiled for `mesh`."""
+    from stiv_jax import parallel
+    from stiv_jax.conditioning import batch_conditions
+    from stiv_jax.pipeline import make_sample_fn
+
+    latent = latent_shape(config)
+    graphdef, params = abstract_sampling_params(config, mesh)
     batch = abstract_batch(config, mesh, latent)
     cond = jax.eval_shape(batch_conditions, batch)
     cond = {
@@ -365,47 +384,52 @@ def _lower_sampler(config, mesh):
     nulls = {k: _abstract(v.shape, v.dtype, rep) for k, v in null_text(config).items()}
     b = int(config.data.batch_size)
     scale = _abstract((b,), jnp.float32, parallel.batch_sharding(mesh, (b,)))
-    sample_fn = make_sample_fn(config, graphdef)
-    with jax.set_mesh(mesh):
-        return sample_fn.lower(params, batch["latents"], cond, nulls, scale).compile()
+    sample_fn = make_sample_fn(config, graphdef, mesh=mesh)
+    return sample_fn.lower(params, batch["latents"], cond, nulls, scale).compile()
+
+
+def param_gib(config) -> float:
+    """GiB of the whole parameter set as the sampler stores it (one unsharded copy)."""
+    from flax import nnx
+
+    from stiv_jax.pipeline import sampling_param_dtypes
+    from stiv_jax.runtime import build_model
+
+    model = nnx.eval_shape(lambda: build_model(config, 0))
+    params = sampling_param_dtypes(config, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    return sum(x.size * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(params)) / 2**30
 
 
 def compile_sampler(
     config, topology: str, devices=None, *, exact_cost: bool = True
 ) -> Report | dict:
-    """AOT-compiles stiv_jax.sample's jitted sampler (all ODE steps, CFG batched).
-
-    The ODE loop is a `fori_loop` (one step counted by XLA), so the reported cost is the
-    (block-corrected) cost of a 1-step sampler times `sample.steps`.
+    """AOT-compiles ONE guided ODE step of stiv_jax.pipeline's sampler: `sample.batch_size`
+    prompts, CFG batched (2x), params sharded over the mesh as `restore_for_sampling` does
+    with `sample.shard_params` (kernels in `sample.param_dtype`), prompts over the batch
+    axes. Memory per chip is the whole sampler's (the ODE loop carries only the latents);
+    FLOPs and bytes are per ODE step (scanned blocks corrected as for the train step).
     """
-    import copy
-
     from stiv_jax import parallel
 
     devices = devices if devices is not None else topology_devices(topology)
     mesh = parallel.make_mesh(config.mesh, devices)
     fill_train_grid(config)
-    b, steps = int(config.sample.batch_size), int(config.sample.steps)
+    b = int(config.sample.batch_size)
     with config.unlocked():
         config.data.batch_size = b
-    what = f"sampler ({steps} ODE steps, batch {b})"
+        config.sample.steps = 1
+    what = f"sampler: one guided ODE step (batch {b}, CFG {2 * b})"
     compiled, seconds = _compile_or_record(
         lambda: _lower_sampler(config, mesh), what, topology, mesh
     )
     if isinstance(compiled, dict):
         return compiled
-    one = copy.deepcopy(config)
-    with one.unlocked():
-        one.sample.steps = 1
     lower = lambda cfg: _lower_sampler(cfg, mesh)
-    cost = scan_corrected_cost(one, lower) if exact_cost else None
+    cost = scan_corrected_cost(config, lower) if exact_cost else None
     loop_once = cost is None and config.model.scan_blocks and config.model.depth > 1
-    if cost is None:  # XLA counted the ODE loop body once (and a scanned block once)
-        cost = xla_cost(compiled)
-    return _report(
-        what, compiled, topology, mesh, seconds,
-        cost=cost, repeat=steps, loop_once=loop_once,
-    )  # fmt: skip
+    report = _report(what, compiled, topology, mesh, seconds, cost=cost, loop_once=loop_once)
+    report.param_gib = param_gib(config)
+    return report
 
 
 def main(argv=None) -> None:
@@ -416,7 +440,8 @@ def main(argv=None) -> None:
         "config", None, "configs/stiv.py:ARG", lock_config=True
     )
     topo = flags.DEFINE_string("topology", None, "TPU topology, e.g. v5p:4x4x4, v6e:4x4")
-    sample = flags.DEFINE_bool("sample", False, "also compile the sampler")
+    sample = flags.DEFINE_bool("sample", False, "also compile one guided ODE step of the sampler")
+    train = flags.DEFINE_bool("train", True, "compile the train step (--notrain: sampler only)")
     out = flags.DEFINE_string("json", "", "write the reports here as JSON")
     exact = flags.DEFINE_bool(
         "exact_cost", True, "count every scanned block (two extra small compiles per report)"
@@ -425,9 +450,15 @@ def main(argv=None) -> None:
 
     def run(_):
         try:
-            reports = [compile_train_step(cfg_flag.value, topo.value, exact_cost=exact.value)]
+            reports = []
+            if train.value:
+                reports.append(
+                    compile_train_step(cfg_flag.value, topo.value, exact_cost=exact.value)
+                )
             if sample.value:
                 reports.append(compile_sampler(cfg_flag.value, topo.value, exact_cost=exact.value))
+            if not reports:
+                raise ValueError("--notrain without --sample compiles nothing")
         except ValueError as e:  # user errors: one line
             raise SystemExit(f"error: {e}") from None
         for r in reports:

@@ -13,6 +13,7 @@ step count.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +50,8 @@ def sample_ode(
     shift: float = 1.0,
     post_step: PostStepFn | None = None,
     t_start: jax.Array | None = None,
-) -> jax.Array:
+    state: Any = None,
+) -> jax.Array | tuple[jax.Array, Any]:
     """Integrate dx/dt = velocity_fn(x, t) from t = 0 (x = x0, noise) to t = 1; returns x1.
 
     `t_start [B]` (SDEdit / video-to-video): sample b starts at t_start[b] instead of 0, x0
@@ -67,6 +69,10 @@ def sample_ode(
     `post_step(x, t)` is applied after every step, to x0 at t = 0 before the first step, and for
     Heun also to the predictor x̃ before it is evaluated, so the model always sees given frames
     as the caller imposes them.
+
+    `state` (any pytree, e.g. the step cache of `stiv_jax.step_cache`): when given, the model
+    is stateful, `velocity_fn(x, t, state) -> (v, state)`, the state is carried through every
+    model call of the loop, and `(x1, final state)` is returned.
     """
     if solver not in SOLVERS:
         raise ValueError(f"sample_ode: solver={solver!r} is unknown; expected one of {SOLVERS}")
@@ -79,27 +85,29 @@ def sample_ode(
         grid = ts + (1.0 - ts) * grid[:, None]
     bshape = (batch,) + (1,) * (x0.ndim - 1)
 
-    def velocity(x: jax.Array, t: jax.Array) -> jax.Array:
-        v = velocity_fn(x, jnp.broadcast_to(t, (batch,)).astype(jnp.float32))
+    def velocity(x: jax.Array, t: jax.Array, st: Any) -> tuple[jax.Array, Any]:
+        tb = jnp.broadcast_to(t, (batch,)).astype(jnp.float32)
+        v, st = (velocity_fn(x, tb), st) if state is None else velocity_fn(x, tb, st)
         if v.shape != x.shape:
             raise ValueError(
                 f"sample_ode: velocity_fn returned shape {v.shape}, expected {x.shape}"
             )
-        return v.astype(jnp.float32)
+        return v.astype(jnp.float32), st
 
     def post_fn(x: jax.Array, t: jax.Array) -> jax.Array:
         return post(x, jnp.broadcast_to(t, (batch,)).astype(jnp.float32)).astype(jnp.float32)
 
-    def body(i: jax.Array, x: jax.Array) -> jax.Array:
+    def body(i: jax.Array, carry: tuple[jax.Array, Any]) -> tuple[jax.Array, Any]:
+        x, st = carry
         t0, t1 = grid[i], grid[i + 1]
         dt = jnp.reshape(t1 - t0, bshape) if t_start is not None else t1 - t0
-        v0 = velocity(x, t0)
+        v0, st = velocity(x, t0, st)
         if solver == "euler":
-            return post_fn(x + dt * v0, t1)
+            return post_fn(x + dt * v0, t1), st
         x_pred = post_fn(x + dt * v0, t1)
-        v1 = velocity(x_pred, t1)
-        return post_fn(x + 0.5 * dt * (v0 + v1), t1)
+        v1, st = velocity(x_pred, t1, st)
+        return post_fn(x + 0.5 * dt * (v0 + v1), t1), st
 
     x = post_fn(x0.astype(jnp.float32), grid[0])
-    x = jax.lax.fori_loop(0, steps, body, x)
-    return x.astype(x0.dtype)
+    x, state_out = jax.lax.fori_loop(0, steps, body, (x, state))
+    return x.astype(x0.dtype) if state is None else (x.astype(x0.dtype), state_out)

@@ -189,24 +189,28 @@ class STIV(nnx.Module):
         rope_t = rope_1d(fp, hd, theta=c.rope_theta, train_n=tf, interpolate=c.rope_interpolation)
         return rope_s, rope_t
 
-    def run_blocks(self, h, mod, ctx, ctx_mask, rope_s, rope_t):
+    def run_blocks(self, h, mod, ctx, ctx_mask, rope_s, rope_t, *, start=0, stop=None):
+        """Main blocks [start, stop) (all by default; the sampler's step cache runs block 0
+        alone, then the rest)."""
         call = remat_block(self.cfg.remat)
         if self.cfg.scan_blocks:
+            blocks = self.blocks
+            if (start, stop) != (0, None):  # a slice of the stacked layers
+                graph, state = nnx.split(blocks)
+                blocks = nnx.merge(graph, jax.tree.map(lambda a: a[start:stop], state))
 
             @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
             def body(h, block):
                 return call(block, h, mod, ctx, ctx_mask, rope_s, rope_t)
 
-            return body(h, self.blocks)
-        for block in self.blocks:
+            return body(h, blocks)
+        for block in list(self.blocks)[start:stop]:
             h = call(block, h, mod, ctx, ctx_mask, rope_s, rope_t)
         return h
 
-    # ---------------------------------------------------------------- forward
-    def __call__(
-        self, x: jax.Array, t: jax.Array, cond: Conditions, *, mask_key: jax.Array | None = None
-    ) -> jax.Array:
-        """Velocity for noisy latents x at times t. `mask_key` turns on MaskDiT (training)."""
+    def embed(self, x: jax.Array, t: jax.Array, cond: Conditions):
+        """Everything before the blocks: (tokens [B, F', S, D], block arguments (mod, ctx,
+        ctx_mask, rope_s, rope_t), singleton cvec [B, D])."""
         c = self.cfg
         b, f, hh, ww, ch = x.shape
         p, pt = c.patch_size, c.temporal_patch
@@ -217,33 +221,44 @@ class STIV(nnx.Module):
                 f"latent shape F={f}, H={hh}, W={ww} must be divisible by temporal patch {pt} "
                 f"and spatial patch {p}"
             )
-        gh, gw = hh // p, ww // p
         cond = with_image_defaults(cond, x)
         inp = self.image_cond.model_input(x, cond)
         tokens = self.patch_embed(patchify(inp.astype(self.dtype), pt, p))
         ctx, ctx_mask = self.context(cond)
         cvec = self.singleton(t, cond)  # [B, D]
         mod = self.adaln(jax.nn.silu(cvec)).reshape(b, MOD_ROWS, c.width)
-        rope_s, rope_t = self.rope(f // pt, gh, gw)
+        rope_s, rope_t = self.rope(f // pt, hh // p, ww // p)
+        return tokens, (mod, ctx, ctx_mask, rope_s, rope_t), cvec
 
-        masked = mask_key is not None and c.mask_ratio > 0
-        if masked:
-            h, perm = mask_select(tokens, mask_key, c.mask_ratio)
-            rope_k = tuple(r[perm[:, : h.shape[2]]] for r in rope_s)  # [B, K, H/2]
-        else:
-            h, rope_k = tokens, rope_s
-        h = self.run_blocks(h, mod, ctx, ctx_mask, rope_k, rope_t)
-        if masked:
-            h = mask_restore(h, perm, self.mask_token[...])
-        for block in self.decoder:
-            h = block(h, mod, ctx, ctx_mask, rope_s, rope_t)
-
+    def head(self, h: jax.Array, cvec: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        """Block output [B, F', S, D] -> velocity [B, F, H, W, C] float32 (`shape` is x's)."""
+        c = self.cfg
         shift, scale = jnp.split(self.final_table[...][None] + cvec[:, None], 2, axis=1)
         h = layer_norm_modulate(
             h, shift[:, :, None].astype(h.dtype), scale[:, :, None].astype(h.dtype)
         )
         out = self.final(h)
-        return unpatchify(out, pt, p, (hh, ww), ch).astype(jnp.float32)
+        _, _, hh, ww, ch = shape
+        return unpatchify(out, c.temporal_patch, c.patch_size, (hh, ww), ch).astype(jnp.float32)
+
+    # ---------------------------------------------------------------- forward
+    def __call__(
+        self, x: jax.Array, t: jax.Array, cond: Conditions, *, mask_key: jax.Array | None = None
+    ) -> jax.Array:
+        """Velocity for noisy latents x at times t. `mask_key` turns on MaskDiT (training)."""
+        h, (mod, ctx, ctx_mask, rope_s, rope_t), cvec = self.embed(x, t, cond)
+        masked = mask_key is not None and self.cfg.mask_ratio > 0
+        if masked:
+            h, perm = mask_select(h, mask_key, self.cfg.mask_ratio)
+            rope_k = tuple(r[perm[:, : h.shape[2]]] for r in rope_s)  # [B, K, H/2]
+        else:
+            rope_k = rope_s
+        h = self.run_blocks(h, mod, ctx, ctx_mask, rope_k, rope_t)
+        if masked:
+            h = mask_restore(h, perm, self.mask_token[...])
+        for block in self.decoder:
+            h = block(h, mod, ctx, ctx_mask, rope_s, rope_t)
+        return self.head(h, cvec, x.shape)
 
 
 def initialize_weights(model: STIV) -> None:

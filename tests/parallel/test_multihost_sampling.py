@@ -2,7 +2,8 @@
 
 Two `python -m stiv_jax.sample` processes share one OUT directory: together they write every
 prompt's MP4 exactly once, each logs its own results file, and a one-process rerun finds
-everything done.
+everything done. With `sample.shard_params` the params span both processes (2 devices
+each): they run every batch in lockstep and process 0 writes each video once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import socket
 import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FLAGS = [
@@ -46,11 +49,11 @@ def _checkpoint(workdir: str) -> None:
     mngr.wait_until_finished()
 
 
-def _sample(workdir, prompts, out, processes: int):
+def _sample(workdir, prompts, out, processes: int, *extra: str, devices: int = 1):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     cmd = [sys.executable, "-m", "stiv_jax.sample", f"--workdir={workdir}",
-           f"--prompts={prompts}", f"--out={out}", *FLAGS]  # fmt: skip
+           f"--prompts={prompts}", f"--out={out}", *FLAGS, *extra]  # fmt: skip
     if processes > 1:
         env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{_port()}", JAX_NUM_PROCESSES=str(processes))
     procs = [
@@ -89,3 +92,22 @@ def test_two_processes_split_the_prompts(tmp_path):
     assert again == {
         "generated": 0, "skipped_done": 5, "bad_lines": 0, "failed": 0, "claimed_elsewhere": 0
     }  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sharded_params_run_every_batch_in_lockstep(tmp_path):
+    wd, out = str(tmp_path / "wd"), str(tmp_path / "out")
+    _checkpoint(wd)
+    ids = [f"p{i}" for i in range(3)]
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"id": i, "prompt": f"a red circle moves left {i}"}) + "\n" for i in ids)
+    )
+    sharded = ("--config.sample.shard_params=True", "--config.mesh.data=1",
+               "--config.mesh.fsdp=-1")  # fmt: skip
+    counts = _sample(wd, prompts, out, 2, *sharded, devices=2)
+    assert [c["generated"] for c in counts] == [3, 0]  # process 0 writes, both compute
+    assert sorted(f for f in os.listdir(out) if f.startswith("results")) == ["results.jsonl"]
+    logged = [json.loads(line)["id"] for line in open(os.path.join(out, "results.jsonl"))]
+    assert sorted(logged) == ids
+    assert sorted(f for f in os.listdir(out) if f.endswith(".mp4")) == [f"{i}.mp4" for i in ids]

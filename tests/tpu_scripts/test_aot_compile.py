@@ -157,3 +157,27 @@ def test_program_over_hbm_is_reported_as_does_not_fit(tmp_path):
     (r,) = json.loads(out.read_text())
     assert r["fits"] is False and r["what"] == "train step" and r["chips"] == 4
     assert r["required_gib"] > r["hbm_gib"] > 15.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_tiny_sampler_step_compiles_sharded_for_v5p(tmp_path):
+    out = tmp_path / "aot.json"
+    proc = _run(
+        "--config=configs/stiv.py:variant=tiny,res=16,frames=4",
+        "--topology=v5p:2x2x1",
+        "--sample",
+        "--notrain",
+        "--exact_cost=false",
+        "--config.model.dtype=bfloat16",
+        "--config.sample.batch_size=4",
+        "--config.mesh.data=1",
+        "--config.mesh.fsdp=-1",
+        f"--json={out}",
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "sampler: one guided ODE step (batch 4, CFG 8) on v5p:2x2x1 (4 chips" in proc.stdout
+    (r,) = json.loads(out.read_text())
+    assert r["mesh"] == {"data": 1, "fsdp": 4, "context": 1, "tensor": 1} and r["fits"]
+    # bf16 kernels, sharded over 4 chips: each chip's arguments are well under the params
+    assert 0 < r["argument_gib"] < 0.5 * r["param_gib"], r
