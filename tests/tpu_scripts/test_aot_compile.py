@@ -179,5 +179,7 @@ def test_tiny_sampler_step_compiles_sharded_for_v5p(tmp_path):
     assert "sampler: one guided ODE step (batch 4, CFG 8) on v5p:2x2x1 (4 chips" in proc.stdout
     (r,) = json.loads(out.read_text())
     assert r["mesh"] == {"data": 1, "fsdp": 4, "context": 1, "tensor": 1} and r["fits"]
-    # bf16 kernels, sharded over 4 chips: each chip's arguments are well under the params
-    assert 0 < r["argument_gib"] < 0.5 * r["param_gib"], r
+    # bf16 kernels sharded over 4 chips: a chip's arguments (its params share + the
+    # replicated inputs, which dominate for this tiny model) stay under one full fp32 copy
+    # of the params, which a replicated restore alone would exceed.
+    assert 0 < r["argument_gib"] < r["param_gib"], r
