@@ -240,6 +240,8 @@ def test_images_root_confines_condition_images(tmp_path, tiny_config):
 class _FakePipe:
     """Stands in for STIVPipeline: black videos; prompts containing BOOM fail."""
 
+    mesh = None  # one process, replicated params (STIVPipeline.mesh)
+
     def __init__(self, delay=0.0):
         self.delay, self.calls, self.step = delay, [], 0
 
