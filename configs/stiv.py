@@ -14,8 +14,10 @@ The argument string is comma-separated `key=value` pairs:
   frames      video frames T in pixels (latent frames follow from the autoencoder)
   res         square training resolution in pixels
   image_cond  frame_replace | channel_concat | cross_attn
-  stage       t2i | t2v | ti2v: a stage of STIV's progressive recipe (default: the full task
-              mix). t2i: frames=1 images (ShapesBench frames), temporal patch 1, text only;
+  stage       t2i | t2v | ti2v | drill: a stage of STIV's progressive recipe (default: the
+              full task mix). drill: the direction drill before the S main job (TI2V on
+              ShapesBench drill clips, t ~ logit-normal(-2.5, 0.5), 1,500 steps;
+              docs/quality.md §9). t2i: frames=1 images (ShapesBench frames), temporal patch 1, text only;
               t2v: text only; ti2v: the full mix. Chain stages with train.init_from
               (stiv_jax.transfer; README "Progressive training"):
                 python -m stiv_jax.train --config configs/stiv.py:variant=S,stage=t2i \
@@ -36,7 +38,7 @@ from stiv_jax.conditioning import get_image_cond
 from stiv_jax.model.variants import parse_variant
 
 _ARG_KEYS = ("variant", "frames", "res", "image_cond", "stage", "runlocal")
-STAGES = ("t2i", "t2v", "ti2v")
+STAGES = ("t2i", "t2v", "ti2v", "drill")
 
 
 def _parse_arg(arg: str | None) -> dict[str, str]:
@@ -128,6 +130,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.shapes.textured = True  # allow textured backgrounds
     d.shapes.camera_pan = True  # allow camera pans
     d.shapes.motion_interval = 2  # frame interval of the motion score for short clips
+    # Direction drill (stage=drill): one fast object in one of 8 directions, plain, start
+    # independent of the direction: only the caption tells the direction (docs/quality.md §9).
+    d.shapes.drill = False
 
     # ---------------------------------------------------------------- diffusion
     f = c.diffusion = ml_collections.ConfigDict()
@@ -240,6 +245,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         d.buckets.shapes = (f"{d.frames}x{d.res}x{d.res}",)
     if stage in ("t2i", "t2v"):  # text only: nothing given, no image condition to drop
         d.task_probs = ml_collections.ConfigDict({"t2v": 1.0})
+    if stage == "drill":  # TI2V on drill clips, noise-heavy law: the caption is all there is
+        d.shapes.drill, t.steps, t.ckpt_every = True, 1500, 250
+        d.task_probs = ml_collections.ConfigDict({"ti2v": 1.0})
+        f.logit_mean, f.logit_std = -2.5, 0.5
     if "runlocal" in args:
         t.steps, t.log_every, t.ckpt_every = 20, 5, 10
         d.batch_size = 2

@@ -79,6 +79,7 @@ SUPERSAMPLE = 4  # sub-samples per pixel axis for anti-aliased shape coverage
 P_TWO_OBJECTS = 0.4
 P_TEXTURED = 0.5
 P_PAN = 0.3  # of textured clips when camera pans are enabled
+DRILL_SPEEDS = ("fast",)  # speeds of the direction drill (`generate_clip(drill=True)`)
 
 _SPEED_ADV = {"slow": "slowly", "medium": "at a medium speed", "fast": "quickly"}
 _DIR_WORDS = {
@@ -254,11 +255,14 @@ def _draw(video: np.ndarray, shape: str, rgb, cx: np.ndarray, cy: np.ndarray, s:
     patch += alpha * (np.asarray(rgb, np.float32) - patch)
 
 
-def _sample_object(rng: np.random.Generator, res: int, n: int, colors: list[str]) -> dict:
+def _sample_object(
+    rng: np.random.Generator, res: int, n: int, colors: list[str], drill: bool = False
+) -> dict:
     color = str(rng.choice([c for c in COLORS if c not in colors]))
     shape = str(rng.choice(SHAPES))
-    motion = str(rng.choice(MOTIONS))
-    speed = "none" if motion == "still" else str(rng.choice(tuple(SPEEDS)))
+    motion = str(rng.choice(tuple(DIRECTIONS) if drill else MOTIONS))
+    speeds = DRILL_SPEEDS if drill else tuple(SPEEDS)
+    speed = "none" if motion == "still" else str(rng.choice(speeds))
     t = np.arange(n, dtype=np.float64)
     if motion in ("grow", "shrink"):
         lo, hi = GROW_START if motion == "grow" else SHRINK_START
@@ -285,12 +289,29 @@ def _sample_object(rng: np.random.Generator, res: int, n: int, colors: list[str]
     }
 
 
-def _place(rng: np.random.Generator, obj: dict, res: int, cam: np.ndarray) -> None:
-    """Chooses the start and caps the velocity so the on-screen track stays in frame."""
+def _place(
+    rng: np.random.Generator, obj: dict, res: int, cam: np.ndarray, drill: bool = False
+) -> None:
+    """Chooses the start and caps the velocity so the on-screen track stays in frame.
+
+    Drill: the start is drawn where a track of the object's length fits in EVERY direction,
+    so the start position says nothing about the direction (in the default placement an
+    object near the right edge can only move left: a prior a model learns instead of the
+    caption's direction words, docs/quality.md §9).
+    """
     t = np.arange(cam.shape[0], dtype=np.float64)
     h = float(obj["size"].max())
     lo, hi = h, res - 1 - h
     vx, vy = obj["velocity"]
+    if drill:
+        reach = float(np.hypot(vx, vy)) * t[-1]
+        if hi - lo < 2 * reach:
+            raise ValueError(
+                f"ShapesBench drill: res={res} is too small for a {reach:.1f} px track"
+            )
+        sx, sy = rng.uniform(lo + reach, hi - reach, size=2)
+        obj["x"], obj["y"] = sx + vx * t, sy + vy * t
+        return
     # Screen displacement = own motion - camera offset (objects are fixed to the world).
     disp = np.stack([vx * t - cam[:, 0], vy * t - cam[:, 1]])  # [2, T]
     extent = disp.max(axis=1) - disp.min(axis=1)
@@ -356,18 +377,23 @@ def generate_clip(
     camera_pan: bool = True,
     motion_interval: int = 2,
     frame_stride: int = 1,
+    drill: bool = False,
 ) -> dict[str, Any]:
     """One ShapesBench clip: a pure function of (seed, split, index) and the options.
 
     Returns dict(video uint8 [T,H,W,3], caption str, motion_score float32, truth dict).
     With `frame_stride` s the clip is rendered at (T-1)*s+1 frames and every s-th is kept,
     so the same scene moves s times faster per kept frame.
+    `drill`: the direction drill (docs/quality.md §9): one object moving in one of the 8
+    directions at `DRILL_SPEEDS`, plain background, no pan, and a start position independent
+    of the direction, so only the caption tells where the object goes.
     """
     _check_args(index, res, frames, split, frame_stride)
     rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_STREAM[split], index]))
     n = (frames - 1) * frame_stride + 1
     t = np.arange(n, dtype=np.float64)
     tpl_id = int(rng.integers(len(TEMPLATES[split])))
+    textured, camera_pan = textured and not drill, camera_pan and not drill
     kind = str(rng.choice(TEXTURES[1:])) if textured and rng.random() < P_TEXTURED else "plain"
     bg = {"kind": kind, "color": str(rng.choice(tuple(BACKGROUNDS)))}
     bg["rgb"] = BACKGROUNDS[bg["color"]]
@@ -378,10 +404,10 @@ def generate_clip(
         pan["direction"] = str(rng.choice(PAN_DIRECTIONS))
         pan["speed"] = str(rng.choice(tuple(SPEEDS)))
         pan["rate"] = SPEEDS[pan["speed"]] * res
-    num_objects = 2 if rng.random() < P_TWO_OBJECTS else 1
+    num_objects = 1 if drill else 2 if rng.random() < P_TWO_OBJECTS else 1
     objs: list[dict] = []
     for _ in range(num_objects):
-        obj = _sample_object(rng, res, n, [o["color"] for o in objs])
+        obj = _sample_object(rng, res, n, [o["color"] for o in objs], drill)
         if pan["direction"] != "none":  # objects are still in the world while the camera pans
             obj.update(motion="still", speed="none", velocity=(0.0, 0.0), growth=0.0)
             s0 = np.clip(obj["size"][0], SIZE_RANGE[0] * res, SIZE_RANGE[1] * res)
@@ -394,7 +420,7 @@ def generate_clip(
         cam = np.outer(t * pan["rate"], DIRECTIONS[pan["direction"]])
     for i, obj in enumerate(objs):
         for _ in range(30):  # re-draw the start until the two tracks never touch
-            _place(rng, obj, res, cam)
+            _place(rng, obj, res, cam, drill)
             if i == 0 or not _overlap(objs[0], obj):
                 break
 
@@ -464,6 +490,7 @@ class ShapesSource:
         camera_pan: bool = True,
         motion_interval: int = 2,
         frame_stride: int = 1,
+        drill: bool = False,
     ):
         if num < 1:
             raise ValueError(f"ShapesSource num={num} must be >= 1")
@@ -478,6 +505,7 @@ class ShapesSource:
             camera_pan=camera_pan,
             motion_interval=motion_interval,
             frame_stride=frame_stride,
+            drill=drill,
         )
 
     def __len__(self) -> int:
@@ -503,4 +531,5 @@ def config_kwargs(config: Any) -> dict[str, Any]:
         camera_pan=bool(d.shapes.camera_pan),
         motion_interval=int(d.shapes.motion_interval),
         frame_stride=int(d.frame_stride),
+        drill=bool(d.shapes.get("drill", False)),
     )

@@ -201,3 +201,34 @@ def test_small_config_text_length_covers_every_shapesbench_caption():
         caps = [generate_clip(i, split=split, seed=seed)["caption"] for i in range(400)]
         tok(caps)
     assert tok.truncated == 0
+
+
+def test_drill_clips_start_where_every_direction_fits():
+    """The drill's start position carries no direction: the track of each clip would stay in
+    frame in all 8 directions; the default placement does not have that property."""
+    res, frames = 32, 8
+    seen, default_unfit = set(), 0
+    for i in range(60):
+        c = generate_clip(i, res=res, frames=frames, drill=True)
+        (o,) = c["truth"]["objects"]
+        assert o["motion"] in shapes.DIRECTIONS and o["speed"] in shapes.DRILL_SPEEDS
+        assert c["truth"]["background"]["kind"] == "plain" and c["truth"]["camera"]["pan"] == "none"
+        assert shapes._DIR_WORDS[o["motion"]] in c["caption"]
+        seen.add(o["motion"])
+        h, reach = float(o["size"].max()), float(np.hypot(*o["velocity"])) * (frames - 1)
+        for dx, dy in shapes.DIRECTIONS.values():
+            for x, y in ((o["x"][0] + dx * reach, o["y"][0] + dy * reach),):
+                assert h - 1e-3 <= x <= res - 1 - h + 1e-3 and h - 1e-3 <= y <= res - 1 - h + 1e-3
+        d = generate_clip(i, res=res, frames=frames, textured=False, camera_pan=False)
+        for o in d["truth"]["objects"]:
+            h, reach = float(o["size"].max()), float(np.hypot(*o["velocity"])) * (frames - 1)
+            ends = [
+                (o["x"][0] + dx * reach, o["y"][0] + dy * reach)
+                for dx, dy in shapes.DIRECTIONS.values()
+            ]
+            default_unfit += any(
+                not (h <= x <= res - 1 - h and h <= y <= res - 1 - h) for x, y in ends
+            )
+    assert seen == set(shapes.DIRECTIONS)
+    assert default_unfit > 10  # the prior the drill removes exists in the default placement
+    assert ShapesSource(4, drill=True)[0]["caption"] == generate_clip(0, drill=True)["caption"]
