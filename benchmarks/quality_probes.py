@@ -10,7 +10,7 @@ python benchmarks/quality_probes.py denoise --workdir W
 python benchmarks/quality_probes.py heldout --workdir W [--step N] [--raw]
     the same on 16 held-out clips, beside the static floor, with the captions rolled by one,
     and with the clean input labelled t
-python benchmarks/quality_probes.py direction --workdir W [--num 24]
+python benchmarks/quality_probes.py direction --workdir W [--num 24] [--step N]
     does the model read the direction words? TI2V on held-out single-object clips moving at
     medium/fast speed (plain background, no pan), caption as is vs with the opposite
     direction: mean cosine between the measured object displacement and the TRUE direction
@@ -186,7 +186,7 @@ def opposite_direction(caption: str) -> str:
     return re.sub(r"\b(left|right|up|down)\b", lambda m: swap[m.group(1)], caption)
 
 
-def direction(workdir: str, num: int = 24) -> None:
+def direction(workdir: str, num: int = 24, step: int | None = None) -> None:
     import math
 
     import jax
@@ -201,7 +201,7 @@ def direction(workdir: str, num: int = 24) -> None:
     from stiv_jax.pipeline import STIVPipeline
     from stiv_jax.video import to_uint8
 
-    pipe = STIVPipeline.from_workdir(workdir)
+    pipe = STIVPipeline.from_workdir(workdir, step=step)
     config, comps = pipe.config, pipe.comps
     model = nnx.merge(pipe.graphdef, pipe.params)
     seed, res, frames = config.data.shapes.heldout_seed, config.data.res, config.data.frames
@@ -347,7 +347,7 @@ if __name__ == "__main__":
     elif a.probe == "paths":
         paths(a.workdir)
     elif a.probe == "direction":
-        direction(a.workdir, a.num)
+        direction(a.workdir, a.num, a.step)
     elif a.probe == "memorise":
         memorise(a.workdir, a.steps, a.set)
     else:
