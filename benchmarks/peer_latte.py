@@ -3,7 +3,7 @@
   python benchmarks/peer_latte.py [--shapes S,wide] [--pairs 6] [--json out.json]
 
 Shapes: B batch, T pixel frames, F' = T/2 token frames, S = (32/4)² = 64 spatial tokens,
-D width, L = 32 text tokens (MiniLM), Dt = 384 text width.
+D width, L = 48 text tokens (MiniLM, text_encoder.max_length), Dt = 384 text width.
 
 Both sides see the same token grid [B, F', S, D] (Latte gets STIV's temporal patch of 2
 folded into its input channels: [B, 6, F', 32, 32]) and the same caption tokens, and both run
@@ -131,7 +131,9 @@ def latte_side(config, batch, layers: int):
     )
     x1 = torch.from_numpy(np.ascontiguousarray(x1))
     text = torch.from_numpy(np.asarray(batch["text_tokens"], np.float32))
-    mask = torch.from_numpy(np.asarray(batch["text_mask"]))
+    # No encoder_attention_mask: diffusers' Latte repeats the captions per frame but not their
+    # mask (its attention processor then fails to view the mask), and a key mask changes no
+    # FLOPs, so Latte attends to the padded tokens too.
     model = LatteTransformer3DModel(
         num_attention_heads=heads, attention_head_dim=d // heads, in_channels=pt * c,
         out_channels=pt * c, num_layers=layers, cross_attention_dim=d, attention_bias=True,
@@ -148,7 +150,7 @@ def latte_side(config, batch, layers: int):
         tb = t.view(b, 1, 1, 1, 1)
         xt = tb * x1 + (1 - tb) * eps
         out = model(xt, timestep=t * 1000, encoder_hidden_states=text,
-                    encoder_attention_mask=mask, return_dict=False)[0]  # fmt: skip
+                    return_dict=False)[0]  # fmt: skip
         loss = torch.nn.functional.mse_loss(out, x1 - eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
