@@ -255,6 +255,7 @@ def direction(workdir: str, num: int = 24, step: int | None = None) -> None:
     conds = {k: conditions(v) for k, v in captions.items()}
     print(f"{workdir}: {b} held-out single-object clips, e.g. {captions['true'][0]!r}")
     eps = jax.random.normal(jax.random.key(0), x1.shape)
+    rings: list[str] = []
     for t in (0.0, 0.2, 0.4):
         xt = jnp.where(given, x1, t * x1 + (1 - t) * eps)
         tt = jnp.full((b,), t)
@@ -263,7 +264,13 @@ def direction(workdir: str, num: int = 24, step: int | None = None) -> None:
             xh = xt + (1 - t) * to_velocity(model(xt, tt, cond), xt, tt, prediction)
             vids = to_uint8(np.asarray(comps.autoencoder.decode(xh)))
             row.append(f"{name} caption: {summary([cosine(v, c) for v, c in zip(vids, clips)])}")
+            if t == 0.0:
+                rings.append(f"  {name:8s} {mass_track(vids, clips)}")
         print(f"x1-hat at t={t:.1f}   " + "   ".join(row), flush=True)
+    print(
+        "x1-hat at t=0.0, object mass per frame (px): centroid shift along the true direction"
+        " | spread\n" + "\n".join(rings)
+    )
     row = []
     for name, caps in captions.items():
         cs = [
@@ -272,6 +279,27 @@ def direction(workdir: str, num: int = 24, step: int | None = None) -> None:
         ]
         row.append(f"{name} caption: {summary(cs)}")
     print("sampled (default sampler)   " + "   ".join(row))
+
+
+def mass_track(videos: np.ndarray, clips: list[dict]) -> str:
+    """Mean over clips, per frame, of the object's mass (|pixel - background|, the background
+    being frame 0's median colour): centroid shift along the true direction and RMS spread.
+    An unread caption leaves a ring (spread grows, centroid stays); a read one moves it."""
+    from stiv_jax.data.shapes import DIRECTIONS
+
+    v = videos.astype(np.float32)  # [B, T, H, W, 3]
+    bg = np.median(v[:, 0].reshape(len(v), -1, 3), axis=1)
+    m = np.abs(v - bg[:, None, None, None]).sum(-1)  # [B, T, H, W]
+    w = m / np.maximum(m.sum((2, 3), keepdims=True), 1e-6)
+    ys, xs = np.mgrid[: v.shape[2], : v.shape[3]]
+    cx, cy = (w * xs).sum((2, 3)), (w * ys).sum((2, 3))
+    spread = np.sqrt(
+        (w * ((xs - cx[..., None, None]) ** 2 + (ys - cy[..., None, None]) ** 2)).sum((2, 3))
+    )
+    d = np.array([DIRECTIONS[c["truth"]["objects"][0]["motion"]] for c in clips])
+    along = (cx - cx[:, :1]) * d[:, :1] + (cy - cy[:, :1]) * d[:, 1:]
+    fmt = lambda a: " ".join(f"{x:5.2f}" for x in a.mean(0))  # noqa: E731
+    return f"{fmt(along)} | {fmt(spread)}"
 
 
 def paths(workdir: str) -> None:
