@@ -132,7 +132,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.shapes.motion_interval = 2  # frame interval of the motion score for short clips
     # Direction drill (stage=drill): one fast object in one of 8 directions, plain, start
     # independent of the direction: only the caption tells the direction (docs/quality.md §9).
-    d.shapes.drill = False
+    d.shapes.drill = False  # direction drill clips only (set by stage=drill)
 
     # ---------------------------------------------------------------- diffusion
     f = c.diffusion = ml_collections.ConfigDict()
