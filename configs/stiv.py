@@ -133,6 +133,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Direction drill (stage=drill): one fast object in one of 8 directions, plain, start
     # independent of the direction: only the caption tells the direction (docs/quality.md §9).
     d.shapes.drill = False  # direction drill clips only (set by stage=drill)
+    d.shapes.drill_share = 0.0  # share of training clips drawn from the drill (0 = none)
 
     # ---------------------------------------------------------------- diffusion
     f = c.diffusion = ml_collections.ConfigDict()

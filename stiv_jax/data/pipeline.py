@@ -94,7 +94,8 @@ def make_dataset(
     if num < process_count:
         raise ValueError(f"data.shapes.num_train={num} must be >= process_count={process_count}")
     seed = int(d.seed) if split == "train" else int(d.shapes.heldout_seed)
-    source = ShapesSource(num, split=split, seed=seed, **config_kwargs(config))
+    share = float(d.shapes.get("drill_share", 0.0)) if split == "train" else 0.0
+    source = ShapesSource(num, split=split, seed=seed, drill_share=share, **config_kwargs(config))
     # Per-example randomness differs per host, so hosts do not draw the same task sequence.
     map_seed = int(np.random.SeedSequence([int(d.seed), process_index]).generate_state(1)[0])
     ds = (

@@ -79,6 +79,7 @@ SUPERSAMPLE = 4  # sub-samples per pixel axis for anti-aliased shape coverage
 P_TWO_OBJECTS = 0.4
 P_TEXTURED = 0.5
 P_PAN = 0.3  # of textured clips when camera pans are enabled
+_DRILL_STREAM = 7  # rng stream of ShapesSource's drill_share draw (apart from _SPLIT_STREAM)
 DRILL_SPEEDS = ("fast",)  # speeds of the direction drill (`generate_clip(drill=True)`)
 
 _SPEED_ADV = {"slow": "slowly", "medium": "at a medium speed", "fast": "quickly"}
@@ -491,9 +492,15 @@ class ShapesSource:
         motion_interval: int = 2,
         frame_stride: int = 1,
         drill: bool = False,
+        drill_share: float = 0.0,
     ):
+        """`drill_share`: the share of indices (a fixed function of seed and index) that are
+        drill clips (`generate_clip(drill=True)`) in a source that is not all drill."""
         if num < 1:
             raise ValueError(f"ShapesSource num={num} must be >= 1")
+        if not 0.0 <= drill_share <= 1.0:
+            raise ValueError(f"ShapesSource drill_share={drill_share}; expected a value in [0, 1]")
+        self.drill_share = float(drill_share)
         _check_args(0, res, frames, split, frame_stride)
         self.num = int(num)
         self.kwargs = dict(
@@ -515,10 +522,14 @@ class ShapesSource:
         index = int(index)
         if not 0 <= index < self.num:
             raise IndexError(f"ShapesSource index {index} is outside [0, {self.num})")
+        if self.drill_share > 0.0 and not self.kwargs["drill"]:
+            pick = np.random.default_rng([self.kwargs["seed"], _DRILL_STREAM, index]).random()
+            if pick < self.drill_share:
+                return generate_clip(index, **{**self.kwargs, "drill": True})
         return generate_clip(index, **self.kwargs)
 
     def __repr__(self) -> str:
-        return f"ShapesSource(num={self.num}, {self.kwargs})"
+        return f"ShapesSource(num={self.num}, drill_share={self.drill_share}, {self.kwargs})"
 
 
 def config_kwargs(config: Any) -> dict[str, Any]:

@@ -232,3 +232,14 @@ def test_drill_clips_start_where_every_direction_fits():
     assert seen == set(shapes.DIRECTIONS)
     assert default_unfit > 10  # the prior the drill removes exists in the default placement
     assert ShapesSource(4, drill=True)[0]["caption"] == generate_clip(0, drill=True)["caption"]
+
+
+def test_drill_share_mixes_drill_clips_into_the_training_source():
+    src = ShapesSource(400, drill_share=0.5)
+    is_drill = [src[i]["caption"] == generate_clip(i, drill=True)["caption"] for i in range(400)]
+    assert 0.4 < np.mean(is_drill) < 0.6
+    plain = ShapesSource(400)
+    assert all(plain[i]["caption"] == generate_clip(i)["caption"] for i in range(20))
+    assert [src[i]["caption"] for i in range(20)] == [src[i]["caption"] for i in range(20)]
+    with pytest.raises(ValueError, match="drill_share=1.5"):
+        ShapesSource(4, drill_share=1.5)
