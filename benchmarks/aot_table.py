@@ -18,19 +18,27 @@ from tpu_scripts.aot_compile import chip_specs  # noqa: E402
 ORDER = {"XL_2": 0, "XXL_2": 1, "M_2": 2}
 
 
-def rows(out_dir: str) -> list[str]:
+def _reports(out_dir: str, prefix: str, what) -> list[tuple[str, int, str, dict]]:
+    """(variant, res, TPU family, report) of each `<prefix><variant>_<res>_<topology>.json`
+    in `out_dir`, the report being its one entry whose "what" satisfies `what`."""
     found = []
-    for path in glob.glob(os.path.join(out_dir, "aot_*.json")):
-        if os.path.basename(path).startswith("aot_sample_"):
+    for path in glob.glob(os.path.join(out_dir, prefix + "*.json")):
+        name = os.path.basename(path)
+        m = re.match(re.escape(prefix) + r"(.+?)_(\d+)_(v\w+?)_(.+)\.json$", name)
+        if not m or (prefix == "aot_" and name.startswith("aot_sample_")):
             continue
-        m = re.match(r"aot_(.+?)_(\d+)_(v\w+?)_(.+)\.json$", os.path.basename(path))
-        if not m:
-            continue
-        variant, res, family, shape = m.groups()
+        variant, res, family, _ = m.groups()
         with open(path) as fh:
-            (r,) = [x for x in json.load(fh) if x["what"] == "train step"]
-        key = (family, ORDER.get(variant, 9), int(res))
-        found.append((key, variant.replace("_", "/"), int(res), r))
+            (r,) = [x for x in json.load(fh) if what(x["what"])]
+        found.append((variant, int(res), family, r))
+    return found
+
+
+def rows(out_dir: str) -> list[str]:
+    found = [
+        ((family, ORDER.get(v, 9), res), v.replace("_", "/"), res, r)
+        for v, res, family, r in _reports(out_dir, "aot_", lambda w: w == "train step")
+    ]
     out = [
         "| variant | res × frames | topology (chips) | mesh | per-chip args / temp / total GiB "
         "| HBM GiB | fits | FLOPs/step (XLA, all blocks) | model FLOPs/step | roofline step "
@@ -68,15 +76,10 @@ def rows(out_dir: str) -> list[str]:
 
 def sampler_rows(out_dir: str) -> list[str]:
     """One row per `aot_sample_<variant>_<res>_<topology>.json` (aot_compile --sample --notrain)."""
-    found = []
-    for path in glob.glob(os.path.join(out_dir, "aot_sample_*.json")):
-        m = re.match(r"aot_sample_(.+?)_(\d+)_(v\w+?)_(.+)\.json$", os.path.basename(path))
-        if not m:
-            continue
-        variant, res, family, _ = m.groups()
-        with open(path) as fh:
-            (r,) = [x for x in json.load(fh) if x["what"].startswith("sampler")]
-        found.append(((ORDER.get(variant, 9), family, int(res)), variant.replace("_", "/"), res, r))
+    found = [
+        ((ORDER.get(v, 9), family, res), v.replace("_", "/"), res, r)
+        for v, res, family, r in _reports(out_dir, "aot_sample_", lambda w: w.startswith("sampler"))
+    ]
     out = [
         "| variant | res × frames | topology (chips) | mesh | prompts (CFG batch) "
         "| params GiB, whole (bf16 kernels) | per-chip args / temp / total GiB | HBM GiB "
