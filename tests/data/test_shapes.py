@@ -217,8 +217,8 @@ def test_drill_clips_start_where_every_direction_fits():
         seen.add(o["motion"])
         h, reach = float(o["size"].max()), float(np.hypot(*o["velocity"])) * (frames - 1)
         for dx, dy in shapes.DIRECTIONS.values():
-            for x, y in ((o["x"][0] + dx * reach, o["y"][0] + dy * reach),):
-                assert h - 1e-3 <= x <= res - 1 - h + 1e-3 and h - 1e-3 <= y <= res - 1 - h + 1e-3
+            x, y = o["x"][0] + dx * reach, o["y"][0] + dy * reach
+            assert h - 1e-3 <= x <= res - 1 - h + 1e-3 and h - 1e-3 <= y <= res - 1 - h + 1e-3
         d = generate_clip(i, res=res, frames=frames, textured=False, camera_pan=False)
         for o in d["truth"]["objects"]:
             h, reach = float(o["size"].max()), float(np.hypot(*o["velocity"])) * (frames - 1)
