@@ -36,9 +36,9 @@ import ml_collections
 
 from stiv_jax.conditioning import get_image_cond
 from stiv_jax.model.variants import parse_variant
+from stiv_jax.stages import STAGES, apply_stage
 
 _ARG_KEYS = ("variant", "frames", "res", "image_cond", "stage", "runlocal")
-STAGES = ("t2i", "t2v", "ti2v", "drill")
 
 
 def _parse_arg(arg: str | None) -> dict[str, str]:
@@ -97,7 +97,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.freq_dim = 256  # sinusoidal embedding width for t / micro / motion
     m.in_channels = 3 if small else 4  # latent channels C (must match the autoencoder)
     m.text_dim = 384 if small else 4096  # text token width Dt (MiniLM 384, T5-XXL 4096)
-    m.pooled_dim = 384 if small else 768  # pooled text width Dp (MiniLM 384, CLIP-L 768)
+    # Word-piece bag buckets appended to the pooled vector (text_encoder.word_bag; 0 = off):
+    # MiniLM's own pooled vector barely tells "moves left" from "moves right" (quality.md §10).
+    word_bag = ml_collections.FieldReference(1024 if small else 0)
+    m.pooled_dim = word_bag + (384 if small else 768)  # pooled width Dp: encoder's + word bag
+    m.word_bag = word_bag  # the pooled vector's last columns that are the word bag (own term)
 
     # ---------------------------------------------------------------- data
     d = c.data = ml_collections.ConfigDict()
@@ -173,6 +177,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     t.seed = 0  # model init / step rng seed
     t.async_checkpoint = True  # Orbax async saves
     t.init_from = ""  # <workdir | workdir/checkpoints/N>[:params|ema]: start from its weights
+    # Stages run before this one in the same command, "stage:steps" each (stiv_jax/stages.py).
+    t.prelude = ()  # ("stage:steps", ...) run first; this run starts from the last one's EMA
     t.lora_rank = 0  # LoRA rank r (0 = train every weight); needs init_from (stiv_jax/lora.py)
     t.lora_alpha = 0.0  # LoRA scale alpha / r (0 = alpha = r)
     t.lora_targets = "attention,mlp"  # adapted kernels: attention and/or mlp
@@ -226,6 +232,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # ShapesBench caption (longest 42 MiniLM tokens; 32 cut 14% of the held-out captions).
     e.max_length = 48 if small else 128
     e.pooled_path = ""  # optional second encoder (e.g. CLIP) for the pooled vector
+    e.word_bag = word_bag  # hashed word-piece buckets added to the pooled vector (0 = off)
     e.cache_size = 4096  # LRU of encoded prompts (training captions repeat)
     e.chunk_size = 64  # prompts per encoder forward (each chunk padded to a power of two)
     e.dtype = "float32"  # encoder compute dtype
@@ -239,17 +246,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Real VAEs: set model.in_channels to 4 (sd_vae) or 16 (wan); wan needs frames = 1 + 4k.
 
     stage = args.get("stage")
-    if stage is not None and stage not in STAGES:
-        raise ValueError(f"config argument stage={stage!r} is unknown; expected one of {STAGES}")
-    if stage == "t2i":  # images: one frame, so one temporal token per patch
-        d.frames, m.temporal_patch = int(args.get("frames", 1)), 1
-        d.buckets.shapes = (f"{d.frames}x{d.res}x{d.res}",)
-    if stage in ("t2i", "t2v"):  # text only: nothing given, no image condition to drop
-        d.task_probs = ml_collections.ConfigDict({"t2v": 1.0})
-    if stage == "drill":  # TI2V on drill clips, noise-heavy law: the caption is all there is
-        d.shapes.drill, t.steps, t.ckpt_every = True, 1500, 250
-        d.task_probs = ml_collections.ConfigDict({"ti2v": 1.0})
-        f.logit_mean, f.logit_std = -2.5, 0.5
+    if stage is not None:
+        if stage not in STAGES:
+            raise ValueError(
+                f"config argument stage={stage!r} is unknown; expected one of {STAGES}"
+            )
+        apply_stage(c, stage, frames=int(args.get("frames", 1)))
     if "runlocal" in args:
         t.steps, t.log_every, t.ckpt_every = 20, 5, 10
         d.batch_size = 2

@@ -38,7 +38,7 @@ import optax
 from flax import nnx
 
 from stiv_jax import checkpoint as ckpt
-from stiv_jax import console, transfer
+from stiv_jax import console, stages, transfer
 from stiv_jax import lora as lora_lib
 from stiv_jax.conditioning import batch_conditions, drop_conditions, get_image_cond
 from stiv_jax.data.prefetch import Prefetch
@@ -495,7 +495,9 @@ def main(argv=None) -> None:
         console.setup(flags.FLAGS.verbosity)
         mesh_lib.initialize_distributed()  # no-op for a single process
         try:
-            train_loop(cfg_flag.value, wd_flag.value)
+            config, workdir = cfg_flag.value, wd_flag.value
+            stages.run_prelude(config, workdir, train_loop)  # train.prelude, if any
+            train_loop(config, workdir)
         except (ValueError, FileNotFoundError, NonFiniteError) as e:  # one line, no traceback
             raise SystemExit(f"error: {e}") from None
         except KeyboardInterrupt as e:  # a second Ctrl-C

@@ -8,9 +8,9 @@ pt temporal patch, F' = F/pt, S = (H/p)·(W/p) spatial tokens, L text tokens, D 
 
 Pieces, in order: image conditioning of the input (frame replacement or channel concat),
 patch embedding, caption projection, the singleton condition (stateless-LN'd embeddings of
-t, micro-conditions, motion score and pooled text, summed) feeding one shared AdaLN-single
-projection, MaskDiT (the main blocks see a random (1 − mask_ratio) share of spatial
-positions, the same in every frame; a learned mask token fills the rest before the
+t, micro-conditions, motion score, pooled text and its word bag, summed) feeding one shared
+AdaLN-single projection, MaskDiT (the main blocks see a random (1 − mask_ratio) share of
+spatial positions, the same in every frame; a learned mask token fills the rest before the
 decoder blocks), final modulated LayerNorm and linear, unpatchify.
 
 `python -m stiv_jax.model.stiv --config configs/stiv.py:variant=XL/2 --count-params`
@@ -121,7 +121,12 @@ class STIV(nnx.Module):
         self.text_proj = MLP(cfg.text_dim, d, **kw, dout=d)
         emb_kw = dict(freq_dim=cfg.freq_dim, kernel_init=EMBEDDER_INIT, **kw)
         self.t_embed = ScalarEmbedder(1, d, scale=1000.0, **emb_kw)
-        self.pooled_proj = MLP(cfg.pooled_dim, d, **kw, dout=d)
+        # The pooled vector's last `word_bag` columns are the encoder's word-piece bag
+        # (encoders.base.WordBag): a linear map of them is a learned embedding per word piece,
+        # summed; it gets its own LN'd term so MiniLM's sentence vector cannot drown it.
+        self.word_bag = nb = int(cfg.get("word_bag", 0))
+        self.pooled_proj = MLP(cfg.pooled_dim - nb, d, **kw, dout=d)
+        self.word_proj = dense(nb, d, (None, EMBED), **kw) if nb else None
         self.micro_embed = ScalarEmbedder(5, d, scale=1.0, **emb_kw) if cfg.micro_cond else None
         self.motion_embed = ScalarEmbedder(1, d, scale=100.0, **emb_kw) if cfg.motion_cond else None
         self.image_embed = (
@@ -163,7 +168,11 @@ class STIV(nnx.Module):
     def singleton(self, t: jax.Array, cond: Conditions) -> jax.Array:
         """[B] t + conditions -> [B, D]: sum of stateless-LN'd embeddings."""
         c = layer_norm(self.t_embed(t[:, None]))
-        c = c + layer_norm(self.pooled_proj(cond["text_pooled"].astype(self.dtype)))
+        pooled = cond["text_pooled"].astype(self.dtype)
+        split = pooled.shape[-1] - self.word_bag
+        c = c + layer_norm(self.pooled_proj(pooled[:, :split]))
+        if self.word_proj is not None:
+            c = c + layer_norm(self.word_proj(pooled[:, split:]))
         if self.micro_embed is not None:
             c = c + layer_norm(self.micro_embed(cond["micro"]))
         if self.motion_embed is not None:

@@ -203,6 +203,28 @@ def test_small_config_text_length_covers_every_shapesbench_caption():
     assert tok.truncated == 0
 
 
+def test_small_config_word_bag_gives_every_direction_word_its_own_bucket():
+    """The S word bag (text_encoder.word_bag) must not hash a direction word into the bucket
+    of another ShapesBench word: the model would read "left" and, say, "red" as one word."""
+    from configs.stiv import get_config
+    from stiv_jax.data.shapes import _DIR_WORDS
+    from stiv_jax.encoders.minilm import packaged_minilm_dir
+    from stiv_jax.encoders.tokenizer import Tokenizer
+
+    buckets = get_config("variant=S").text_encoder.word_bag
+    assert buckets > 0
+    tok = Tokenizer.from_dir(packaged_minilm_dir(), 64)
+    caps = [generate_clip(i, split=s)["caption"] for s in ("train", "heldout") for i in range(300)]
+    ids, mask = tok(caps)
+    words = {int(i) for i in np.asarray(ids)[np.asarray(mask, bool)]}
+    for word in ("left", "right", "up", "down"):
+        (wid,) = np.asarray(tok([word])[0])[0, 1:2]  # [CLS] word [SEP]
+        assert int(wid) in words, word
+        others = {w for w in words - {int(wid)} if w % buckets == wid % buckets}
+        assert not others, f"{word!r} shares bucket {wid % buckets} with ids {others}"
+    assert {"left", "up and to the left"} <= set(_DIR_WORDS.values())
+
+
 def test_drill_clips_start_where_every_direction_fits():
     """The drill's start position carries no direction: the track of each clip would stay in
     frame in all 8 directions; the default placement does not have that property."""

@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from stiv_jax.encoders import ENCODERS, get_text_encoder
-from stiv_jax.encoders.base import PooledOverride, TextEncoder, _bucket
+from stiv_jax.encoders.base import PooledOverride, TextEncoder, WordBag, _bucket, word_bag
 
 L = 6
 
@@ -95,6 +95,35 @@ def test_pooled_override():
     e = enc.encode(["ab", ""])
     assert enc.dim == 3 and enc.pooled_dim == 2
     np.testing.assert_array_equal(e.pooled, [[101, 2], [99, 1]])
+
+
+def test_word_bag_appends_normalised_hashed_counts():
+    enc = WordBag(ToyEncoder(cache_size=4), buckets=4)
+    assert (enc.dim, enc.pooled_dim, enc.max_length) == (3, 2 + 4, L)
+    e = enc.encode(["ab cd", "abcde", ""])  # ids (2, 2, 99), (5, 99), (99,)
+    np.testing.assert_array_equal(
+        e.pooled[:, :2], ToyEncoder().encode(["ab cd", "abcde", ""]).pooled
+    )
+    # 2 % 4 = 2 (twice), 99 % 4 = 3, 5 % 4 = 1; each row L2-normalised.
+    np.testing.assert_allclose(e.pooled[0, 2:], np.array([0, 0, 2, 1]) / np.sqrt(5), rtol=1e-6)
+    np.testing.assert_allclose(e.pooled[1, 2:], np.array([0, 1, 0, 1]) / np.sqrt(2), rtol=1e-6)
+    np.testing.assert_allclose(e.pooled[2, 2:], [0, 0, 0, 1])
+    assert enc.encode([]).pooled.shape == (0, 6)
+    with pytest.raises(ValueError, match="word_bag=0"):
+        WordBag(ToyEncoder(), 0)
+    # Padding never counts: a fully masked row is all zeros, not NaN.
+    bag = word_bag(np.array([[7, 7]]), np.array([[False, False]]), 3)
+    np.testing.assert_array_equal(bag, [[0, 0, 0]])
+
+
+def test_word_bag_over_pooled_override_uses_the_main_tokenizer():
+    class Other(ToyEncoder):
+        pooled_dim = 2
+
+    enc = WordBag(PooledOverride(ToyEncoder(), Other()), buckets=8)
+    e = enc.encode(["ab"])  # main's ids (2, 99): buckets 2 and 3
+    np.testing.assert_array_equal(e.pooled[0, :2], [101, 2])
+    np.testing.assert_allclose(e.pooled[0, 2:], np.array([0, 0, 1, 1, 0, 0, 0, 0]) / np.sqrt(2))
 
 
 def test_get_text_encoder_errors():

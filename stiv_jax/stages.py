@@ -1,0 +1,106 @@
+"""Training stages as edits of a config, and `train.prelude` (stages run before the main run).
+
+STIV trains progressively (T2I → T2V → TI2V), each stage starting from the weights of the
+one before (`train.init_from`, stiv_jax.transfer). The S main job adds one stage in front:
+the direction drill (docs/quality.md §9–10), which teaches the model to read the caption's
+direction words before the full task mix. A stage is reached two ways, with the same rules
+(`apply_stage`, the one place they live):
+
+  configs/stiv.py:variant=S,stage=drill          a whole run of that stage
+  --config.train.prelude='("drill:400",)'         "stage:steps" entries, run in order into
+                                                  <workdir>/prelude/<i>-<stage> before the
+                                                  main run, which then starts from the last
+                                                  one's EMA weights; one command in all
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ml_collections
+
+STAGES = ("t2i", "t2v", "ti2v", "drill")
+DRILL_STEPS = 1500  # a whole `stage=drill` run (docs/quality.md §9)
+DRILL_LAW = (-2.5, 0.5)  # drill noise law: logit-normal (mean, std), mostly noise
+
+
+def apply_stage(c: ml_collections.ConfigDict, stage: str, *, frames: int = 1) -> None:
+    """Edits config `c` in place for `stage` (t2i takes `frames` image frames)."""
+    if stage not in STAGES:
+        raise ValueError(f"stage={stage!r} is unknown; expected one of {STAGES}")
+    d, t, f = c.data, c.train, c.diffusion
+    if stage == "t2i":  # images: one frame, so one temporal token per patch
+        d.frames, c.model.temporal_patch = int(frames), 1
+        d.buckets.shapes = (f"{d.frames}x{d.res}x{d.res}",)
+    if stage in ("t2i", "t2v"):  # text only: nothing given, no image condition to drop
+        d.task_probs = ml_collections.ConfigDict({"t2v": 1.0})
+    if stage == "drill":  # TI2V on drill clips, noise-heavy law: the caption is all there is
+        d.shapes.drill, t.steps, t.ckpt_every = True, DRILL_STEPS, 250
+        d.task_probs = ml_collections.ConfigDict({"ti2v": 1.0})
+        f.logit_mean, f.logit_std = DRILL_LAW
+
+
+def parse_prelude(entries) -> list[tuple[str, int]]:
+    """("stage:steps", ...) -> [(stage, steps)], with one-line errors naming the entry."""
+    if isinstance(entries, str):
+        entries = [e for e in entries.split(",") if e.strip()]
+    out = []
+    for entry in entries:
+        stage, sep, steps = str(entry).strip().partition(":")
+        if not sep or not steps.strip().isdigit() or int(steps) < 1:
+            raise ValueError(
+                f"train.prelude entry {entry!r}; expected 'stage:steps' with steps >= 1"
+            )
+        if stage not in STAGES or stage == "t2i":
+            raise ValueError(
+                f"train.prelude stage {stage!r} is not a prelude stage; expected one of "
+                f"{STAGES[1:]} (t2i changes the frame count: run it as its own stage)"
+            )
+        out.append((stage, int(steps)))
+    return out
+
+
+def stage_config(config, stage: str, steps: int, init_from: str) -> ml_collections.ConfigDict:
+    """The main run's config (every override kept) turned into `steps` of `stage`."""
+    c = config.copy_and_resolve_references()
+    apply_stage(c, stage)
+    c.train.steps, c.train.ckpt_every = steps, min(int(c.train.ckpt_every), steps)
+    c.train.prelude, c.train.init_from = (), init_from
+    c.train.unmasked_steps = min(int(c.train.get("unmasked_steps", 0)), steps)
+    c.sample.num_train_samples = 0  # the main run writes the samples
+    return c
+
+
+def run_prelude(config, workdir: str, train_loop) -> None:
+    """Runs `config.train.prelude`'s stages (each resumes where it stopped; a finished one is
+    skipped) and points `config.train.init_from` at the last one's EMA weights. A main run
+    that has already checkpointed resumes as is, so nothing runs then."""
+    from stiv_jax import checkpoint as ckpt
+
+    entries = parse_prelude(config.train.get("prelude", ()))
+    if not entries or _steps(workdir, ckpt):
+        if entries:
+            config.train.init_from = _source(workdir, entries)
+        return
+    source = config.train.get("init_from", "")
+    for i, (stage, steps) in enumerate(entries):
+        sub_dir = os.path.join(workdir, "prelude", f"{i}-{stage}")
+        if steps in _steps(sub_dir, ckpt):
+            logging.info("prelude %d (%s) already at step %d in %s", i, stage, steps, sub_dir)
+        else:
+            logging.info("prelude %d: %d steps of %s → %s", i, steps, stage, sub_dir)
+            train_loop(stage_config(config, stage, steps, source), sub_dir)
+        source = f"{sub_dir}:ema"
+    config.train.init_from = source
+
+
+def _source(workdir: str, entries) -> str:
+    i, (stage, _) = len(entries) - 1, entries[-1]
+    return os.path.join(workdir, "prelude", f"{i}-{stage}") + ":ema"
+
+
+def _steps(workdir: str, ckpt) -> list[int]:
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        return []
+    return ckpt.available_steps(workdir)

@@ -1,0 +1,91 @@
+"""Training stages (stiv_jax/stages.py): the stage rules and `train.prelude`."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs.stiv import get_config
+from stiv_jax import stages
+from stiv_jax.checkpoint import restore_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_parse_prelude_and_its_errors():
+    assert stages.parse_prelude(()) == []
+    assert stages.parse_prelude(("drill:400", " t2v:20 ")) == [("drill", 400), ("t2v", 20)]
+    assert stages.parse_prelude("drill:5") == [("drill", 5)]
+    for bad, match in (
+        ("drill", "'drill'; expected 'stage:steps'"),
+        ("drill:0", "'drill:0'; expected"),
+        ("drill:x", "'drill:x'; expected"),
+        ("warmup:10", "stage 'warmup' is not a prelude stage"),
+        ("t2i:10", "t2i changes the frame count"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            stages.parse_prelude((bad,))
+
+
+def test_stage_config_keeps_overrides_and_applies_the_stage():
+    c = get_config("variant=S")
+    c.optim.lr, c.train.prelude, c.train.init_from = 5e-4, ("drill:30",), "runs/base:ema"
+    sub = stages.stage_config(c, "drill", 30, "runs/base:ema")
+    assert sub.optim.lr == 5e-4 and sub.model.pooled_dim == c.model.pooled_dim
+    assert sub.data.shapes.drill and dict(sub.data.task_probs) == {"ti2v": 1.0}
+    assert (sub.diffusion.logit_mean, sub.diffusion.logit_std) == stages.DRILL_LAW
+    assert (sub.train.steps, sub.train.ckpt_every, tuple(sub.train.prelude)) == (30, 30, ())
+    assert sub.train.init_from == "runs/base:ema" and sub.sample.num_train_samples == 0
+    assert not c.data.shapes.drill and c.train.steps == 800  # the main config is untouched
+    # The whole-run stage is the same rule: configs/stiv.py:stage=drill.
+    whole = get_config("variant=S,stage=drill")
+    assert whole.data.shapes.drill and whole.train.steps == stages.DRILL_STEPS
+
+
+def test_run_prelude_chains_stages_and_skips_finished_ones(tmp_path, monkeypatch):
+    done: dict[str, list[int]] = {}
+    monkeypatch.setattr(stages, "_steps", lambda wd, ckpt: done.get(wd, []))
+    calls = []
+
+    def fake_train_loop(config, workdir):
+        calls.append((workdir, config.train.steps, config.train.init_from))
+        done[workdir] = [config.train.steps]
+
+    c = get_config("variant=S")
+    c.train.prelude = ("drill:7", "ti2v:3")
+    wd = str(tmp_path / "run")
+    stages.run_prelude(c, wd, fake_train_loop)
+    d0, d1 = f"{wd}/prelude/0-drill", f"{wd}/prelude/1-ti2v"
+    assert calls == [(d0, 7, ""), (d1, 3, f"{d0}:ema")]
+    assert c.train.init_from == f"{d1}:ema"
+    # A rerun skips finished stages; a main run that has checkpointed runs no stage at all.
+    c.train.init_from, calls[:] = "", []
+    del done[d1]
+    stages.run_prelude(c, wd, fake_train_loop)
+    assert calls == [(d1, 3, f"{d0}:ema")]
+    done[wd], calls[:] = [10], []
+    stages.run_prelude(c, wd, fake_train_loop)
+    assert calls == [] and c.train.init_from == f"{d1}:ema"
+
+
+@pytest.mark.slow
+def test_prelude_runs_before_the_main_run_in_one_command(tmp_path):
+    wd = str(tmp_path / "run")
+    cmd = [
+        sys.executable, "-m", "stiv_jax.train", "--config", "configs/stiv.py:variant=tiny",
+        "--workdir", wd, "--config.train.steps=2", "--config.train.log_every=1",
+        "--config.train.ckpt_every=2", "--config.data.res=16", "--config.data.frames=4",
+        "--config.data.batch_size=2", "--config.sample.num_train_samples=0",
+        "--config.train.unmasked_steps=0", "--config.train.prelude=('drill:2',)",
+    ]  # fmt: skip
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    drill = os.path.join(wd, "prelude", "0-drill")
+    assert os.path.isdir(os.path.join(drill, "checkpoints", "2"))
+    assert os.path.isdir(os.path.join(wd, "checkpoints", "2"))
+    assert f"{drill}:ema" in out.stderr  # the main run started from the drill's EMA
+    main, first = restore_config(wd), restore_config(drill)
+    assert main.train.init_from == f"{drill}:ema" and not main.data.shapes.drill
+    assert first.data.shapes.drill and first.diffusion.logit_mean == stages.DRILL_LAW[0]
