@@ -47,7 +47,7 @@ def test_split_forward_equals_model_call(tiny_config):
         cond = make_conditions(
             text_tokens=jnp.ones((2, 32, 384)),
             text_mask=jnp.ones((2, 32), bool),
-            text_pooled=jnp.ones((2, 384)),
+            text_pooled=jnp.ones((2, 384 + 1024)),  # MiniLM + word bag
             latents=jnp.zeros_like(x),
             cond_mask=jnp.zeros((2, 4), bool),
             micro=jnp.ones((2, 5)),

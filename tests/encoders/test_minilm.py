@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from stiv_jax.encoders import get_text_encoder
+from stiv_jax.encoders.base import WordBag
 from stiv_jax.encoders.minilm import MISSING, MiniLMEncoder, packaged_minilm_dir
 
 try:
@@ -126,6 +127,8 @@ def test_built_from_project_config():
     from configs.stiv import get_config
 
     cfg = get_config("variant=tiny").text_encoder
-    enc = get_text_encoder(cfg)
+    bag = get_text_encoder(cfg)
+    assert isinstance(bag, WordBag) and bag.buckets == cfg.word_bag  # the small configs' bag
+    enc = bag.inner
     assert isinstance(enc, MiniLMEncoder)
     assert enc.max_length == cfg.max_length and enc.cache_size == cfg.get("cache_size", 0)

@@ -22,7 +22,7 @@ def _batch(b, f, h, w, c, text_len=5, text_dim=384):
     cond = dict(
         text_tokens=jax.random.normal(keys[0], (b, text_len, text_dim)),
         text_mask=jnp.ones((b, text_len), bool).at[1, -3:].set(False),
-        text_pooled=jax.random.normal(keys[1], (b, text_dim)),
+        text_pooled=jax.random.normal(keys[1], (b, text_dim + 1024)),  # + word bag
         micro=jnp.tile(jnp.array([16.0, 16.0, 0.0, 0.0, 1.0]), (b, 1)),
         motion=jnp.ones((b,)),
         cond_mask=jnp.zeros((b, f), bool).at[:, 0].set(True),

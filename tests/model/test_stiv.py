@@ -15,12 +15,12 @@ from stiv_jax.model.stiv import STIV, mask_restore, mask_select, patchify, unpat
 from stiv_jax.model.variants import parse_variant
 
 
-def _cond(b, f, h, w, c=3, l=5, dt=384):
+def _cond(b, f, h, w, c=3, l=5, dt=384, dp=384 + 1024):  # dp: MiniLM + word bag
     k = jax.random.split(jax.random.key(7), 4)
     return dict(
         text_tokens=jax.random.normal(k[0], (b, l, dt)),
         text_mask=jnp.ones((b, l), bool).at[:, -2:].set(False),
-        text_pooled=jax.random.normal(k[1], (b, dt)),
+        text_pooled=jax.random.normal(k[1], (b, dp)),
         micro=jnp.tile(jnp.array([16.0, 16.0, 0.0, 0.0, 1.0]), (b, 1)),
         motion=jnp.ones((b,)),
         cond_mask=jnp.zeros((b, f), bool).at[:, 0].set(True),
