@@ -169,6 +169,11 @@ class STIV(nnx.Module):
         """[B] t + conditions -> [B, D]: sum of stateless-LN'd embeddings."""
         c = layer_norm(self.t_embed(t[:, None]))
         pooled = cond["text_pooled"].astype(self.dtype)
+        if pooled.shape[-1] != self.cfg.pooled_dim:
+            raise ValueError(
+                f"text_pooled width {pooled.shape[-1]} != model.pooled_dim "
+                f"{self.cfg.pooled_dim} (the encoder's pooled width + text_encoder.word_bag)"
+            )
         split = pooled.shape[-1] - self.word_bag
         c = c + layer_norm(self.pooled_proj(pooled[:, :split]))
         if self.word_proj is not None:
