@@ -79,13 +79,14 @@ def run_prelude(config, workdir: str, train_loop) -> None:
     from stiv_jax import checkpoint as ckpt
 
     entries = parse_prelude(config.train.get("prelude", ()))
-    if not entries or _steps(workdir, ckpt):
-        if entries:
-            config.train.init_from = _source(workdir, entries)
+    if not entries:
+        return
+    if _steps(workdir, ckpt):
+        config.train.init_from = _stage_dir(workdir, len(entries) - 1, entries[-1][0]) + ":ema"
         return
     source = config.train.get("init_from", "")
     for i, (stage, steps) in enumerate(entries):
-        sub_dir = os.path.join(workdir, "prelude", f"{i}-{stage}")
+        sub_dir = _stage_dir(workdir, i, stage)
         if steps in _steps(sub_dir, ckpt):
             logging.info("prelude %d (%s) already at step %d in %s", i, stage, steps, sub_dir)
         else:
@@ -95,9 +96,8 @@ def run_prelude(config, workdir: str, train_loop) -> None:
     config.train.init_from = source
 
 
-def _source(workdir: str, entries) -> str:
-    i, (stage, _) = len(entries) - 1, entries[-1]
-    return os.path.join(workdir, "prelude", f"{i}-{stage}") + ":ema"
+def _stage_dir(workdir: str, i: int, stage: str) -> str:
+    return os.path.join(workdir, "prelude", f"{i}-{stage}")
 
 
 def _steps(workdir: str, ckpt) -> list[int]:

@@ -7,8 +7,8 @@ Shapes: B prompts, L = config.text_encoder.max_length, D token width, Dp pooled 
 Config fields read: name (minilm | t5 | umt5 | clip), path ("" = packaged MiniLM; an HF
 directory otherwise), max_length, pooled_path ("" or a CLIP directory whose pooled vector
 replaces the pooled output), word_bag (0 = off; else the pooled vector gains that many
-buckets of hashed word-piece counts, `base.WordBag`). Optional: dtype ("float32" default; "bfloat16" halves T5-XXL's
-memory), cache_size (0 = off; LRU of that many prompts), chunk_size (64).
+buckets of hashed word-piece counts, `base.WordBag`). Optional: dtype ("float32" default;
+"bfloat16" halves T5-XXL's memory), cache_size (0 = off; LRU of that many prompts), chunk_size (64).
 See docs/encoders.md for which files each directory must hold.
 """
 
@@ -72,6 +72,5 @@ def get_text_encoder(cfg) -> TextEncoder:
         # Only CLIP's pooled (EOS) vector is used, so it runs at its own native length.
         pooled = CLIPEncoder(pooled_path, None, dtype=dtype, **kw)
         enc = PooledOverride(enc, pooled)
-    if int(_get(cfg, "word_bag", 0)):
-        enc = WordBag(enc, int(_get(cfg, "word_bag", 0)))
-    return enc
+    buckets = int(_get(cfg, "word_bag", 0))
+    return WordBag(enc, buckets) if buckets else enc
