@@ -228,7 +228,9 @@ def direction(workdir: str, num: int = 24, step: int | None = None) -> None:
 
     def summary(cs) -> str:
         cs = np.asarray(cs)
-        return f"cos {np.nanmean(cs):+.2f} (share > 0.7: {np.nanmean(cs > 0.7):.2f})"
+        # cos > 0.7: within one 45-degree sector; cos > 0.924: the evaluator's exact 8-way class.
+        exact = np.nanmean(cs > math.cos(math.pi / 8))
+        return f"cos {np.nanmean(cs):+.2f} (share > 0.7: {np.nanmean(cs > 0.7):.2f}, exact: {exact:.2f})"
 
     x1 = comps.autoencoder.encode(
         jnp.asarray(normalize_uint8(np.stack([c["video"] for c in clips])))

@@ -36,7 +36,7 @@ import ml_collections
 
 from stiv_jax.conditioning import get_image_cond
 from stiv_jax.model.variants import parse_variant
-from stiv_jax.stages import STAGES, apply_stage
+from stiv_jax.stages import DRILL_LAW, STAGES, apply_stage
 
 _ARG_KEYS = ("variant", "frames", "res", "image_cond", "stage", "runlocal")
 
@@ -147,6 +147,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # (docs/quality.md); the structure and motion are decided at the noisy end.
     f.logit_mean = -0.8 if demo else 0.0  # logit-normal mean (negative: favours noisier t)
     f.logit_std = 0.8 if demo else 1.0  # logit-normal std
+    # A share of the draws from a noise-heavy law, where only the caption tells the motion
+    # (docs/quality.md §11): keeps a drill's direction reading trained in the main mix.
+    f.noisy_share = 0.0  # share of training t drawn from noisy_law instead (0 = none)
+    f.noisy_law = DRILL_LAW  # logit-normal (mean, std) of those draws: the drill's law
     f.shift = 1.0  # resolution shift of the noise level (SD3); >1 spends more time near noise
     f.text_drop = 0.1  # probability to drop the text condition in training (for CFG)
     f.image_drop = 0.1  # probability to drop the image condition in training (for CFG)

@@ -131,6 +131,8 @@ def make_loss_fn(config, graphdef, null_text, *, masked: bool = True):
             logit_mean=f.logit_mean,
             logit_std=f.logit_std,
             shift=f.shift,
+            noisy_share=float(f.get("noisy_share", 0.0)),
+            noisy_law=tuple(f.get("noisy_law", stages.DRILL_LAW)),
         )
         eps = jax.random.normal(k_eps, x1.shape, jnp.float32)
         model = nnx.merge(graphdef, params)

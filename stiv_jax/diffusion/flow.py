@@ -113,13 +113,21 @@ def sample_time(
     logit_mean: float = 0.0,
     logit_std: float = 1.0,
     shift: float = 1.0,
+    noisy_share: float = 0.0,
+    noisy_law: tuple[float, float] | None = None,
 ) -> jax.Array:
     """Training times t [batch] float32 in (0, 1), drawn then passed through `shift_time`.
 
     `logit_normal` (SD3): t = sigmoid(logit_mean + logit_std·n), n ~ N(0, 1); the density is on
     t (the data end), so a positive `logit_mean` favours cleaner samples (SD3 writes the same
     law on σ = 1 − t, whose mean has the opposite sign). `uniform`: t ~ U(0, 1).
+    `noisy_share`: that share of the draws (each independently) come from the logit-normal
+    `noisy_law` (mean, std) instead, a mixture that keeps the noise end trained.
     """
+    if not 0.0 <= noisy_share <= 1.0:
+        raise ValueError(f"sample_time: noisy_share={noisy_share}; expected a value in [0, 1]")
+    if noisy_share > 0.0 and noisy_law is None:
+        raise ValueError(f"sample_time: noisy_share={noisy_share} needs noisy_law=(mean, std)")
     if method == "logit_normal":
         n = jax.random.normal(rng, (batch,), jnp.float32)
         t = jax.nn.sigmoid(logit_mean + logit_std * n)
@@ -129,6 +137,11 @@ def sample_time(
         raise ValueError(
             f"sample_time: method={method!r} is unknown; expected one of {TIME_METHODS}"
         )
+    if noisy_share > 0.0:  # own rng streams: noisy_share = 0 draws exactly what it did before
+        k_pick, k_n = jax.random.split(jax.random.fold_in(rng, 1))
+        n = jax.random.normal(k_n, (batch,), jnp.float32)
+        noisy_t = jax.nn.sigmoid(noisy_law[0] + noisy_law[1] * n)
+        t = jnp.where(jax.random.uniform(k_pick, (batch,)) < noisy_share, noisy_t, t)
     t = shift_time(t, shift)
     return jnp.clip(t, T_EPS, 1.0 - T_EPS)
 

@@ -116,6 +116,25 @@ def test_sample_time_uniform_and_shift():
     assert np.all((t_ext > 0) & (t_ext < 1))
 
 
+def test_sample_time_noisy_share_mixes_in_the_noisy_law():
+    key, n = jax.random.key(3), 40000
+    base = np.asarray(sample_time(key, n, logit_mean=-0.8, logit_std=0.8))
+    # Share 0 draws exactly what the plain law draws (runs without the mixture are unchanged).
+    same = sample_time(key, n, logit_mean=-0.8, logit_std=0.8, noisy_share=0.0)
+    np.testing.assert_array_equal(np.asarray(same), base)
+    mixed = np.asarray(
+        sample_time(key, n, logit_mean=-0.8, logit_std=0.8, noisy_share=0.3, noisy_law=(-2.5, 0.5))
+    )
+    changed = mixed != base
+    assert abs(changed.mean() - 0.3) < 0.01  # about 30% of the draws replaced
+    logits = np.log(mixed[changed]) - np.log1p(-mixed[changed])
+    assert abs(logits.mean() + 2.5) < 0.02 and abs(logits.std() - 0.5) < 0.02
+    with pytest.raises(ValueError, match="noisy_share=1.5"):
+        sample_time(key, 4, noisy_share=1.5, noisy_law=(-2.5, 0.5))
+    with pytest.raises(ValueError, match="needs noisy_law"):
+        sample_time(key, 4, noisy_share=0.3)
+
+
 def test_sample_time_bad_method():
     with pytest.raises(ValueError, match="method='cosine'"):
         sample_time(jax.random.key(0), 4, method="cosine")
