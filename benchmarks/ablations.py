@@ -13,7 +13,12 @@ the budget flags below) with ONE override:
   cross_attn       model.image_cond=cross_attn       (STIV's rejected baseline)
   no_image_drop    diffusion.image_drop=0.0          (sampled with the same JIT-CFG)
   no_motion_cond   model.motion_cond=False
-  no_maskdit       model.mask_ratio=0.0
+  no_maskdit       model.mask_ratio=0.0                (when the base masks: tiny)
+  maskdit          model.mask_ratio=0.5, the last 100 steps unmasked (when it does not: S)
+  no_temporal_adaln  model.temporal_adaln=False        (STIV Table 19: AdaLN on spatial + MLP only)
+
+By default every variant that changes the base config runs (`--only` picks some); one that
+would change nothing (no_maskdit on S, maskdit on tiny) is left out.
 
 Each trains with `stiv_jax.train.train_loop` in `OUT/<name>/` (same seeds, steps and batch),
 then `stiv_jax.evaluate.evaluate_checkpoint` samples the same held-out cases into
@@ -47,7 +52,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     "no_motion_cond": {"model.motion_cond": False},
     "no_image_drop": {"diffusion.image_drop": 0.0},
     "no_maskdit": {"model.mask_ratio": 0.0},
+    "maskdit": {"model.mask_ratio": 0.5, "train.unmasked_steps": 100},
     "cross_attn": {"model.image_cond": "cross_attn"},
+    "no_temporal_adaln": {"model.temporal_adaln": False},
 }
 TI2V_COLS = (
     "direction_accuracy",
@@ -96,6 +103,17 @@ def apply(config, overrides: dict[str, object]) -> None:
         if key not in node:
             raise KeyError(f"override {dotted!r} names no config field")
         node[key] = value
+
+
+def changes_base(base, overrides: dict[str, object]) -> bool:
+    """Whether `overrides` change any field of `base` (a no-op variant is not worth a run)."""
+    for dotted, value in overrides.items():
+        node = base
+        for p in dotted.split("."):
+            node = node[p]
+        if node != value:
+            return True
+    return False
 
 
 def _final_loss(workdir: str, last: int = 5) -> float:
@@ -209,10 +227,16 @@ def main() -> None:
     ap.add_argument("--ode_steps", type=int, default=10)
     ap.add_argument("--num_cases", type=int, default=12)
     ap.add_argument("--rescore", action="store_true", help="re-score finished variants only")
-    ap.add_argument("--only", default=",".join(VARIANTS), help="comma-separated variant names")
+    ap.add_argument("--only", default="", help="comma-separated variant names (default: all)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    names = [n for n in args.only.split(",") if n]
+    base = base_config(args)
+    masks = base.model.mask_ratio > 0  # MaskDiT is toggled off (tiny) or on (S), not both
+    names = [n for n in args.only.split(",") if n] or [
+        n
+        for n, o in VARIANTS.items()
+        if (not o or changes_base(base, o)) and not (n == "maskdit" and masks)
+    ]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         ap.error(f"unknown variants {unknown}; expected some of {list(VARIANTS)}")
