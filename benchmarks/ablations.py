@@ -23,9 +23,10 @@ would change nothing (no_maskdit on S, maskdit on tiny) is left out.
 Each trains with `stiv_jax.train.train_loop` in `OUT/<name>/` (same seeds, steps and batch),
 then `stiv_jax.evaluate.evaluate_checkpoint` samples the same held-out cases into
 `OUT/<name>/eval/`. Results are written after every variant (`OUT/results.json`,
-`OUT/table.md`, temp + rename); a variant whose `eval/scores.json` exists is skipped, and
-a killed run resumes (the trainer restores its last checkpoint, the evaluator skips
-videos already written). Wall and process-CPU seconds are recorded: on a shared machine
+`OUT/table.md`, temp + rename); `--combine OUT0,OUT1` prints the mean of sweeps run with
+different `--seed`s, per seed in brackets. A variant whose `eval/scores.json` exists is
+skipped, and a killed run resumes (the trainer restores its last checkpoint, the evaluator
+skips videos already written). Wall and process-CPU seconds are recorded: on a shared machine
 the CPU figure is the one that transfers. `--rescore` scores the finished variants' saved
 videos again with the current evaluator (no training or sampling) and rebuilds the table.
 """
@@ -76,7 +77,14 @@ T2V_COLS = (
     "still_accuracy",
     "subject_consistency",
     "dynamic_degree",
+    "motion_control",
 )
+# The columns of the seed-combined table (`--combine`): the ones the papers' findings are about.
+COMBINED_COLS = {
+    "ti2v": ("subject_consistency", "first_frame_psnr", "video_psnr", "motion_control",
+             "motion_control_within", "dynamic_degree", "direction_accuracy"),
+    "t2v": ("subject_consistency", "motion_control", "direction_accuracy"),
+}  # fmt: skip
 
 
 def base_config(args: argparse.Namespace):
@@ -216,6 +224,41 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def combined_table(outs: list[str]) -> str:
+    """Markdown: per task, each variant's mean over the sweeps in `outs` (one per seed), with
+    the per-seed values in brackets, then the static floor and the ground truth."""
+    runs = []
+    for out in outs:
+        with open(os.path.join(out, "results.json")) as fh:
+            runs.append(json.load(fh))
+    names = [n for n in runs[0] if all(n in r for r in runs)]
+    lines = [f"Sweeps: {', '.join(outs)}; cells: mean (per sweep)."]
+    for task, cols in COMBINED_COLS.items():
+        lines += ["", f"### {task.upper()}", ""]
+        lines.append("| variant | final loss | " + " | ".join(cols) + " |")
+        lines.append("|---" * (len(cols) + 2) + "|")
+        for name in names:
+            rows = [r[name]["scores"]["scores"][task]["rows"]["model"] for r in runs]
+            losses = [r[name]["budget"]["final_loss"] for r in runs]
+
+            def cell(vals):
+                vals = [float(v) for v in vals]
+                per = " / ".join(_fmt(v) for v in vals)
+                return f"{_fmt(sum(vals) / len(vals))} ({per})"
+
+            lines.append(
+                f"| {name} | {cell(losses)} | "
+                + " | ".join(cell([row.get(c, math.nan) for row in rows]) for c in cols)
+                + " |"
+            )
+        ref = runs[0][names[0]]["scores"]["scores"][task]["rows"]
+        for base in ("static", "ground_truth"):
+            lines.append(
+                f"| *{base}* | — | " + " | ".join(_fmt(ref[base].get(c)) for c in cols) + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--out", default="runs/ablations")
@@ -228,7 +271,11 @@ def main() -> None:
     ap.add_argument("--num_cases", type=int, default=12)
     ap.add_argument("--rescore", action="store_true", help="re-score finished variants only")
     ap.add_argument("--only", default="", help="comma-separated variant names (default: all)")
+    ap.add_argument("--combine", default="", help="DIR,DIR: the seed-combined table of sweeps")
     args = ap.parse_args()
+    if args.combine:
+        print(combined_table([d for d in args.combine.split(",") if d]))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     base = base_config(args)
     masks = base.model.mask_ratio > 0  # MaskDiT is toggled off (tiny) or on (S), not both
