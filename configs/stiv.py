@@ -138,6 +138,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # independent of the direction: only the caption tells the direction (docs/quality.md §9).
     d.shapes.drill = False  # direction drill clips only (set by stage=drill)
     d.shapes.drill_share = 0.0  # share of training clips drawn from the drill (0 = none)
+    d.shapes.drill_objects = 1  # objects per drill clip: 2 = binding drill, distinct directions
 
     # ---------------------------------------------------------------- diffusion
     f = c.diffusion = ml_collections.ConfigDict()

@@ -379,6 +379,7 @@ def generate_clip(
     motion_interval: int = 2,
     frame_stride: int = 1,
     drill: bool = False,
+    drill_objects: int = 1,
 ) -> dict[str, Any]:
     """One ShapesBench clip: a pure function of (seed, split, index) and the options.
 
@@ -388,8 +389,14 @@ def generate_clip(
     `drill`: the direction drill (docs/quality.md §9): one object moving in one of the 8
     directions at `DRILL_SPEEDS`, plain background, no pan, and a start position independent
     of the direction, so only the caption tells where the object goes.
+    `drill_objects=2`: the binding drill, two such objects with different directions, so the
+    caption must also say which object takes which (docs/quality.md §11.1). Their starts
+    are placed like the default clips' (two direction-free starts would collide at 32 px), so
+    there the start position does hint at the direction.
     """
     _check_args(index, res, frames, split, frame_stride)
+    if drill_objects not in (1, 2):
+        raise ValueError(f"drill_objects={drill_objects}; expected 1 or 2")
     rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_STREAM[split], index]))
     n = (frames - 1) * frame_stride + 1
     t = np.arange(n, dtype=np.float64)
@@ -405,10 +412,12 @@ def generate_clip(
         pan["direction"] = str(rng.choice(PAN_DIRECTIONS))
         pan["speed"] = str(rng.choice(tuple(SPEEDS)))
         pan["rate"] = SPEEDS[pan["speed"]] * res
-    num_objects = 1 if drill else 2 if rng.random() < P_TWO_OBJECTS else 1
+    num_objects = drill_objects if drill else 2 if rng.random() < P_TWO_OBJECTS else 1
     objs: list[dict] = []
     for _ in range(num_objects):
         obj = _sample_object(rng, res, n, [o["color"] for o in objs], drill)
+        while drill and objs and obj["motion"] == objs[0]["motion"]:  # binding: distinct
+            obj = _sample_object(rng, res, n, [o["color"] for o in objs], drill)
         if pan["direction"] != "none":  # objects are still in the world while the camera pans
             obj.update(motion="still", speed="none", velocity=(0.0, 0.0), growth=0.0)
             s0 = np.clip(obj["size"][0], SIZE_RANGE[0] * res, SIZE_RANGE[1] * res)
@@ -421,7 +430,9 @@ def generate_clip(
         cam = np.outer(t * pan["rate"], DIRECTIONS[pan["direction"]])
     for i, obj in enumerate(objs):
         for _ in range(30):  # re-draw the start until the two tracks never touch
-            _place(rng, obj, res, cam, drill)
+            # Two direction-free starts would both sit in the frame's centre and collide,
+            # so the binding drill places each track like the default clips do.
+            _place(rng, obj, res, cam, drill and drill_objects == 1)
             if i == 0 or not _overlap(objs[0], obj):
                 break
 
@@ -492,6 +503,7 @@ class ShapesSource:
         motion_interval: int = 2,
         frame_stride: int = 1,
         drill: bool = False,
+        drill_objects: int = 1,
         drill_share: float = 0.0,
     ):
         """`drill_share`: the share of indices (a fixed function of seed and index) that are
@@ -513,6 +525,7 @@ class ShapesSource:
             motion_interval=motion_interval,
             frame_stride=frame_stride,
             drill=drill,
+            drill_objects=drill_objects,
         )
 
     def __len__(self) -> int:
@@ -543,4 +556,5 @@ def config_kwargs(config: Any) -> dict[str, Any]:
         motion_interval=int(d.shapes.motion_interval),
         frame_stride=int(d.frame_stride),
         drill=bool(d.shapes.get("drill", False)),
+        drill_objects=int(d.shapes.get("drill_objects", 1)),
     )

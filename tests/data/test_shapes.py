@@ -256,6 +256,27 @@ def test_drill_clips_start_where_every_direction_fits():
     assert ShapesSource(4, drill=True)[0]["caption"] == generate_clip(0, drill=True)["caption"]
 
 
+def test_binding_drill_has_two_objects_with_different_directions():
+    seen = set()
+    for i in range(40):
+        c = generate_clip(i, drill=True, drill_objects=2)
+        a, b = c["truth"]["objects"]
+        assert a["motion"] != b["motion"] and {a["motion"], b["motion"]} <= set(shapes.DIRECTIONS)
+        assert a["color"] != b["color"] and a["speed"] in shapes.DRILL_SPEEDS
+        assert c["truth"]["background"]["kind"] == "plain" and c["truth"]["camera"]["pan"] == "none"
+        for o in (a, b):  # the caption names both objects' directions
+            assert shapes._DIR_WORDS[o["motion"]] in c["caption"] and o["color"] in c["caption"]
+        seen |= {a["motion"], b["motion"]}
+    assert seen == set(shapes.DIRECTIONS)
+    one = generate_clip(3, drill=True, drill_objects=1)  # the one-object drill is unchanged
+    assert one["caption"] == generate_clip(3, drill=True)["caption"]
+    np.testing.assert_array_equal(one["video"], generate_clip(3, drill=True)["video"])
+    with pytest.raises(ValueError, match="drill_objects=3"):
+        generate_clip(0, drill=True, drill_objects=3)
+    src = ShapesSource(8, drill=True, drill_objects=2)
+    assert len(src[0]["truth"]["objects"]) == 2
+
+
 def test_drill_share_mixes_drill_clips_into_the_training_source():
     src = ShapesSource(400, drill_share=0.5)
     is_drill = [src[i]["caption"] == generate_clip(i, drill=True)["caption"] for i in range(400)]
