@@ -336,10 +336,11 @@ def binding(workdir: str, num: int = 24, step: int | None = None) -> None:
             own += [cosine(video, a, a["motion"]), cosine(video, b, b["motion"])]
             other += [cosine(video, a, b["motion"]), cosine(video, b, a["motion"])]
         own, other = np.asarray(own), np.asarray(other)
-        print(f"sampled, {name:7s} caption: per object cos with its own direction "
-              f"{np.nanmean(own):+.2f} (exact {np.nanmean(own > exact):.2f}), with the other "
-              f"object's {np.nanmean(other):+.2f} (exact {np.nanmean(other > exact):.2f})",
-              flush=True)  # fmt: skip
+        seen = np.isfinite(own)  # objects found by colour in at least two frames
+        print(f"sampled, {name:7s} caption ({seen.sum()}/{seen.size} objects tracked): cos "
+              f"with its own direction {np.nanmean(own):+.2f} (exact {np.mean(own[seen] > exact):.2f}), "
+              f"with the other object's {np.nanmean(other):+.2f} "
+              f"(exact {np.mean(other[seen] > exact):.2f})", flush=True)  # fmt: skip
 
 
 def mass_track(videos: np.ndarray, clips: list[dict]) -> str:
