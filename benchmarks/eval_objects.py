@@ -41,14 +41,11 @@ def object_rows(video: np.ndarray, case: dict) -> list[dict]:
     """One row per directional object: the evaluator's measurement plus its displacement."""
     truth = case["truth"]
     clip = metrics.score_clip(video, truth)
-    max_shift = max(2, math.ceil(1.5 * 0.04 * truth["res"] * truth.get("frame_stride", 1)))
-    bg = metrics.background_shift(video, [o["rgb"] for o in truth["objects"]], max_shift)
     rows = []
     for obj, meas in zip(truth["objects"], clip["objects"]):
         if obj["motion"] not in DIRECTIONS:
             continue
-        tr = metrics.track_color(video, obj["rgb"])
-        dx, dy, _ = metrics._displacement(dict(tr, x=tr["x"] - bg[:, 0], y=tr["y"] - bg[:, 1]))
+        dx, dy = meas["dx"], meas["dy"]
         rows.append(
             {
                 "truth": obj["motion"],

@@ -183,6 +183,24 @@ def denoise(workdir: str, heldout: bool = False, step: int | None = None, ema: b
         print(row)
 
 
+def object_cosine(video: np.ndarray, obj: dict, direction: str) -> float:
+    """Cosine between an object's colour-tracked displacement (first to last visible frame)
+    and `direction`; NaN when it is seen in fewer than two frames, 0 when it moves < 0.5 px."""
+    import math
+
+    from stiv_jax.data.shapes import DIRECTIONS
+    from stiv_jax.metrics import track_color
+
+    tr = track_color(video, obj["rgb"])
+    idx = np.flatnonzero(tr["visible"])
+    if idx.size < 2:
+        return math.nan
+    dx, dy = tr["x"][idx[-1]] - tr["x"][idx[0]], tr["y"][idx[-1]] - tr["y"][idx[0]]
+    tx, ty = DIRECTIONS[direction]
+    norm = math.hypot(dx, dy)
+    return (dx * tx + dy * ty) / norm if norm > 0.5 else 0.0
+
+
 def opposite_direction(caption: str) -> str:
     """The caption with every direction word swapped for its opposite."""
     import re
@@ -202,7 +220,6 @@ def direction(workdir: str, num: int = 24, step: int | None = None) -> None:
     from stiv_jax.data.schema import normalize_uint8
     from stiv_jax.data.shapes import DIRECTIONS, generate_clip
     from stiv_jax.diffusion import to_velocity
-    from stiv_jax.metrics import track_color
     from stiv_jax.pipeline import STIVPipeline
     from stiv_jax.video import to_uint8
 
@@ -221,15 +238,7 @@ def direction(workdir: str, num: int = 24, step: int | None = None) -> None:
 
     def cosine(video, c) -> float:
         o = c["truth"]["objects"][0]
-        tr = track_color(video, o["rgb"])
-        idx = np.flatnonzero(tr["visible"])
-        if idx.size < 2:
-            return math.nan
-        dx = tr["x"][idx[-1]] - tr["x"][idx[0]]
-        dy = tr["y"][idx[-1]] - tr["y"][idx[0]]
-        tx, ty = DIRECTIONS[o["motion"]]
-        norm = math.hypot(dx, dy)
-        return (dx * tx + dy * ty) / norm if norm > 0.5 else 0.0
+        return object_cosine(video, o, o["motion"])
 
     def summary(cs) -> str:
         cs = np.asarray(cs)
@@ -305,8 +314,7 @@ def swap_directions(clip: dict) -> str:
 def binding(workdir: str, num: int = 24, step: int | None = None) -> None:
     import math
 
-    from stiv_jax.data.shapes import DIRECTIONS, generate_clip
-    from stiv_jax.metrics import track_color
+    from stiv_jax.data.shapes import generate_clip
     from stiv_jax.pipeline import STIVPipeline
 
     pipe = STIVPipeline.from_workdir(workdir, step=step)
@@ -314,16 +322,6 @@ def binding(workdir: str, num: int = 24, step: int | None = None) -> None:
     seed, res, frames = config.data.shapes.heldout_seed, config.data.res, config.data.frames
     clips = [generate_clip(i, split="heldout", seed=seed, res=res, frames=frames, drill=True,
                            drill_objects=2) for i in range(num)]  # fmt: skip
-
-    def cosine(video, obj, direction) -> float:
-        tr = track_color(video, obj["rgb"])
-        idx = np.flatnonzero(tr["visible"])
-        if idx.size < 2:
-            return math.nan
-        dx, dy = tr["x"][idx[-1]] - tr["x"][idx[0]], tr["y"][idx[-1]] - tr["y"][idx[0]]
-        tx, ty = DIRECTIONS[direction]
-        norm = math.hypot(dx, dy)
-        return (dx * tx + dy * ty) / norm if norm > 0.5 else 0.0
 
     print(f"{workdir}: {num} held-out binding-drill clips, e.g. {clips[0]['caption']!r}")
     exact = math.cos(math.pi / 8)
@@ -333,8 +331,8 @@ def binding(workdir: str, num: int = 24, step: int | None = None) -> None:
         for j, (cap, c) in enumerate(zip(caps, clips)):
             video = pipe(cap, image=c["video"][0], seed=j, motion_score=float(c["motion_score"]))
             a, b = c["truth"]["objects"]
-            own += [cosine(video, a, a["motion"]), cosine(video, b, b["motion"])]
-            other += [cosine(video, a, b["motion"]), cosine(video, b, a["motion"])]
+            own += [object_cosine(video, a, a["motion"]), object_cosine(video, b, b["motion"])]
+            other += [object_cosine(video, a, b["motion"]), object_cosine(video, b, a["motion"])]
         own, other = np.asarray(own), np.asarray(other)
         seen = np.isfinite(own)  # objects found by colour in at least two frames
         print(f"sampled, {name:7s} caption ({seen.sum()}/{seen.size} objects tracked): cos "

@@ -226,6 +226,9 @@ def score_clip(video: np.ndarray, truth: dict[str, Any]) -> dict[str, Any]:
             {
                 "motion": obj["motion"],
                 "direction": direction,
+                # px between the first and last visible frames, relative to the background
+                "dx": float(dx),
+                "dy": float(dy),
                 "size_change": classify_size(tr["area"], vis),
                 "visible": float(vis.mean()),
                 # Stability terms in [0, 1]: 1 = constant colour / constant area.

@@ -512,6 +512,8 @@ class ShapesSource:
             raise ValueError(f"ShapesSource num={num} must be >= 1")
         if not 0.0 <= drill_share <= 1.0:
             raise ValueError(f"ShapesSource drill_share={drill_share}; expected a value in [0, 1]")
+        if drill_objects not in (1, 2):  # fail at construction, not at the first clip
+            raise ValueError(f"ShapesSource drill_objects={drill_objects}; expected 1 or 2")
         self.drill_share = float(drill_share)
         _check_args(0, res, frames, split, frame_stride)
         self.num = int(num)

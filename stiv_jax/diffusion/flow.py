@@ -126,8 +126,10 @@ def sample_time(
     """
     if not 0.0 <= noisy_share <= 1.0:
         raise ValueError(f"sample_time: noisy_share={noisy_share}; expected a value in [0, 1]")
-    if noisy_share > 0.0 and noisy_law is None:
-        raise ValueError(f"sample_time: noisy_share={noisy_share} needs noisy_law=(mean, std)")
+    if noisy_share > 0.0 and (noisy_law is None or len(noisy_law) != 2):
+        raise ValueError(
+            f"sample_time: noisy_share={noisy_share} needs noisy_law=(mean, std), got {noisy_law}"
+        )
     if method == "logit_normal":
         n = jax.random.normal(rng, (batch,), jnp.float32)
         t = jax.nn.sigmoid(logit_mean + logit_std * n)

@@ -273,6 +273,8 @@ def test_binding_drill_has_two_objects_with_different_directions():
     np.testing.assert_array_equal(one["video"], generate_clip(3, drill=True)["video"])
     with pytest.raises(ValueError, match="drill_objects=3"):
         generate_clip(0, drill=True, drill_objects=3)
+    with pytest.raises(ValueError, match="ShapesSource drill_objects=0"):
+        ShapesSource(8, drill=True, drill_objects=0)
     src = ShapesSource(8, drill=True, drill_objects=2)
     assert len(src[0]["truth"]["objects"]) == 2
 

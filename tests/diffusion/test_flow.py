@@ -133,6 +133,8 @@ def test_sample_time_noisy_share_mixes_in_the_noisy_law():
         sample_time(key, 4, noisy_share=1.5, noisy_law=(-2.5, 0.5))
     with pytest.raises(ValueError, match="needs noisy_law"):
         sample_time(key, 4, noisy_share=0.3)
+    with pytest.raises(ValueError, match="got \\(-2.5,\\)"):
+        sample_time(key, 4, noisy_share=0.3, noisy_law=(-2.5,))
 
 
 def test_sample_time_bad_method():
