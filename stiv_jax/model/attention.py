@@ -19,7 +19,8 @@ ATTN_OUT = "attn_out"
 
 
 class SelfAttention(nnx.Module):
-    """x [B, L, D], rope (cos, sin) broadcastable to [B, L, H/2] -> [B, L, D]."""
+    """x [B, L, D], rope (cos, sin) broadcastable to [B, L, H/2], optional key mask [B, L]
+    -> [B, L, D]."""
 
     def __init__(self, dim: int, heads: int, *, impl: str, rngs: nnx.Rngs, dtype, param_dtype):
         if dim % heads:
@@ -31,7 +32,7 @@ class SelfAttention(nnx.Module):
         self.k_norm = RMSNorm(dim // heads, param_dtype=param_dtype)
         self.out = dense(dim, dim, (HEADS, EMBED), **kw)
 
-    def __call__(self, x: jax.Array, rope=None, causal: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, rope=None, causal: bool = False, mask=None) -> jax.Array:
         b, l, d = x.shape
         qkv = self.qkv(x).reshape(b, l, 3, self.heads, d // self.heads)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
@@ -42,6 +43,7 @@ class SelfAttention(nnx.Module):
             q_norm_scale=self.q_norm.scale[...],
             k_norm_scale=self.k_norm.scale[...],
             rope=rope,
+            mask=mask,
             causal=causal,
             impl=self.impl,
         )

@@ -7,9 +7,10 @@ pt temporal patch, F' = F/pt, S = (H/p)·(W/p) spatial tokens, L text tokens, D 
   -> velocity [B, F, H, W, C] float32
 
 Pieces, in order: image conditioning of the input (frame replacement or channel concat),
-patch embedding, caption projection, the singleton condition (stateless-LN'd embeddings of
-t, micro-conditions, motion score, pooled text and its word bag, summed) feeding one shared
-AdaLN-single projection, MaskDiT (the main blocks see a random (1 − mask_ratio) share of
+patch embedding, caption projection (then the optional token refiner: `model.text_refiner`
+self-attention layers over the caption), the singleton condition (stateless-LN'd
+embeddings of t, micro-conditions, motion score, pooled text and its word bag, summed)
+feeding one shared AdaLN-single projection, MaskDiT (the main blocks see a random (1 − mask_ratio) share of
 spatial positions, the same in every frame; a learned mask token fills the rest before the
 decoder blocks), final modulated LayerNorm and linear, unpatchify.
 
@@ -35,6 +36,7 @@ from stiv_jax.model.layers import (
     layer_norm_modulate,
 )
 from stiv_jax.model.rope import rope_1d, rope_2d
+from stiv_jax.model.text_refiner import TextRefiner
 
 __all__ = ["STIV", "Conditions", "count_params", "initialize_weights"]
 
@@ -157,6 +159,11 @@ class STIV(nnx.Module):
         self.mask_token = nnx.Param(MASK_TOKEN_STD * jax.random.normal(rngs.params(), (d,), pdtype))
         self.final_table = nnx.Param(jnp.zeros((2, d), pdtype))
         self.final = dense(d, pt * p * p * in_channels, (EMBED, None), **kw)
+        # Last, so that a refiner leaves every other weight of a seed as it was.
+        nr = int(cfg.get("text_refiner", 0))
+        self.text_refiner = (
+            TextRefiner(d, cfg.heads, nr, cfg.mlp_ratio, theta=cfg.rope_theta, **kw) if nr else None
+        )
         initialize_weights(self)
 
     @classmethod
@@ -187,6 +194,8 @@ class STIV(nnx.Module):
     def context(self, cond: Conditions):
         """Text tokens projected to D (+ image tokens when the image-cond method adds them)."""
         ctx, mask = self.text_proj(cond["text_tokens"].astype(self.dtype)), cond["text_mask"]
+        if self.text_refiner is not None:
+            ctx = self.text_refiner(ctx, mask)
         if self.image_embed is not None:
             img, img_mask = self.image_cond.context_tokens(cond, self.cfg.patch_size)
             img = self.image_embed(img.astype(self.dtype))

@@ -1,4 +1,5 @@
-"""STIV model: identity init, MaskDiT, image conditioning, patching, variants."""
+"""STIV model: identity init, MaskDiT, image conditioning, patching, variants, the caption
+token refiner."""
 
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from flax import nnx
 from stiv_jax.model.block import STIVBlock
 from stiv_jax.model.rope import rope_1d, rope_2d
 from stiv_jax.model.stiv import STIV, mask_restore, mask_select, patchify, unpatchify
+from stiv_jax.model.text_refiner import TextRefiner
 from stiv_jax.model.variants import parse_variant
 
 
@@ -171,3 +173,62 @@ def test_count_params_cli():
     ).stdout  # fmt: skip
     total = int(out.split("params: ")[1].split()[0])
     assert 0.6e9 < total < 1.0e9, out
+
+
+# ---------------------------------------------------------------- caption token refiner
+def _refiner(depth=2):
+    f32 = jnp.float32
+    return TextRefiner(
+        32, 2, depth, 4.0, theta=10000.0, rngs=nnx.Rngs(0), dtype=f32, param_dtype=f32
+    )
+
+
+def test_fresh_refiner_is_identity_and_trained_one_mixes_tokens():
+    x = jax.random.normal(jax.random.key(0), (2, 6, 32))
+    mask = jnp.ones((2, 6), bool)
+    np.testing.assert_array_equal(_refiner()(x, mask), x)
+    r = _perturb(_refiner())
+    y = r(x, mask)
+    assert float(jnp.abs(y - x).max()) > 1e-3
+    # token 0's output depends on token 3 (self-attention) ...
+    x2 = x.at[:, 3].set(jax.random.normal(jax.random.key(1), (2, 32)))
+    assert float(jnp.abs(r(x2, mask)[:, 0] - y[:, 0]).max()) > 1e-4
+    # ... and on word order (RoPE): swapping two other tokens changes it
+    x3 = x.at[:, 4].set(x[:, 5]).at[:, 5].set(x[:, 4])
+    assert float(jnp.abs(r(x3, mask)[:, 0] - y[:, 0]).max()) > 1e-5
+
+
+def test_padding_does_not_reach_real_tokens():
+    r = _perturb(_refiner())
+    x = jax.random.normal(jax.random.key(0), (2, 6, 32))
+    mask = jnp.ones((2, 6), bool).at[:, 4:].set(False)
+    junk = x.at[:, 4:].set(99.0)
+    np.testing.assert_allclose(r(x, mask)[:, :4], r(junk, mask)[:, :4], atol=1e-5)
+
+
+def test_zero_depth_is_an_error():
+    with pytest.raises(ValueError, match="text_refiner=0"):
+        _refiner(depth=0)
+
+
+def test_model_with_fresh_refiner_equals_model_without(tiny_config):
+    x = jax.random.normal(jax.random.key(0), (2, 4, 16, 16, 3))
+    t, cond = jnp.full((2,), 0.4), _cond(2, 4, 16, 16)
+    base = STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0))
+    tiny_config.model.text_refiner = 1
+    with_r = STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0))
+    assert with_r.text_refiner is not None and base.text_refiner is None
+    # same seed -> the same weights everywhere else (the refiner is built last)
+    ref = nnx.to_pure_dict(nnx.state(base, nnx.Param))
+    graphdef, params = nnx.split(with_r, nnx.Param)
+    mine = nnx.to_pure_dict(params)
+    assert set(mine) - set(ref) == {"text_refiner"}
+    jax.tree.map(np.testing.assert_array_equal, {k: mine[k] for k in ref}, ref)
+    # trained weights elsewhere + a fresh refiner = the model without one
+    base = _perturb(base)
+    mine.update(nnx.to_pure_dict(nnx.state(base, nnx.Param)))
+    with_r = nnx.merge(graphdef, mine)
+    np.testing.assert_allclose(with_r(x, t, cond), base(x, t, cond), atol=1e-6)
+    # a trained refiner changes the output
+    changed = _perturb(with_r)
+    assert float(jnp.abs(changed(x, t, cond) - base(x, t, cond)).max()) > 1e-4
