@@ -10,6 +10,9 @@ so the ratios are the figures to quote, with the load average printed beside the
   loop     `stiv_jax.train.train_loop` itself for 2·steps steps in a fresh workdir: its
            `sec_per_step` of the second log window (data, caption and latent encoding, host
            batch assembly, dispatch, metrics; compiles and the final save left out);
+  host     the host side of one batch alone, serially (`prepare_batch` of the next data batch:
+           drawing, caption and latent encoding, assembly), which the loop's prefetch thread
+           overlaps with the step only where a core is free;
   gemm     a square fp32 `jnp.dot` of 2048³ (min of 5), the roofline the step is held against.
 Prints min and median per side, the min/min and paired-median loop/jitted ratios, XLA's
 FLOPs per step (cost_analysis of the compiled step), achieved GFLOP/s, the roofline
@@ -100,9 +103,13 @@ def bench(variant: str, steps: int, rounds: int, overrides: dict, tmp: str) -> d
     state, m = compiled(state, batches[0], key)  # warm-up
     jax.block_until_ready(m)
 
-    jitted, loop, gemm = [], [], []
+    jitted, loop, host, gemm = [], [], [], []
     for r in range(rounds):
         gemm.append(gemm_gflops())
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            jax.block_until_ready(prepare_batch(next(it), comps))
+        host.append((time.perf_counter() - t0) / steps)
         t0 = time.perf_counter()
         for i in range(steps):
             state, m = compiled(state, batches[i % 2], key)
@@ -111,7 +118,7 @@ def bench(variant: str, steps: int, rounds: int, overrides: dict, tmp: str) -> d
         loop.append(loop_step_s(config, comps, steps, os.path.join(tmp, f"{variant}_{r}")))
         print(
             f"  {variant} round {r}: jitted {jitted[-1] * 1e3:.1f} ms, loop {loop[-1] * 1e3:.1f}"
-            f" ms, gemm {gemm[-1]:.1f} GFLOP/s, load {os.getloadavg()[0]:.2f}",
+            f" ms, host {host[-1] * 1e3:.1f} ms, gemm {gemm[-1]:.1f} GFLOP/s, load {os.getloadavg()[0]:.2f}",
             flush=True,
         )
     best_gemm, best = max(gemm), min(jitted)
@@ -126,6 +133,8 @@ def bench(variant: str, steps: int, rounds: int, overrides: dict, tmp: str) -> d
         "loop_median_s": statistics.median(loop),
         "loop_over_jitted_min": min(loop) / best,
         "loop_over_jitted_paired_median": statistics.median(a / j for a, j in zip(loop, jitted)),
+        "host_min_s": min(host),
+        "host_median_s": statistics.median(host),
         "samples_per_s": b / best,
         "gflops_per_step": flops / 1e9,
         "achieved_gflops_per_s": flops / best / 1e9,
@@ -158,7 +167,8 @@ def main() -> None:
             f"{r['jitted_min_s'] * 1e3:.1f} ms (median {r['jitted_median_s'] * 1e3:.1f})  loop min "
             f"{r['loop_min_s'] * 1e3:.1f} ms (median {r['loop_median_s'] * 1e3:.1f})\n"
             f"       loop/jitted {r['loop_over_jitted_min']:.3f} min/min, "
-            f"{r['loop_over_jitted_paired_median']:.3f} paired median  |  "
+            f"{r['loop_over_jitted_paired_median']:.3f} paired median; host batch min "
+            f"{r['host_min_s'] * 1e3:.1f} ms (median {r['host_median_s'] * 1e3:.1f})  |  "
             f"{r['samples_per_s']:.2f} samples/s  {r['gflops_per_step']:.2f} GFLOP/step (XLA)  "
             f"{r['achieved_gflops_per_s']:.1f} GFLOP/s = {100 * r['roofline_fraction']:.1f}% of "
             f"the {GEMM_N}³ fp32 GEMM's {r['gemm_gflops_per_s']:.1f} GFLOP/s\n"

@@ -6,8 +6,10 @@ Shapes: B prompts, L = max_length tokens, D token width, Dp pooled width.
 Subclasses give a tokenizer (`tokenize(texts) -> ids int32 [B, L], mask bool [B, L]`) and an
 NNX module whose `__call__(ids, mask)` returns `(tokens [B, L, D], pooled [B, Dp])`. The base
 class validates input, splits large prompt lists into chunks, pads each chunk's batch to a power
-of two (so at most log2(chunk_size)+1 shapes ever compile), jits the forward once per shape,
-and keeps an optional bounded LRU cache keyed by the prompt text.
+of two and cuts its length to the longest prompt rounded up to `LENGTH_STEP` tokens (so few
+shapes ever compile; the encoders mask padded keys, so real tokens are unchanged and padded
+token rows are returned as zeros), jits the forward once per shape, and keeps an optional
+bounded LRU cache keyed by the prompt text.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     return texts
 
 
+LENGTH_STEP = 16  # encoders run at the chunk's longest prompt, rounded up to this many tokens
+
+
 def _bucket(n: int, cap: int) -> int:
     """Smallest power of two ≥ n, capped at `cap` (chunk sizes that compile)."""
     return min(cap, 1 << max(0, (n - 1).bit_length()))
@@ -92,6 +97,7 @@ class TextEncoder:
 
     def _encode_uncached(self, texts: list[str]) -> TextEmbeddings:
         ids, mask = self.tokenize(texts)
+        full = ids.shape[1]
         toks, pooled = [], []
         for s in range(0, len(texts), self.chunk_size):
             ci, cm = ids[s : s + self.chunk_size], mask[s : s + self.chunk_size]
@@ -100,8 +106,13 @@ class TextEncoder:
             # Pad the batch with copies of row 0 (a fully masked row could divide by zero).
             ci = np.concatenate([ci, np.repeat(ci[:1], b - n, 0)])
             cm = np.concatenate([cm, np.repeat(cm[:1], b - n, 0)])
-            t, p = self.forward(ci, cm)
-            toks.append(np.asarray(t[:n], np.float32))
+            # Run only as long as the chunk's longest prompt (rounded up to LENGTH_STEP so
+            # few lengths compile): every encoder masks padded keys, so real tokens do not
+            # depend on the padding. Padded positions come back as zeros.
+            n_len = min(full, -(-max(1, int(cm.sum(1).max())) // LENGTH_STEP) * LENGTH_STEP)
+            t, p = self.forward(ci[:, :n_len], cm[:, :n_len])
+            t = np.asarray(t[:n], np.float32) * cm[:n, :n_len, None]
+            toks.append(np.pad(t, ((0, 0), (0, full - n_len), (0, 0))))
             pooled.append(np.asarray(p[:n], np.float32))
         return TextEmbeddings(np.concatenate(toks), mask, np.concatenate(pooled))
 

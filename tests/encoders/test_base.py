@@ -147,3 +147,19 @@ def test_encoders_doc_table_lists_exactly_the_config_fields():
     table = doc.split("## Config fields (`config.text_encoder`)")[1].split("\n\n")[1]
     documented = set(re.findall(r"^\| `(\w+)`", table, re.M))
     assert documented == set(get_config("variant=S").text_encoder.keys())
+
+
+def test_encoder_runs_at_the_longest_prompt_and_zeroes_padding(monkeypatch):
+    import stiv_jax.encoders.base as base
+
+    monkeypatch.setattr(base, "LENGTH_STEP", 2)
+    enc = ToyEncoder()
+    e = enc.encode(["ab c", "a"])  # ids (2, 1, 99) and (1, 99): longest 3 -> run at 4
+    assert enc.calls == [(2, 4)]
+    assert e.tokens.shape == (2, L, 3)
+    ids, mask = enc.tokenize(["ab c", "a"])
+    np.testing.assert_array_equal(e.tokens[..., 0][mask], ids[mask])  # real tokens as before
+    np.testing.assert_array_equal(e.tokens[~mask], 0.0)  # padding (cut or not) is zero
+    np.testing.assert_array_equal(e.pooled, [[102.0, 3.0], [100.0, 2.0]])
+    enc.encode(["a b c d e f g"])  # 6 tokens: the full length, never more
+    assert enc.calls[-1] == (1, L)
