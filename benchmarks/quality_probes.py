@@ -15,8 +15,9 @@ python benchmarks/quality_probes.py direction --workdir W [--num 24] [--step N]
     medium/fast speed (plain background, no pan), caption as is vs with the opposite
     direction: mean cosine between the measured object displacement and the TRUE direction
     for the one-step x1-hat at t = 0 / 0.2 / 0.4 and for full samples (default sampler)
-python benchmarks/quality_probes.py binding --workdir W [--num 24] [--step N]
-    does each object take ITS direction? TI2V on held-out binding-drill clips (two fast
+python benchmarks/quality_probes.py binding --workdir W [--num 24] [--step N] [--t2v]
+    does each object take ITS direction? TI2V (T2V with --t2v: no first frame, so its start
+    positions cannot hint) on held-out binding-drill clips (two fast
     objects, different directions, plain, `generate_clip(drill=True, drill_objects=2)`),
     caption as is vs with the two objects' directions swapped: per object, mean cosine of its
     sampled displacement with its own and with the other object's direction
@@ -311,7 +312,7 @@ def swap_directions(clip: dict) -> str:
     return _caption(tpl, objs, truth["background"], {"direction": "none", "speed": "none"})
 
 
-def binding(workdir: str, num: int = 24, step: int | None = None) -> None:
+def binding(workdir: str, num: int = 24, step: int | None = None, t2v: bool = False) -> None:
     import math
 
     from stiv_jax.data.shapes import generate_clip
@@ -323,13 +324,15 @@ def binding(workdir: str, num: int = 24, step: int | None = None) -> None:
     clips = [generate_clip(i, split="heldout", seed=seed, res=res, frames=frames, drill=True,
                            drill_objects=2) for i in range(num)]  # fmt: skip
 
-    print(f"{workdir}: {num} held-out binding-drill clips, e.g. {clips[0]['caption']!r}")
+    mode = "T2V" if t2v else "TI2V"
+    print(f"{workdir}: {num} held-out binding-drill clips, {mode}, e.g. {clips[0]['caption']!r}")
     exact = math.cos(math.pi / 8)
     for name, caps in (("true", [c["caption"] for c in clips]),
                        ("swapped", [swap_directions(c) for c in clips])):  # fmt: skip
         own, other = [], []
         for j, (cap, c) in enumerate(zip(caps, clips)):
-            video = pipe(cap, image=c["video"][0], seed=j, motion_score=float(c["motion_score"]))
+            image = None if t2v else c["video"][0]
+            video = pipe(cap, image=image, seed=j, motion_score=float(c["motion_score"]))
             a, b = c["truth"]["objects"]
             own += [object_cosine(video, a, a["motion"]), object_cosine(video, b, b["motion"])]
             other += [object_cosine(video, a, b["motion"]), object_cosine(video, b, a["motion"])]
@@ -430,6 +433,7 @@ if __name__ == "__main__":
     ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     ap.add_argument("--raw", action="store_true", help="raw weights instead of EMA")
     ap.add_argument("--num", type=int, default=24, help="clips for the direction probe")
+    ap.add_argument("--t2v", action="store_true", help="binding probe: T2V (no first frame)")
     a = ap.parse_args()
     if a.probe == "spot":
         spot()
@@ -438,7 +442,7 @@ if __name__ == "__main__":
     elif a.probe == "direction":
         direction(a.workdir, a.num, a.step)
     elif a.probe == "binding":
-        binding(a.workdir, a.num, a.step)
+        binding(a.workdir, a.num, a.step, a.t2v)
     elif a.probe == "memorise":
         memorise(a.workdir, a.steps, a.set)
     else:

@@ -37,7 +37,9 @@ def apply_stage(c: ml_collections.ConfigDict, stage: str, *, frames: int = 1) ->
         d.task_probs = ml_collections.ConfigDict({"t2v": 1.0})
     if stage == "drill":  # TI2V on drill clips, noise-heavy law: the caption is all there is
         d.shapes.drill, t.steps, t.ckpt_every = True, DRILL_STEPS, 250
-        d.task_probs = ml_collections.ConfigDict({"ti2v": 1.0})
+        # t2v is listed (at 0) so a binding drill can mix it in from the command line
+        # (--config.data.task_probs.t2v=0.5): there the first frame hints at the direction.
+        d.task_probs = ml_collections.ConfigDict({"t2v": 0.0, "ti2v": 1.0})
         f.logit_mean, f.logit_std = DRILL_LAW
 
 
