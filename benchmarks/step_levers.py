@@ -118,8 +118,8 @@ def attention_levers(reps: int) -> None:
         race(
             f"attention {name}: q{tuple(args[0].shape)} k{tuple(args[1].shape)} fwd+bwd",
             {
-                "reference (einsum, concat RoPE)": call(attention_reference),
-                "xla_attention (the model's path)": call(xla_attention),
+                "reference = the model's path (einsum, concat RoPE)": call(attention_reference),
+                "xla_attention (folded RoPE, score form by key count)": call(xla_attention),
                 "einsum scores, folded RoPE": call(xla_attention, short_keys=0),
                 "multiply-reduce scores, folded RoPE": call(xla_attention, short_keys=1 << 30),
                 "jax.nn.dot_product_attention(xla)": fwd_bwd(

@@ -33,7 +33,7 @@ def test_stage_config_keeps_overrides_and_applies_the_stage():
     c.optim.lr, c.train.prelude, c.train.init_from = 5e-4, ("drill:30",), "runs/base:ema"
     sub = stages.stage_config(c, "drill", 30, "runs/base:ema")
     assert sub.optim.lr == 5e-4 and sub.model.pooled_dim == c.model.pooled_dim
-    assert sub.data.shapes.drill and dict(sub.data.task_probs) == {"ti2v": 1.0}
+    assert sub.data.shapes.drill and dict(sub.data.task_probs) == {"t2v": 0.0, "ti2v": 1.0}
     assert (sub.diffusion.logit_mean, sub.diffusion.logit_std) == stages.DRILL_LAW
     assert (sub.train.steps, sub.train.ckpt_every, tuple(sub.train.prelude)) == (30, 30, ())
     assert sub.train.init_from == "runs/base:ema" and sub.sample.num_train_samples == 0
