@@ -10,9 +10,9 @@ Pieces, in order: image conditioning of the input (frame replacement or channel 
 patch embedding, caption projection (then the optional token refiner: `model.text_refiner`
 self-attention layers over the caption), the singleton condition (stateless-LN'd
 embeddings of t, micro-conditions, motion score, pooled text and its word bag, summed)
-feeding one shared AdaLN-single projection, MaskDiT (the main blocks see a random (1 − mask_ratio) share of
-spatial positions, the same in every frame; a learned mask token fills the rest before the
-decoder blocks), final modulated LayerNorm and linear, unpatchify.
+feeding one shared AdaLN-single projection, MaskDiT (the main blocks see a random
+(1 − mask_ratio) share of spatial positions, the same in every frame; a learned mask token
+fills the rest before the decoder blocks), final modulated LayerNorm and linear, unpatchify.
 
 `python -m stiv_jax.model.stiv --config configs/stiv.py:variant=XL/2 --count-params`
 prints the parameter count from `nnx.eval_shape` (nothing is allocated).
