@@ -118,7 +118,8 @@ def bench(variant: str, steps: int, rounds: int, overrides: dict, tmp: str) -> d
         loop.append(loop_step_s(config, comps, steps, os.path.join(tmp, f"{variant}_{r}")))
         print(
             f"  {variant} round {r}: jitted {jitted[-1] * 1e3:.1f} ms, loop {loop[-1] * 1e3:.1f}"
-            f" ms, host {host[-1] * 1e3:.1f} ms, gemm {gemm[-1]:.1f} GFLOP/s, load {os.getloadavg()[0]:.2f}",
+            f" ms, host {host[-1] * 1e3:.1f} ms, gemm {gemm[-1]:.1f} GFLOP/s, load "
+            f"{os.getloadavg()[0]:.2f}",
             flush=True,
         )
     best_gemm, best = max(gemm), min(jitted)
