@@ -21,6 +21,12 @@ python benchmarks/quality_probes.py binding --workdir W [--num 24] [--step N] [-
     objects, different directions, plain, `generate_clip(drill=True, drill_objects=2)`),
     caption as is vs with the two objects' directions swapped: per object, mean cosine of its
     sampled displacement with its own and with the other object's direction
+python benchmarks/quality_probes.py crossattn --workdir W [--num 8]
+    where does each object look among the words? TI2V on held-out binding-drill clips at
+    t = 0.3: the cross-attention weight (heads and blocks averaged) from the object's
+    first-frame video token to its own colour word, the other object's, the direction
+    words only its own direction has and those only the other's has, per token, beside the
+    uniform weight 1 / (real tokens)
 python benchmarks/quality_probes.py paths --workdir W
     where the caption acts: change one word (direction, colour, background, shape) in the
     token states only (cross-attention) or in the pooled vector only (AdaLN) and print the
@@ -421,11 +427,110 @@ def paths(workdir: str) -> None:
             )
 
 
+def crossattn(workdir: str, num: int = 8, step: int | None = None) -> None:
+    """Where an object's video tokens look among the caption's words (see module docstring)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    import stiv_jax.model.attention as attn_mod
+    from stiv_jax.conditioning import make_conditions
+    from stiv_jax.data.schema import normalize_uint8
+    from stiv_jax.data.shapes import generate_clip
+    from stiv_jax.kernels.prologue import qk_prologue
+    from stiv_jax.pipeline import STIVPipeline
+
+    pipe = STIVPipeline.from_workdir(workdir, step=step)
+    config, comps = pipe.config, pipe.comps
+    model = nnx.merge(pipe.graphdef, pipe.params)
+    res, p, enc = config.data.res, config.model.patch_size, comps.text_encoder
+    seed, frames = config.data.shapes.heldout_seed, config.data.frames
+    recorded = []
+    original = attn_mod.attention
+
+    def recording(q, k, v, **kw):  # cross-attention: queries are video, keys are words
+        if kw.get("mask") is not None and q.shape[1] != k.shape[1]:
+            qf = qk_prologue(q, kw["q_norm_scale"], None, 1e-6)
+            kf = qk_prologue(k, kw["k_norm_scale"], None, 1e-6)
+            logits = jnp.einsum("blnh,bmnh->bnlm", qf, kf) / np.sqrt(q.shape[-1])
+            logits = jnp.where(kw["mask"][:, None, None, :], logits, -1e30)
+            recorded.append(np.asarray(jax.nn.softmax(logits, -1).mean(1)))  # [B, Lq, M]
+        return original(q, k, v, **kw)
+
+    def pieces(word: str) -> list[int]:
+        ids, m = enc.tokenize([word])
+        return [int(t) for t, keep in zip(ids[0], m[0]) if keep][1:-1]  # no [CLS]/[SEP]
+
+    def positions(row: list[int], words) -> set[int]:
+        out = set()
+        for w in words:
+            sub = pieces(w)
+            out |= {i for i in range(len(row)) if row[i : i + len(sub)] == sub}
+        return out
+
+    names = ("own colour", "other colour", "own direction", "other direction", "uniform")
+    mass = {n: [] for n in names}
+    attn_mod.attention = recording
+    try:
+        for j in range(num):
+            c = generate_clip(j, split="heldout", seed=seed, res=res, frames=frames, drill=True,
+                              drill_objects=2)  # fmt: skip
+            x1 = comps.autoencoder.encode(jnp.asarray(normalize_uint8(c["video"][None])))
+            mask = np.zeros((1, x1.shape[1]), bool)
+            mask[:, 0] = True
+            e = enc.encode([c["caption"]])
+            cond = make_conditions(
+                latents=x1, cond_mask=jnp.asarray(mask), text_tokens=jnp.asarray(e.tokens),
+                text_mask=jnp.asarray(e.mask), text_pooled=jnp.asarray(e.pooled),
+                micro=jnp.asarray([[res, res, 0, 0, 1.0]], jnp.float32),
+                motion=jnp.asarray([float(c["motion_score"])], jnp.float32),
+            )  # fmt: skip
+            eps = jax.random.normal(jax.random.key(j), x1.shape)
+            t = 0.3
+            xt = jnp.where(jnp.asarray(mask)[:, :, None, None, None], x1, t * x1 + (1 - t) * eps)
+            recorded.clear()
+            model(xt, jnp.full((1,), t), cond)
+            probs = np.mean([r[0] for r in recorded], axis=0)  # [F'·S, M], blocks averaged
+            ids, tmask = enc.tokenize([c["caption"]])
+            row = [int(t) for t in ids[0]]
+            gw = res // p
+            objs = c["truth"]["objects"]
+            for a, b in (objs, objs[::-1]):
+                q = int(a["y"][0]) // p * gw + int(a["x"][0]) // p  # first token frame
+                own_d, other_d = set(a["motion"].split("-")), set(b["motion"].split("-"))
+                sets = {
+                    "own colour": positions(row, [a["color"]]),
+                    "other colour": positions(row, [b["color"]]),
+                    "own direction": positions(row, own_d - other_d),
+                    "other direction": positions(row, other_d - own_d),
+                }
+                for n, idx in sets.items():
+                    mass[n].append(float(probs[q, sorted(idx)].sum()) / max(len(idx), 1))
+                mass["uniform"].append(1.0 / float(tmask[0].sum()))
+    finally:
+        attn_mod.attention = original
+    print(
+        f"{workdir}: {num} held-out binding-drill clips, TI2V, t = 0.3; cross-attention of "
+        f"each object's first-frame video token (heads and blocks averaged), per caption token"
+    )
+    for n in names:
+        print(f"  {n:16s} {np.mean(mass[n]):.4f}")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument(
         "probe",
-        choices=("spot", "memorise", "denoise", "heldout", "direction", "binding", "paths"),
+        choices=(
+            "spot",
+            "memorise",
+            "denoise",
+            "heldout",
+            "direction",
+            "binding",
+            "paths",
+            "crossattn",
+        ),
     )
     ap.add_argument("--workdir", default="runs/memorise")
     ap.add_argument("--steps", type=int, default=200)
@@ -443,6 +548,8 @@ if __name__ == "__main__":
         direction(a.workdir, a.num, a.step)
     elif a.probe == "binding":
         binding(a.workdir, a.num, a.step, a.t2v)
+    elif a.probe == "crossattn":
+        crossattn(a.workdir, a.num, a.step)
     elif a.probe == "memorise":
         memorise(a.workdir, a.steps, a.set)
     else:

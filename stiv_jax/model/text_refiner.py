@@ -11,7 +11,12 @@ the colour and shape of a clause into its motion words (and back). This is the t
 refiner of HunyuanVideo and the context refiner of Lumina-Image 2.0, without their
 timestep modulation: the caption is refined once per sample, not once per noise level.
 
-Every layer computes x + Attn(LN(x)) then x + MLP(LN(x)); the attention output projection
+Every layer computes x + C(Attn(LN(x))) then x + C(MLP(LN(x))), where C removes the part of
+an update shared by all the caption's real tokens: the refiner may move information between
+words but not add a caption-wide vector (the pooled path does that). Without C, the S main
+job grew one (800 steps: refined tokens at pairwise cosine 0.997, 99.4% of their energy in
+the shared part), which QK-RMSNorm turned into identical keys and every block's
+cross-attention into a flat 1 / L (docs/quality.md §12.4). The attention output projection
 and the MLP's second linear start at zero, so a new refiner starts as the identity and
 `train.init_from` a model without one changes nothing until it trains. Attention here
 always runs the plain XLA path: L is tens of tokens, far below any fused kernel's block.
@@ -40,8 +45,14 @@ class RefinerLayer(nnx.Module):
                 v.set_value(jnp.zeros_like(v.get_value()))
 
     def __call__(self, x: jax.Array, mask: jax.Array, rope) -> jax.Array:
-        x = x + self.attn(layer_norm(x), rope=rope, mask=mask)
-        return x + self.mlp(layer_norm(x))
+        x = x + centred(self.attn(layer_norm(x), rope=rope, mask=mask), mask)
+        return x + centred(self.mlp(layer_norm(x)), mask)
+
+
+def centred(u: jax.Array, mask: jax.Array) -> jax.Array:
+    """u [B, L, D] less its mean over each caption's real tokens (mask [B, L])."""
+    w = mask[..., None].astype(u.dtype)
+    return u - (u * w).sum(1, keepdims=True) / jnp.maximum(w.sum(1, keepdims=True), 1)
 
 
 class TextRefiner(nnx.Module):

@@ -198,6 +198,16 @@ def test_fresh_refiner_is_identity_and_trained_one_mixes_tokens():
     assert float(jnp.abs(r(x3, mask)[:, 0] - y[:, 0]).max()) > 1e-5
 
 
+def test_refiner_adds_no_caption_wide_vector():
+    r = _perturb(_refiner(), scale=0.5)
+    x = jax.random.normal(jax.random.key(0), (2, 6, 32))
+    mask = jnp.ones((2, 6), bool).at[1, 4:].set(False)
+    y = r(x, mask)
+    assert float(jnp.abs(y - x).max()) > 1e-2
+    for b, n in ((0, 6), (1, 4)):  # the real tokens' mean is what it was
+        np.testing.assert_allclose(y[b, :n].mean(0), x[b, :n].mean(0), atol=1e-5)
+
+
 def test_padding_does_not_reach_real_tokens():
     r = _perturb(_refiner())
     x = jax.random.normal(jax.random.key(0), (2, 6, 32))
