@@ -26,7 +26,8 @@ python benchmarks/quality_probes.py crossattn --workdir W [--num 8]
     t = 0.3: the cross-attention weight (heads and blocks averaged) from the object's
     first-frame video token to its own colour word, the other object's, the direction
     words only its own direction has and those only the other's has, per token, beside the
-    uniform weight 1 / (real tokens)
+    uniform weight 1 / (real tokens); then whether the caption tokens the keys come from are
+    distinct (mean pairwise cosine, share of their energy in the mean token)
 python benchmarks/quality_probes.py paths --workdir W
     where the caption acts: change one word (direction, colour, background, shape) in the
     token states only (cross-attention) or in the pooled vector only (AdaLN) and print the
@@ -515,6 +516,25 @@ def crossattn(workdir: str, num: int = 8, step: int | None = None) -> None:
     )
     for n in names:
         print(f"  {n:16s} {np.mean(mass[n]):.4f}")
+    # Are the keys' inputs distinct words or one caption-wide vector? Over the real tokens of
+    # the same captions: mean pairwise cosine, and the share of their energy in the mean token.
+    e = enc.encode([c["caption"] for c in (
+        generate_clip(j, split="heldout", seed=seed, res=res, frames=frames, drill=True,
+                      drill_objects=2) for j in range(num))])  # fmt: skip
+    ctx = model.text_proj(jnp.asarray(e.tokens))
+    stages = [("projected caption tokens", ctx)]
+    if model.text_refiner is not None:
+        stages.append(("refined caption tokens", model.text_refiner(ctx, jnp.asarray(e.mask))))
+    for name, h in stages:
+        cos, share, norm = [], [], []
+        for row, m in zip(np.asarray(h), e.mask):
+            v = row[m]
+            u = v / np.linalg.norm(v, axis=1, keepdims=True)
+            cos.append((u @ u.T)[np.triu_indices(len(v), 1)].mean())
+            share.append(np.sum(v.mean(0) ** 2) / np.mean(np.sum(v**2, 1)))
+            norm.append(np.linalg.norm(v, axis=1).mean())
+        print(f"  {name}: mean pairwise cosine {np.mean(cos):.3f}, shared part "
+              f"{100 * np.mean(share):.1f}% of the energy, norm {np.mean(norm):.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":
