@@ -471,6 +471,7 @@ def crossattn(workdir: str, num: int = 8, step: int | None = None) -> None:
 
     names = ("own colour", "other colour", "own direction", "other direction", "uniform")
     mass = {n: [] for n in names}
+    captions = []
     attn_mod.attention = recording
     try:
         for j in range(num):
@@ -479,6 +480,7 @@ def crossattn(workdir: str, num: int = 8, step: int | None = None) -> None:
             x1 = comps.autoencoder.encode(jnp.asarray(normalize_uint8(c["video"][None])))
             mask = np.zeros((1, x1.shape[1]), bool)
             mask[:, 0] = True
+            captions.append(c["caption"])
             e = enc.encode([c["caption"]])
             cond = make_conditions(
                 latents=x1, cond_mask=jnp.asarray(mask), text_tokens=jnp.asarray(e.tokens),
@@ -518,9 +520,7 @@ def crossattn(workdir: str, num: int = 8, step: int | None = None) -> None:
         print(f"  {n:16s} {np.mean(mass[n]):.4f}")
     # Are the keys' inputs distinct words or one caption-wide vector? Over the real tokens of
     # the same captions: mean pairwise cosine, and the share of their energy in the mean token.
-    e = enc.encode([c["caption"] for c in (
-        generate_clip(j, split="heldout", seed=seed, res=res, frames=frames, drill=True,
-                      drill_objects=2) for j in range(num))])  # fmt: skip
+    e = enc.encode(captions)
     ctx = model.text_proj(jnp.asarray(e.tokens))
     stages = [("projected caption tokens", ctx)]
     if model.text_refiner is not None:
