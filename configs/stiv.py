@@ -162,6 +162,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     o = c.optim = ml_collections.ConfigDict()
     o.lr = 1e-3 if small else 1e-4  # peak learning rate
     o.warmup_steps = 50 if small else 1000  # linear warmup, then constant
+    o.decay_steps = 0  # linear cool-down to 0 over the run's last steps (0 = none; WSD)
     o.b1 = 0.9  # AdaFactor momentum
     o.b2 = 0.999  # AdaFactor second-moment decay
     o.clip_norm = 1.0  # global-norm gradient clip

@@ -1,4 +1,5 @@
-"""Optimizer and EMA: AdaFactor (b1 0.9, b2 0.999), global-norm clip, warmup-then-constant LR.
+"""Optimizer and EMA: AdaFactor (b1 0.9, b2 0.999), global-norm clip, warmup-then-constant LR
+(optionally a linear cool-down to 0 over a run's last `optim.decay_steps`: warmup-stable-decay).
 
 AdaFactor here is the big_vision / ViT-22B form, built from optax pieces: factored second
 moments for matrices (row and column statistics, Shazeer & Stern 2018; optax factors the two
@@ -36,24 +37,39 @@ def scale_by_adafactor(
     )
 
 
-def learning_rate(lr: float, warmup_steps: int) -> optax.Schedule:
-    """Linear warmup from 0 to `lr` over `warmup_steps`, then constant."""
-    if warmup_steps <= 0:
-        return optax.constant_schedule(lr)
-    return optax.join_schedules(
-        [optax.linear_schedule(0.0, lr, warmup_steps), optax.constant_schedule(lr)], [warmup_steps]
-    )
+def learning_rate(
+    lr: float, warmup_steps: int, decay_steps: int = 0, total_steps: int = 0
+) -> optax.Schedule:
+    """Linear warmup from 0 to `lr` over `warmup_steps`, then constant; with `decay_steps`, a
+    linear cool-down to 0 over the last `decay_steps` of `total_steps` (warmup-stable-decay,
+    Hägele et al. 2024: matches cosine at any length without fixing the length up front)."""
+    if decay_steps < 0 or (decay_steps and decay_steps + warmup_steps > total_steps):
+        raise ValueError(
+            f"optim.decay_steps={decay_steps}; expected 0 or 1..{total_steps - warmup_steps} "
+            f"(train.steps={total_steps} minus optim.warmup_steps={warmup_steps})"
+        )
+    parts, bounds = [], []
+    if warmup_steps > 0:
+        parts.append(optax.linear_schedule(0.0, lr, warmup_steps))
+        bounds.append(warmup_steps)
+    parts.append(optax.constant_schedule(lr))
+    if decay_steps:
+        bounds.append(total_steps - decay_steps)
+        parts.append(optax.linear_schedule(lr, 0.0, decay_steps))
+    return optax.join_schedules(parts, bounds) if bounds else parts[0]
 
 
-def make_optimizer(cfg) -> optax.GradientTransformation:
-    """cfg = config.optim."""
+def make_optimizer(cfg, total_steps: int = 0) -> optax.GradientTransformation:
+    """cfg = config.optim; `total_steps` (config.train.steps) places `cfg.decay_steps`."""
     if cfg.weight_decay:
         raise ValueError(f"optim.weight_decay={cfg.weight_decay}; STIV trains with none (use 0.0)")
     return optax.chain(
         optax.clip_by_global_norm(cfg.clip_norm),
         scale_by_adafactor(b2=cfg.b2),
         optax.ema(decay=cfg.b1, debias=True),  # first moment, as Adam's b1
-        optax.scale_by_learning_rate(learning_rate(cfg.lr, cfg.warmup_steps)),
+        optax.scale_by_learning_rate(
+            learning_rate(cfg.lr, cfg.warmup_steps, cfg.get("decay_steps", 0), total_steps)
+        ),
     )
 
 

@@ -69,6 +69,7 @@ def stage_config(config, stage: str, steps: int, init_from: str) -> ml_collectio
     apply_stage(c, stage)
     c.train.steps, c.train.ckpt_every = steps, min(int(c.train.ckpt_every), steps)
     c.train.prelude, c.train.init_from = (), init_from
+    c.optim.decay_steps = 0  # the cool-down belongs to the end of the main run
     c.train.unmasked_steps = min(int(c.train.get("unmasked_steps", 0)), steps)
     c.sample.num_train_samples = 0  # the main run writes the samples
     return c

@@ -326,7 +326,7 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
     comps = comps or Components(config)
     os.makedirs(workdir, exist_ok=True)
     t = config.train
-    tx = make_optimizer(config.optim)
+    tx = make_optimizer(config.optim, int(config.train.steps))
     # State lives sharded on the mesh from the start (init is jitted with its shardings).
     mesh = mesh_lib.make_mesh(config.mesh)
     if int(t.get("lora_rank", 0)) > 0 and not t.get("init_from"):
@@ -378,7 +378,12 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
         t.steps, batch_size, os.path.join(workdir, "tensorboard"),
     )  # fmt: skip
     log.write_config(start, config)
-    lr_at = learning_rate(config.optim.lr, config.optim.warmup_steps)
+    lr_at = learning_rate(
+        config.optim.lr,
+        config.optim.warmup_steps,
+        config.optim.get("decay_steps", 0),
+        int(config.train.steps),
+    )
 
     # MaskDiT pre-training, then `train.unmasked_steps` of unmasked fine-tuning (STIV §3.1).
     masked_until = t.steps - t.unmasked_steps if config.model.mask_ratio > 0 else 0

@@ -161,3 +161,17 @@ def test_warmup_then_constant_and_ema_warmup():
     assert float(sched(10)) == float(sched(1000)) == np.float32(1e-3)
     d = [float(ema_decay(0.999, jnp.asarray(s))) for s in (0, 10, 100, 100_000)]
     assert d[0] == np.float32(0.1) and d[1] < d[2] < d[3] == np.float32(0.999)
+
+
+def test_cool_down_reaches_zero_at_the_last_step_and_bad_lengths_are_errors():
+    import pytest
+
+    sched = learning_rate(1e-3, 10, decay_steps=20, total_steps=100)
+    np.testing.assert_allclose(float(sched(5)), 0.5e-3, rtol=1e-6)  # warmup untouched
+    np.testing.assert_allclose(float(sched(80)), 1e-3, rtol=1e-6)  # stable until the cool-down
+    np.testing.assert_allclose(float(sched(90)), 0.5e-3, rtol=1e-6)  # linear
+    np.testing.assert_allclose(float(sched(100)), 0.0, atol=1e-12)
+    assert float(learning_rate(1e-3, 0, 5, 10)(0)) == np.float32(1e-3)  # no warmup
+    for bad in (-1, 95):
+        with pytest.raises(ValueError, match=f"optim.decay_steps={bad}"):
+            learning_rate(1e-3, 10, decay_steps=bad, total_steps=100)
