@@ -13,7 +13,7 @@ The argument string is comma-separated `key=value` pairs:
   variant     tiny | S | XL/2 | XXL/2 | M/2 (`/p` sets the spatial patch; tiny and S use 2)
   frames      video frames T in pixels (latent frames follow from the autoencoder)
   res         square training resolution in pixels
-  image_cond  frame_replace | channel_concat | cross_attn
+  image_cond  frame_replace | frame_replace_ref | channel_concat | cross_attn
   stage       t2i | t2v | ti2v | drill: a stage of STIV's progressive recipe (default: the
               full task mix). drill: the direction drill before the S main job (TI2V on
               ShapesBench drill clips, t ~ logit-normal(-2.5, 0.5), 1,500 steps;

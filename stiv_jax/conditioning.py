@@ -10,11 +10,15 @@ never branch on its name:
 
   method          in-channels  model input                    context        augment  loss on      post-step
   frame_replace   C            given frames of x_t replaced   text           -        other frames re-impose given
+  frame_replace_ref 2C         [replaced x_t, nearest given]  text           -        other frames re-impose given
   channel_concat  2C           [x_t, given latents | 0]        text           noise    every frame  -
   cross_attn      C            x_t                            text + image   -        every frame  -
 
 Frame replacement is STIV's: the given frames are the data, so they are neither predicted
-nor supervised. Channel concat (Step-Video-TI2V) and the cross-attention ablation leave
+nor supervised. `frame_replace_ref` adds a reference on C: every frame also sees the latent
+of its nearest given frame (zeros when none is given), as Stable Video Diffusion concatenates
+the conditioning image to every frame (Blattmann et al. 2023), here at any given positions.
+What stays put in the video is then one patch-embedding away instead of one attention hop. Channel concat (Step-Video-TI2V) and the cross-attention ablation leave
 x_t untouched, so every frame is generated and supervised (Step-Video's loss covers all
 frames). Also here: building `Conditions`, and condition dropout for classifier-free guidance.
 """
@@ -112,6 +116,30 @@ class FrameReplace(ImageCond):
         return post_step
 
 
+def nearest_given(cond: Conditions) -> jax.Array:
+    """[B, F, H, W, C]: at each frame, the latent of the nearest given frame (the earlier one
+    on a tie); zeros in a sample where no frame is given."""
+    mask, latents = cond["cond_mask"], cond["cond_latents"]
+    f = mask.shape[1]
+    pos = jnp.arange(f)
+    dist = jnp.abs(pos[:, None] - pos[None, :]).astype(jnp.float32)  # [F frame, F given]
+    dist = jnp.where(mask[:, None, :], dist, jnp.inf)  # [B, F, F]
+    src = jnp.argmin(dist, axis=-1)  # [B, F]: first minimum = the earlier frame on a tie
+    ref = jnp.take_along_axis(latents, src[:, :, None, None, None], axis=1)
+    return jnp.where(frames_mask(mask.any(axis=1, keepdims=True)), ref, 0)
+
+
+class FrameReplaceRef(FrameReplace):
+    """Frame replacement plus each frame's nearest given latent concatenated on C."""
+
+    name = "frame_replace_ref"
+    channel_multiplier = 2
+
+    def model_input(self, x, cond):
+        replaced = super().model_input(x, cond)
+        return jnp.concatenate([replaced, nearest_given(cond).astype(x.dtype)], -1)
+
+
 class ChannelConcat(ImageCond):
     """Step-Video-TI2V: noise-augmented given latents (zeros elsewhere) concatenated on C."""
 
@@ -144,7 +172,7 @@ class CrossAttn(ImageCond):
 
 
 IMAGE_CONDS: dict[str, ImageCond] = {
-    m.name: m for m in (FrameReplace(), ChannelConcat(), CrossAttn())
+    m.name: m for m in (FrameReplace(), FrameReplaceRef(), ChannelConcat(), CrossAttn())
 }
 
 

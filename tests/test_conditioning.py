@@ -33,9 +33,14 @@ def _cond(b=2, f=4, hw=4, c=3, given=((0,), (0, 3))):
 
 
 def test_registry_declares_every_method_once():
-    assert tuple(IMAGE_CONDS) == ("frame_replace", "channel_concat", "cross_attn")
+    assert tuple(IMAGE_CONDS) == (
+        "frame_replace",
+        "frame_replace_ref",
+        "channel_concat",
+        "cross_attn",
+    )
     assert {n: m.channel_multiplier for n, m in IMAGE_CONDS.items()} == {
-        "frame_replace": 1, "channel_concat": 2, "cross_attn": 1,
+        "frame_replace": 1, "frame_replace_ref": 2, "channel_concat": 2, "cross_attn": 1,
     }  # fmt: skip
     assert [n for n, m in IMAGE_CONDS.items() if m.image_tokens] == ["cross_attn"]
     with pytest.raises(ValueError, match="'pixel_concat' is unknown"):
@@ -55,6 +60,31 @@ def test_model_inputs():
     np.testing.assert_array_equal(get_image_cond("cross_attn").model_input(x, cond), x)
     tokens, mask = get_image_cond("cross_attn").context_tokens(cond, 2)
     assert tokens.shape == (2, 4 * 4, 2 * 2 * 3) and mask.shape == (2, 16)
+
+
+def test_reference_channels_hold_the_nearest_given_frame():
+    """Sample 0 gives frame 0 (every frame sees it); sample 1 gives 0 and 3 (frame 1 sees 0,
+    frame 2 sees 3); sample 2 gives nothing (zeros, as T2V or a dropped image)."""
+    cond = _cond(b=3, given=((0,), (0, 3), ()))
+    x = jnp.full(cond["cond_latents"].shape, 7.0)
+    out = np.asarray(get_image_cond("frame_replace_ref").model_input(x, cond))
+    fr = np.asarray(get_image_cond("frame_replace").model_input(x, cond))
+    lat = np.asarray(cond["cond_latents"])
+    np.testing.assert_array_equal(out[..., :3], fr)  # frame replacement, unchanged
+    ref = out[..., 3:]
+    for k in range(4):
+        np.testing.assert_array_equal(ref[0, k], lat[0, 0])
+    for k, src in enumerate((0, 0, 3, 3)):
+        np.testing.assert_array_equal(ref[1, k], lat[1, src])
+    np.testing.assert_array_equal(ref[2], 0.0)
+
+
+def test_reference_method_keeps_frame_replacements_loss_and_post_step():
+    cond = _cond()
+    a, b = get_image_cond("frame_replace"), get_image_cond("frame_replace_ref")
+    np.testing.assert_array_equal(a.loss_mask(cond), b.loss_mask(cond))
+    x = jnp.full(cond["cond_latents"].shape, 7.0)
+    np.testing.assert_array_equal(a.post_step(cond)(x, 0.5), b.post_step(cond)(x, 0.5))
 
 
 def test_frame_replace_loss_mask_and_post_step():
