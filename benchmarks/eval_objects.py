@@ -7,7 +7,9 @@ object of every x1 TI2V and T2V video: background, pan, speed, the true directio
 measured one (the evaluator's own `metrics.score_clip`), the measured displacement relative
 to the background (px) and its angle error to the truth (degrees), the visible share and the
 colour stability. Then per task: exact-class accuracy, the share within one 45-degree sector,
-and the accuracy split by speed, background and object count. Pixel-space: videos are
+and the accuracy split by speed, background and object count. For TI2V also where the video
+PSNR is lost (`pixel_split`): on pixels the clip keeps from frame 0 (copying it is exact) and
+on those that change (moving objects, pans), for the model and for the static floor. Pixel-space: videos are
 uint8 [T, H, W, 3]; the model legend does not apply.
 """
 
@@ -63,6 +65,44 @@ def object_rows(video: np.ndarray, case: dict) -> list[dict]:
     return rows
 
 
+STILL_TOL = 8  # uint8 levels: a pixel within this of frame 0 in every channel is "still"
+
+
+def pixel_split(video: np.ndarray, clip: np.ndarray) -> dict:
+    """Squared errors of frames 1.. of `video` against `clip` (uint8 [T, H, W, 3]), split by
+    whether the clip's pixel is still (within STILL_TOL of frame 0) or changing."""
+    v, c = video[1:].astype(np.float64), clip[1:].astype(np.float64)
+    still = (np.abs(c - clip[:1].astype(np.float64)).max(-1) <= STILL_TOL)[..., None]
+    err = (v - c) ** 2
+    floor = (clip[:1].astype(np.float64) - c) ** 2  # frame 0 repeated
+    n_still, n = float(still.sum()) * 3, err.size
+    return {
+        "still_share": n_still / n,
+        "err_still": float((err * still).sum()),
+        "err_changing": float((err * ~still).sum()),
+        "floor_changing": float((floor * ~still).sum()),
+        "n_still": n_still,
+        "n_changing": n - n_still,
+    }
+
+
+def psnr_of(sq_err: float, count: float) -> float:
+    return 10 * math.log10(255.0**2 / max(sq_err / max(count, 1.0), 1e-10))
+
+
+def print_pixel_split(splits: list[dict]) -> None:
+    tot = {k: sum(s[k] for s in splits) for k in splits[0]}
+    model = tot["err_still"] + tot["err_changing"]
+    print(
+        f"ti2v pixels: still {tot['n_still'] / (tot['n_still'] + tot['n_changing']):.2f} of "
+        f"frames 1..; model PSNR on still {psnr_of(tot['err_still'], tot['n_still']):.2f} dB "
+        f"(copying frame 0: exact), on changing "
+        f"{psnr_of(tot['err_changing'], tot['n_changing']):.2f} dB (static floor "
+        f"{psnr_of(tot['floor_changing'], tot['n_changing']):.2f}); still pixels hold "
+        f"{tot['err_still'] / max(model, 1e-10):.2f} of the model's squared error"
+    )
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="variant=S", help="configs/stiv.py argument string")
@@ -83,6 +123,8 @@ def main(argv=None) -> None:
         print(f"\n{task}: case  background  pan  speed  objects  truth -> measured  "
               "disp px  angle err  visible  colour")  # fmt: skip
         rows = []
+        if task == "ti2v":
+            print_pixel_split([pixel_split(videos[it], cases[it.index]["video"]) for it in items])
         for it in items:
             for r in object_rows(videos[it], cases[it.index]):
                 rows.append(r)

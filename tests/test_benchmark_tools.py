@@ -7,6 +7,7 @@ import math
 import os
 import sys
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
@@ -38,6 +39,18 @@ def test_object_rows_of_ground_truth_clips_match_their_truth():
     assert len(exact) >= 0.9 * len(rows)  # the evaluator scores ground truth ~1.0
     assert all(r["err"] < 22.5 for r in exact if r["pan"] == "none")
     assert {r["objects"] for r in rows} <= {1, 2}
+
+
+def test_pixel_split_separates_still_and_changing_pixels():
+    clip = np.zeros((3, 4, 4, 3), np.uint8)
+    clip[1:, 0, 0] = 200  # one pixel changes after frame 0
+    s = eval_objects.pixel_split(clip, clip)  # the truth itself: no error anywhere
+    assert s["err_still"] == s["err_changing"] == 0.0
+    assert s["still_share"] == pytest.approx(15 / 16) and s["floor_changing"] == 2 * 3 * 200**2
+    video = clip.copy()
+    video[1:, 3, 3] = 10  # an error on a still pixel only
+    s = eval_objects.pixel_split(video, clip)
+    assert s["err_still"] == 2 * 3 * 10**2 and s["err_changing"] == 0.0
 
 
 def test_ablation_variant_sets_follow_the_base_config():
