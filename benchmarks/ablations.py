@@ -49,6 +49,8 @@ from stiv_jax.atomic import write_text  # noqa: E402
 
 VARIANTS: dict[str, dict[str, object]] = {
     "baseline": {},
+    "frame_replace": {"model.image_cond": "frame_replace"},
+    "frame_replace_ref": {"model.image_cond": "frame_replace_ref"},
     "channel_concat": {"model.image_cond": "channel_concat"},
     "no_motion_cond": {"model.motion_cond": False},
     "no_image_drop": {"diffusion.image_drop": 0.0},
