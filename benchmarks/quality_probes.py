@@ -28,6 +28,11 @@ python benchmarks/quality_probes.py crossattn --workdir W [--num 8]
     words only its own direction has and those only the other's has, per token, beside the
     uniform weight 1 / (real tokens); then whether the caption tokens the keys come from are
     distinct (mean pairwise cosine, share of their energy in the mean token)
+python benchmarks/quality_probes.py background --workdir W [--num 3]
+    where a still background's colour comes from: held-out cases 0..num-1, mean colour of a
+    6x6 background corner over frames 1.., for the one-step x1-hat at t = 0 / 0.5 / 0.9 with
+    the true caption, the empty one and "against a plain red background", then for samples
+    (default sampler) at guidance 1 and 2 (docs/quality.md §13.3)
 python benchmarks/quality_probes.py paths --workdir W
     where the caption acts: change one word (direction, colour, background, shape) in the
     token states only (cross-attention) or in the pooled vector only (AdaLN) and print the
@@ -537,6 +542,66 @@ def crossattn(workdir: str, num: int = 8, step: int | None = None) -> None:
               f"{100 * np.mean(share):.1f}% of the energy, norm {np.mean(norm):.2f}")  # fmt: skip
 
 
+def background(workdir: str, num: int = 3, step: int | None = None) -> None:
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from stiv_jax.checkpoint import restore_config
+    from stiv_jax.conditioning import make_conditions
+    from stiv_jax.data.schema import normalize_uint8
+    from stiv_jax.data.shapes import config_kwargs, generate_clip
+    from stiv_jax.diffusion import to_velocity
+    from stiv_jax.pipeline import Request, STIVPipeline, restore_for_sampling
+
+    config = restore_config(workdir, step)
+    comps, graphdef, params, step = restore_for_sampling(config, workdir, step)
+    model = nnx.merge(graphdef, params)
+    seed = config.data.shapes.heldout_seed
+    cs = [generate_clip(i, split="heldout", seed=seed, **config_kwargs(config)) for i in range(num)]
+    x1 = comps.autoencoder.encode(jnp.asarray(normalize_uint8(np.stack([c["video"] for c in cs]))))
+    b, f = x1.shape[:2]
+    mask = np.zeros((b, f), bool)
+    mask[:, 0] = True
+    res, pred = config.data.res, config.model.get("prediction", "velocity")
+
+    def corner(x) -> list:  # mean uint8 colour of the bottom-right 6x6 corner, frames 1..
+        u = (np.clip(np.asarray(x), -1, 1) + 1) * 127.5
+        return [
+            tuple(float(v) for v in np.round(c, 1)) for c in u[:, 1:, 24:30, 24:30].mean((1, 2, 3))
+        ]
+
+    print(f"step {step}; truth {corner(x1)}")
+    eps = jax.random.normal(jax.random.key(0), x1.shape)
+    given = jnp.asarray(mask)[:, :, None, None, None]
+    captions = {
+        "true caption": [c["caption"] for c in cs],
+        "empty caption": [""] * b,
+        "red background": ["against a plain red background"] * b,
+    }
+    for name, caps in captions.items():
+        emb = comps.text_encoder.encode(caps)
+        cond = make_conditions(
+            latents=x1, cond_mask=jnp.asarray(mask), text_tokens=emb.tokens,
+            text_mask=emb.mask, text_pooled=emb.pooled,
+            micro=jnp.tile(jnp.asarray([res, res, 0, 0, 1.0], jnp.float32), (b, 1)),
+            motion=jnp.asarray([c["motion_score"] for c in cs], jnp.float32),
+        )  # fmt: skip
+        for t in (0.0, 0.5, 0.9):
+            xt, tt = jnp.where(given, x1, t * x1 + (1 - t) * eps), jnp.full((b,), t)
+            xh = xt + (1 - t) * to_velocity(model(xt, tt, cond), xt, tt, pred)
+            print(f"one-step x1-hat, {name}, t={t:.1f}: {corner(xh)}")
+    pipe = STIVPipeline(config, comps, graphdef, params, step)
+    for scale in (1.0, 2.0):
+        reqs = []
+        for i, c in enumerate(cs):
+            r = Request(id=f"c{i}", prompt=c["caption"], cond_frames=[0], cfg_scale=scale,
+                        seed=i, motion_score=float(c["motion_score"]))  # fmt: skip
+            r.first_frame = normalize_uint8(c["video"][0])
+            reqs.append(r)
+        print(f"sampled, guidance {scale:g}: {corner(np.stack(pipe.generate(reqs)))}")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument(
@@ -550,6 +615,7 @@ if __name__ == "__main__":
             "binding",
             "paths",
             "crossattn",
+            "background",
         ),
     )
     ap.add_argument("--workdir", default="runs/memorise")
@@ -570,6 +636,8 @@ if __name__ == "__main__":
         binding(a.workdir, a.num, a.step, a.t2v)
     elif a.probe == "crossattn":
         crossattn(a.workdir, a.num, a.step)
+    elif a.probe == "background":
+        background(a.workdir, a.num, a.step)
     elif a.probe == "memorise":
         memorise(a.workdir, a.steps, a.set)
     else:
