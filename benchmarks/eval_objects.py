@@ -9,8 +9,8 @@ to the background (px) and its angle error to the truth (degrees), the visible s
 colour stability. Then per task: exact-class accuracy, the share within one 45-degree sector,
 and the accuracy split by speed, background and object count. For TI2V also where the video
 PSNR is lost (`pixel_split`): on pixels the clip keeps from frame 0 (copying it is exact) and
-on those that change (moving objects, pans), for the model and for the static floor. Pixel-space: videos are
-uint8 [T, H, W, 3]; the model legend does not apply.
+on those that change (moving objects, pans), for the model and for the static floor.
+Pixel-space: videos are uint8 [T, H, W, 3]; the model legend does not apply.
 """
 
 from __future__ import annotations

@@ -222,6 +222,25 @@ def opposite_direction(caption: str) -> str:
     return re.sub(r"\b(left|right|up|down)\b", lambda m: swap[m.group(1)], caption)
 
 
+def frame0_conditions(comps, x1, captions: list[str], clips: list[dict], res: int):
+    """TI2V `Conditions` for latents x1 [B, F, H, W, C]: frame 0 given, these captions, the
+    clips' motion scores, micro-conditions of an uncropped res x res frame."""
+    import jax.numpy as jnp
+
+    from stiv_jax.conditioning import make_conditions
+
+    b, f = x1.shape[:2]
+    mask = np.zeros((b, f), bool)
+    mask[:, 0] = True
+    emb = comps.text_encoder.encode(captions)
+    return make_conditions(
+        latents=x1, cond_mask=jnp.asarray(mask), text_tokens=jnp.asarray(emb.tokens),
+        text_mask=jnp.asarray(emb.mask), text_pooled=jnp.asarray(emb.pooled),
+        micro=jnp.tile(jnp.asarray([res, res, 0, 0, 1.0], jnp.float32), (b, 1)),
+        motion=jnp.asarray([c["motion_score"] for c in clips], jnp.float32),
+    )  # fmt: skip
+
+
 def direction(workdir: str, num: int = 24, step: int | None = None) -> None:
     import math
 
@@ -229,7 +248,6 @@ def direction(workdir: str, num: int = 24, step: int | None = None) -> None:
     import jax.numpy as jnp
     from flax import nnx
 
-    from stiv_jax.conditioning import make_conditions
     from stiv_jax.data.schema import normalize_uint8
     from stiv_jax.data.shapes import DIRECTIONS, generate_clip
     from stiv_jax.diffusion import to_velocity
@@ -272,16 +290,7 @@ def direction(workdir: str, num: int = 24, step: int | None = None) -> None:
         "opposite": [opposite_direction(c["caption"]) for c in clips],
     }
 
-    def conditions(caps):
-        emb = comps.text_encoder.encode(caps)
-        return make_conditions(
-            latents=x1, cond_mask=jnp.asarray(mask), text_tokens=jnp.asarray(emb.tokens),
-            text_mask=jnp.asarray(emb.mask), text_pooled=jnp.asarray(emb.pooled),
-            micro=jnp.tile(jnp.asarray([res, res, 0, 0, 1.0], jnp.float32), (b, 1)),
-            motion=jnp.asarray([c["motion_score"] for c in clips], jnp.float32),
-        )  # fmt: skip
-
-    conds = {k: conditions(v) for k, v in captions.items()}
+    conds = {k: frame0_conditions(comps, x1, v, clips, res) for k, v in captions.items()}
     print(f"{workdir}: {b} held-out single-object clips, e.g. {captions['true'][0]!r}")
     eps = jax.random.normal(jax.random.key(0), x1.shape)
     rings: list[str] = []
@@ -548,7 +557,6 @@ def background(workdir: str, num: int = 3, step: int | None = None) -> None:
     from flax import nnx
 
     from stiv_jax.checkpoint import restore_config
-    from stiv_jax.conditioning import make_conditions
     from stiv_jax.data.schema import normalize_uint8
     from stiv_jax.data.shapes import config_kwargs, generate_clip
     from stiv_jax.diffusion import to_velocity
@@ -568,7 +576,7 @@ def background(workdir: str, num: int = 3, step: int | None = None) -> None:
     def corner(x) -> list:  # mean uint8 colour of the bottom-right 6x6 corner, frames 1..
         u = (np.clip(np.asarray(x), -1, 1) + 1) * 127.5
         return [
-            tuple(float(v) for v in np.round(c, 1)) for c in u[:, 1:, 24:30, 24:30].mean((1, 2, 3))
+            tuple(round(float(v), 1) for v in c) for c in u[:, 1:, 24:30, 24:30].mean((1, 2, 3))
         ]
 
     print(f"step {step}; truth {corner(x1)}")
@@ -580,13 +588,7 @@ def background(workdir: str, num: int = 3, step: int | None = None) -> None:
         "red background": ["against a plain red background"] * b,
     }
     for name, caps in captions.items():
-        emb = comps.text_encoder.encode(caps)
-        cond = make_conditions(
-            latents=x1, cond_mask=jnp.asarray(mask), text_tokens=emb.tokens,
-            text_mask=emb.mask, text_pooled=emb.pooled,
-            micro=jnp.tile(jnp.asarray([res, res, 0, 0, 1.0], jnp.float32), (b, 1)),
-            motion=jnp.asarray([c["motion_score"] for c in cs], jnp.float32),
-        )  # fmt: skip
+        cond = frame0_conditions(comps, x1, caps, cs, res)
         for t in (0.0, 0.5, 0.9):
             xt, tt = jnp.where(given, x1, t * x1 + (1 - t) * eps), jnp.full((b,), t)
             xh = xt + (1 - t) * to_velocity(model(xt, tt, cond), xt, tt, pred)

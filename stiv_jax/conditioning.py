@@ -8,19 +8,19 @@ holds their latents (zeros elsewhere). A method of `IMAGE_CONDS` says everything
 differs between image-conditioning schemes, so the model, the trainer and the sampler
 never branch on its name:
 
-  method          in-channels  model input                    context        augment  loss on      post-step
-  frame_replace   C            given frames of x_t replaced   text           -        other frames re-impose given
-  frame_replace_ref 2C         [replaced x_t, nearest given]  text           -        other frames re-impose given
-  channel_concat  2C           [x_t, given latents | 0]        text           noise    every frame  -
-  cross_attn      C            x_t                            text + image   -        every frame  -
+  method             in-channels  model input                    context        augment  loss on      post-step
+  frame_replace      C            given frames of x_t replaced   text           -        other frames re-impose given
+  frame_replace_ref  2C           [replaced x_t, nearest given]  text           -        other frames re-impose given
+  channel_concat     2C           [x_t, given latents | 0]       text           noise    every frame  -
+  cross_attn         C            x_t                            text + image   -        every frame  -
 
 Frame replacement is STIV's: the given frames are the data, so they are neither predicted
 nor supervised. `frame_replace_ref` adds a reference on C: every frame also sees the latent
 of its nearest given frame (zeros when none is given), as Stable Video Diffusion concatenates
 the conditioning image to every frame (Blattmann et al. 2023), here at any given positions.
-What stays put in the video is then one patch-embedding away instead of one attention hop. Channel concat (Step-Video-TI2V) and the cross-attention ablation leave
-x_t untouched, so every frame is generated and supervised (Step-Video's loss covers all
-frames). Also here: building `Conditions`, and condition dropout for classifier-free guidance.
+What stays put in the video is then one patch-embedding away instead of one attention hop.
+Channel concat (Step-Video-TI2V) and the cross-attention ablation leave x_t untouched, so
+every frame is generated and supervised (Step-Video's loss covers all frames). Also here: building `Conditions`, and condition dropout for classifier-free guidance.
 """
 
 from __future__ import annotations

@@ -59,6 +59,12 @@ def learning_rate(
     return optax.join_schedules(parts, bounds) if bounds else parts[0]
 
 
+def lr_schedule(cfg, total_steps: int = 0) -> optax.Schedule:
+    """The schedule of cfg = config.optim; `total_steps` (config.train.steps) places
+    `cfg.decay_steps`. The one place the optimizer and the trainer's log read it from."""
+    return learning_rate(cfg.lr, cfg.warmup_steps, cfg.get("decay_steps", 0), total_steps)
+
+
 def make_optimizer(cfg, total_steps: int = 0) -> optax.GradientTransformation:
     """cfg = config.optim; `total_steps` (config.train.steps) places `cfg.decay_steps`."""
     if cfg.weight_decay:
@@ -67,9 +73,7 @@ def make_optimizer(cfg, total_steps: int = 0) -> optax.GradientTransformation:
         optax.clip_by_global_norm(cfg.clip_norm),
         scale_by_adafactor(b2=cfg.b2),
         optax.ema(decay=cfg.b1, debias=True),  # first moment, as Adam's b1
-        optax.scale_by_learning_rate(
-            learning_rate(cfg.lr, cfg.warmup_steps, cfg.get("decay_steps", 0), total_steps)
-        ),
+        optax.scale_by_learning_rate(lr_schedule(cfg, total_steps)),
     )
 
 

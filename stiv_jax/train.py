@@ -46,7 +46,7 @@ from stiv_jax.data.schema import MODEL_BATCH
 from stiv_jax.diffusion import flow_loss, interpolate, sample_time, to_velocity, velocity_target
 from stiv_jax.model import STIV
 from stiv_jax.model.stiv import visible_pixels
-from stiv_jax.optim import ema_decay, ema_update, learning_rate, make_optimizer
+from stiv_jax.optim import ema_decay, ema_update, lr_schedule, make_optimizer
 from stiv_jax.parallel import host_data
 from stiv_jax.parallel import mesh as mesh_lib
 from stiv_jax.run_checks import model_diff, validate_train_config
@@ -323,10 +323,10 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
     validate_train_config(config, workdir)  # before any directory or component exists
     transfer.inherit_train_grid(config)  # init_from: RoPE positions in the source's range
     fill_train_grid(config)
+    t = config.train
+    tx = make_optimizer(config.optim, int(t.steps))  # a bad schedule fails before any write
     comps = comps or Components(config)
     os.makedirs(workdir, exist_ok=True)
-    t = config.train
-    tx = make_optimizer(config.optim, int(config.train.steps))
     # State lives sharded on the mesh from the start (init is jitted with its shardings).
     mesh = mesh_lib.make_mesh(config.mesh)
     if int(t.get("lora_rank", 0)) > 0 and not t.get("init_from"):
@@ -378,12 +378,7 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
         t.steps, batch_size, os.path.join(workdir, "tensorboard"),
     )  # fmt: skip
     log.write_config(start, config)
-    lr_at = learning_rate(
-        config.optim.lr,
-        config.optim.warmup_steps,
-        config.optim.get("decay_steps", 0),
-        int(config.train.steps),
-    )
+    lr_at = lr_schedule(config.optim, int(t.steps))
 
     # MaskDiT pre-training, then `train.unmasked_steps` of unmasked fine-tuning (STIV §3.1).
     masked_until = t.steps - t.unmasked_steps if config.model.mask_ratio > 0 else 0

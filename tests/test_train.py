@@ -121,3 +121,13 @@ def test_url_workdir_is_one_line_error(tmp_path):
         .startswith("error: workdir 'gs://bucket/run' is a gs:// URL; expected a filesystem path")
     )
     assert not os.path.exists(os.path.join(REPO, "gs:"))
+
+
+def test_bad_cool_down_is_one_line_error_and_writes_nothing(tmp_path, tiny_config):
+    from stiv_jax.train import train_loop
+
+    tiny_config.optim.decay_steps = tiny_config.train.steps  # leaves no room for the warmup
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"optim.decay_steps=\d+; expected 0 or 1\.\."):
+        train_loop(tiny_config, str(workdir))
+    assert not workdir.exists()
