@@ -79,6 +79,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "image_cond", "frame_replace_ref" if demo else "frame_replace"
     )  # frame_replace | frame_replace_ref | channel_concat | cross_attn
     m.prediction = "data" if demo else "velocity"  # velocity | data (x-pred: output x1, v derived)
+    m.ref_skip = False  # x-prediction adds the output to each frame's nearest given latent
     m.mask_ratio = (
         0.0 if demo else 0.5
     )  # MaskDiT ratio of spatial positions dropped in training (0 = unmasked)

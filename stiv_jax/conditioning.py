@@ -18,7 +18,9 @@ Frame replacement is STIV's: the given frames are the data, so they are neither 
 nor supervised. `frame_replace_ref` adds a reference on C: every frame also sees the latent
 of its nearest given frame (zeros when none is given), as Stable Video Diffusion concatenates
 the conditioning image to every frame (Blattmann et al. 2023), here at any given positions.
-What stays put in the video is then one patch-embedding away instead of one attention hop.
+What stays put in the video is then one patch-embedding away instead of one attention hop;
+with `model.ref_skip` (x-prediction only) the model's output is added to that reference, so
+an untrained model already predicts "the video holds the given frame" and learns the change.
 Channel concat (Step-Video-TI2V) and the cross-attention ablation leave x_t untouched, so
 every frame is generated and supervised (Step-Video's loss covers all frames). Also here: building `Conditions`, and condition dropout for classifier-free guidance.
 """
@@ -74,6 +76,8 @@ class ImageCond:
     """Patch embedding input channels = channel_multiplier · C."""
     image_tokens: bool = False
     """Given latents are patch-embedded and appended to the cross-attention context."""
+    has_reference: bool = False
+    """`reference(cond)` gives every frame a latent to start from (see `reference`)."""
 
     def model_input(self, x: jax.Array, cond: Conditions) -> jax.Array:
         """Noisy latents x [B, F, H, W, C] -> the patch embedding's input [B, F, H, W, m·C]."""
@@ -94,6 +98,11 @@ class ImageCond:
     def context_tokens(self, cond: Conditions, patch: int) -> tuple[jax.Array, jax.Array]:
         """(image tokens [B, F·S, p·p·C], mask [B, F·S]) for the context; image_tokens only."""
         raise NotImplementedError(f"{self.name} adds no image tokens")
+
+    def reference(self, cond: Conditions) -> jax.Array | None:
+        """[B, F, H, W, C] the latent each frame is told to start from, or None (no reference):
+        with `model.ref_skip` an x-predicting model's output is added to it."""
+        return None
 
 
 class FrameReplace(ImageCond):
@@ -134,10 +143,14 @@ class FrameReplaceRef(FrameReplace):
 
     name = "frame_replace_ref"
     channel_multiplier = 2
+    has_reference = True
 
     def model_input(self, x, cond):
         replaced = super().model_input(x, cond)
-        return jnp.concatenate([replaced, nearest_given(cond).astype(x.dtype)], -1)
+        return jnp.concatenate([replaced, self.reference(cond).astype(x.dtype)], -1)
+
+    def reference(self, cond):
+        return nearest_given(cond)
 
 
 class ChannelConcat(ImageCond):

@@ -154,3 +154,29 @@ def test_channel_concat_training_loss_counts_given_frames(tiny_config):
         losses[name] = float(loss_fn(state["params"], batch, jax.random.key(2)))
     assert losses["frame_replace"] == 0.0
     assert losses["channel_concat"] > 0.1
+
+
+def test_ref_skip_starts_from_the_reference_and_refuses_other_setups(tiny_config):
+    """`model.ref_skip`: an untrained x-predicting model outputs each frame's nearest given
+    latent (the static video), zeros without a given frame; it needs x-prediction and a
+    method with a reference, else a one-line error naming both values."""
+    from stiv_jax.runtime import Components
+
+    c = tiny_config
+    c.model.image_cond, c.model.prediction, c.model.ref_skip = "frame_replace_ref", "data", True
+    comps = Components(c)
+    model = comps.model(0)
+    f, h, w, ch = comps.latent_shape
+    cond = _cond(b=2, f=f, hw=h, c=ch, given=((0,), ()))
+    cond["text_tokens"] = jnp.zeros((2, 5, c.model.text_dim))
+    cond["text_pooled"] = jnp.zeros((2, c.model.pooled_dim))
+    x = jax.random.normal(jax.random.key(3), (2, f, h, w, ch))
+    out = model(x, jnp.full((2,), 0.3), cond)
+    want = jnp.broadcast_to(cond["cond_latents"][0, :1], (f, h, w, ch))
+    np.testing.assert_allclose(np.asarray(out[0]), np.asarray(want), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(out[1]), 0.0, atol=1e-6)  # T2V: nothing to copy
+    for key, value in (("prediction", "velocity"), ("image_cond", "frame_replace")):
+        bad = tiny_config.copy_and_resolve_references()
+        bad.model[key] = value
+        with pytest.raises(ValueError, match=r"ref_skip=True needs .*" + value):
+            Components(bad).model(0)

@@ -113,6 +113,13 @@ class STIV(nnx.Module):
             raise ValueError(f"model.temporal_patch={cfg.temporal_patch}; expected 1, 2 or 4")
         if not 0.0 <= cfg.mask_ratio < 1.0:
             raise ValueError(f"model.mask_ratio={cfg.mask_ratio}; expected a value in [0, 1)")
+        self.ref_skip = bool(cfg.get("ref_skip", False))
+        if self.ref_skip and (cfg.get("prediction") != "data" or not image_cond.has_reference):
+            raise ValueError(
+                f"model.ref_skip=True needs model.prediction='data' and an image_cond with a "
+                f"reference (frame_replace_ref); got prediction={cfg.get('prediction')!r}, "
+                f"image_cond={cfg.image_cond!r}"
+            )
         self.cfg = cfg = ml_collections.FrozenConfigDict(cfg)  # a snapshot, immune to later edits
         d, p, pt = cfg.width, cfg.patch_size, cfg.temporal_patch
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
@@ -268,7 +275,9 @@ class STIV(nnx.Module):
     def __call__(
         self, x: jax.Array, t: jax.Array, cond: Conditions, *, mask_key: jax.Array | None = None
     ) -> jax.Array:
-        """Velocity for noisy latents x at times t. `mask_key` turns on MaskDiT (training)."""
+        """The output for noisy latents x at times t: the velocity, or the clean latents x1
+        with `prediction='data'` (plus the reference with `ref_skip`). `mask_key` turns on
+        MaskDiT (training)."""
         h, (mod, ctx, ctx_mask, rope_s, rope_t), cvec = self.embed(x, t, cond)
         masked = mask_key is not None and self.cfg.mask_ratio > 0
         if masked:
@@ -281,7 +290,10 @@ class STIV(nnx.Module):
             h = mask_restore(h, perm, self.mask_token[...])
         for block in self.decoder:
             h = block(h, mod, ctx, ctx_mask, rope_s, rope_t)
-        return self.head(h, cvec, x.shape)
+        out = self.head(h, cvec, x.shape)
+        if self.ref_skip:  # x-prediction relative to the reference (model.ref_skip)
+            out = out + self.image_cond.reference(with_image_defaults(cond, x))
+        return out
 
 
 def initialize_weights(model: STIV) -> None:
