@@ -101,6 +101,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.in_channels = 3 if small else 4  # latent channels C (must match the autoencoder)
     m.text_dim = 384 if small else 4096  # text token width Dt (MiniLM 384, T5-XXL 4096)
     m.text_refiner = 0  # trainable self-attention layers over the caption tokens (0 = none)
+    m.text_window = 0  # half-width k: each token adds its ±k neighbours' mean (0 = off)
     # Word-piece bag buckets appended to the pooled vector (text_encoder.word_bag; 0 = off):
     # MiniLM's own pooled vector barely tells "moves left" from "moves right" (quality.md §10).
     word_bag = ml_collections.FieldReference(1024 if small else 0)

@@ -4,15 +4,17 @@ Shapes: B batch, F latent frames, H/W latent height/width, C latent channels, p 
 pt temporal patch, F' = F/pt, S = (H/p)·(W/p) spatial tokens, L text tokens, D width.
 
   x [B, F, H, W, C], t [B] in [0, 1] (1 = data), cond (dict, see `Conditions`)
-  -> velocity [B, F, H, W, C] float32
+  -> velocity (or x1 with model.prediction=data) [B, F, H, W, C] float32
 
 Pieces, in order: image conditioning of the input (frame replacement or channel concat),
-patch embedding, caption projection (then the optional token refiner: `model.text_refiner`
+patch embedding, caption projection (plus the optional caption window, `model.text_window`:
+each token's ±k neighbours; then the optional token refiner, `model.text_refiner`
 self-attention layers over the caption), the singleton condition (stateless-LN'd
 embeddings of t, micro-conditions, motion score, pooled text and its word bag, summed)
 feeding one shared AdaLN-single projection, MaskDiT (the main blocks see a random
 (1 − mask_ratio) share of spatial positions, the same in every frame; a learned mask token
-fills the rest before the decoder blocks), final modulated LayerNorm and linear, unpatchify.
+fills the rest before the decoder blocks), final modulated LayerNorm and linear, unpatchify
+(plus each frame's nearest given latent with `model.ref_skip`).
 
 `python -m stiv_jax.model.stiv --config configs/stiv.py:variant=XL/2 --count-params`
 prints the parameter count from `nnx.eval_shape` (nothing is allocated).
@@ -37,6 +39,7 @@ from stiv_jax.model.layers import (
 )
 from stiv_jax.model.rope import rope_1d, rope_2d
 from stiv_jax.model.text_refiner import TextRefiner
+from stiv_jax.model.text_window import TextWindow
 
 __all__ = ["STIV", "Conditions", "count_params", "initialize_weights"]
 
@@ -171,6 +174,8 @@ class STIV(nnx.Module):
         self.text_refiner = (
             TextRefiner(d, cfg.heads, nr, cfg.mlp_ratio, theta=cfg.rope_theta, **kw) if nr else None
         )
+        nw = int(cfg.get("text_window", 0))  # after the refiner, for the same reason
+        self.text_window = TextWindow(cfg.text_dim, d, nw, **kw) if nw else None
         initialize_weights(self)
 
     @classmethod
@@ -200,7 +205,10 @@ class STIV(nnx.Module):
 
     def context(self, cond: Conditions):
         """Text tokens projected to D (+ image tokens when the image-cond method adds them)."""
-        ctx, mask = self.text_proj(cond["text_tokens"].astype(self.dtype)), cond["text_mask"]
+        tokens, mask = cond["text_tokens"].astype(self.dtype), cond["text_mask"]
+        ctx = self.text_proj(tokens)
+        if self.text_window is not None:
+            ctx = ctx + self.text_window(tokens, mask)
         if self.text_refiner is not None:
             ctx = self.text_refiner(ctx, mask)
         if self.image_embed is not None:
@@ -313,6 +321,9 @@ def initialize_weights(model: STIV) -> None:
         zero(linear.kernel)
         zero(linear.bias)
     zero(model.final_table)
+    if model.text_window is not None:  # a new window starts as no change
+        zero(model.text_window.proj.kernel)
+        zero(model.text_window.proj.bias)
     blocks = [model.blocks] if model.cfg.scan_blocks else list(model.blocks)
     for block in blocks + list(model.decoder):
         zero(block.table)

@@ -1,5 +1,5 @@
 """STIV model: identity init, MaskDiT, image conditioning, patching, variants, the caption
-token refiner."""
+token refiner and window."""
 
 import subprocess
 import sys
@@ -14,6 +14,7 @@ from stiv_jax.model.block import STIVBlock
 from stiv_jax.model.rope import rope_1d, rope_2d
 from stiv_jax.model.stiv import STIV, mask_restore, mask_select, patchify, unpatchify
 from stiv_jax.model.text_refiner import TextRefiner
+from stiv_jax.model.text_window import window_mean, window_mean_reference
 from stiv_jax.model.variants import parse_variant
 
 
@@ -242,3 +243,41 @@ def test_model_with_fresh_refiner_equals_model_without(tiny_config):
     # a trained refiner changes the output
     changed = _perturb(with_r)
     assert float(jnp.abs(changed(x, t, cond) - base(x, t, cond)).max()) > 1e-4
+
+
+# ---------------------------------------------------------------- caption window
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_window_mean_matches_its_loop_reference(k):
+    x = jax.random.normal(jax.random.key(0), (3, 9, 5))
+    mask = jnp.ones((3, 9), bool).at[1, 6:].set(False).at[2].set(False)  # padding; empty
+    got = window_mean(x, mask, k)
+    np.testing.assert_allclose(got, window_mean_reference(x, mask, k), atol=1e-5)
+    assert float(jnp.abs(got[1, 6:]).max()) == 0.0 and float(jnp.abs(got[2]).max()) == 0.0
+    if k == 8:  # a window over the whole caption is its mean: it adds nothing
+        np.testing.assert_allclose(got[0], 0.0, atol=1e-5)
+
+
+def test_window_carries_a_neighbours_word_and_not_a_far_one(tiny_config):
+    """Changing token 3 changes token 1's window at k=2, not token 7's; a fresh window
+    changes nothing in the model, a trained one does."""
+    x = jax.random.normal(jax.random.key(0), (1, 9, 5))
+    mask = jnp.ones((1, 9), bool)
+    x2 = x.at[:, 3].add(5.0)
+    d = window_mean(x2, mask, 2) - window_mean(x, mask, 2)
+    near, far = d[0, 1], d[0, 7]  # far: only the caption mean moved (5/9 per channel)
+    assert float(jnp.abs(near - far).max()) > 1.0
+    np.testing.assert_allclose(far, np.full(5, -5.0 / 9), atol=1e-5)
+    xv = jax.random.normal(jax.random.key(1), (2, 4, 16, 16, 3))
+    t, cond = jnp.full((2,), 0.4), _cond(2, 4, 16, 16)
+    base = _perturb(STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0)))
+    tiny_config.model.text_window = 2
+    graphdef, params = nnx.split(
+        STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0)), nnx.Param
+    )
+    mine = nnx.to_pure_dict(params)
+    assert set(mine) - set(nnx.to_pure_dict(nnx.state(base, nnx.Param))) == {"text_window"}
+    mine.update(nnx.to_pure_dict(nnx.state(base, nnx.Param)))
+    fresh = nnx.merge(graphdef, mine)
+    np.testing.assert_allclose(fresh(xv, t, cond), base(xv, t, cond), atol=1e-6)
+    trained = _perturb(fresh)
+    assert float(jnp.abs(trained(xv, t, cond) - base(xv, t, cond)).max()) > 1e-4
