@@ -92,6 +92,7 @@ COMBINED_COLS = {
 def base_config(args: argparse.Namespace):
     c = get_config(f"variant={args.variant},res=32,frames=8")
     c.train.steps = args.steps
+    c.optim.decay_steps = 0  # the ablation tables' runs: constant after warmup
     c.train.log_every = 10
     c.train.ckpt_every = 50  # resumable within a variant
     c.train.seed = args.seed

@@ -37,7 +37,7 @@ def memorisation_config(steps: int):
     c.data.task_probs = {"t2v": 0.0, "ti2v": 1.0, "predict": 0.0, "interp": 0.0}
     c.diffusion.text_drop = c.diffusion.image_drop = 0.0  # so: sample with guidance off
     c.diffusion.logit_mean, c.diffusion.logit_std = 0.0, 1.0  # the law the bounds were set with
-    c.optim.lr, c.optim.warmup_steps = 2e-3, 20
+    c.optim.lr, c.optim.warmup_steps, c.optim.decay_steps = 2e-3, 20, 0
     # EMA over the last ~20 steps: the test checks the EMA restore path, not EMA tuning (at
     # 0.99 over 300 steps the EMA lags the fast clip's motion: one object 4.1 px in CI).
     c.optim.ema_decay = 0.95

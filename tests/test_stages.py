@@ -37,7 +37,7 @@ def test_stage_config_keeps_overrides_and_applies_the_stage():
     assert (sub.diffusion.logit_mean, sub.diffusion.logit_std) == stages.DRILL_LAW
     assert (sub.train.steps, sub.train.ckpt_every, tuple(sub.train.prelude)) == (30, 30, ())
     assert sub.train.init_from == "runs/base:ema" and sub.sample.num_train_samples == 0
-    assert not c.data.shapes.drill and c.train.steps == 800  # the main config is untouched
+    assert not c.data.shapes.drill and c.train.steps == 1000  # the main config is untouched
     # The whole-run stage is the same rule: configs/stiv.py:stage=drill.
     whole = get_config("variant=S,stage=drill")
     assert whole.data.shapes.drill and whole.train.steps == stages.DRILL_STEPS
