@@ -95,7 +95,10 @@ def make_dataset(
         raise ValueError(f"data.shapes.num_train={num} must be >= process_count={process_count}")
     seed = int(d.seed) if split == "train" else int(d.shapes.heldout_seed)
     share = float(d.shapes.get("drill_share", 0.0)) if split == "train" else 0.0
-    source = ShapesSource(num, split=split, seed=seed, drill_share=share, **config_kwargs(config))
+    bg_drop = float(d.shapes.get("bg_drop", 0.0)) if split == "train" else 0.0
+    source = ShapesSource(
+        num, split=split, seed=seed, drill_share=share, bg_drop=bg_drop, **config_kwargs(config)
+    )
     # Per-example randomness differs per host, so hosts do not draw the same task sequence.
     map_seed = int(np.random.SeedSequence([int(d.seed), process_index]).generate_state(1)[0])
     ds = (

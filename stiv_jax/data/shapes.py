@@ -80,6 +80,7 @@ P_TWO_OBJECTS = 0.4
 P_TEXTURED = 0.5
 P_PAN = 0.3  # of textured clips when camera pans are enabled
 _DRILL_STREAM = 7  # rng stream of ShapesSource's drill_share draw (apart from _SPLIT_STREAM)
+_BG_DROP_STREAM = 8  # rng stream of ShapesSource's bg_drop draw
 DRILL_SPEEDS = ("fast",)  # speeds of the direction drill (`generate_clip(drill=True)`)
 
 _SPEED_ADV = {"slow": "slowly", "medium": "at a medium speed", "fast": "quickly"}
@@ -330,7 +331,7 @@ def _overlap(a: dict, b: dict) -> bool:
     return bool(np.any(d < a["size"] + b["size"] + 1.0))
 
 
-def _caption(tpl: Template, objs: list[dict], bg: dict, pan: dict) -> str:
+def _caption(tpl: Template, objs: list[dict], bg: dict, pan: dict, background: bool) -> str:
     bg_words = (
         f"a plain {bg['color']} background"
         if bg["kind"] == "plain"
@@ -362,7 +363,7 @@ def _caption(tpl: Template, objs: list[dict], bg: dict, pan: dict) -> str:
             kind = o["motion"] if o["motion"] in ("still", "grow", "shrink") else "move"
             clauses.append(getattr(tpl, kind).format(**words(o, o["motion"], o["speed"])))
         joined = clauses[0] if len(clauses) == 1 else tpl.join.format(a=clauses[0], b=clauses[1])
-        text = tpl.scene.format(clauses=joined, bg=bg_words)
+        text = tpl.scene.format(clauses=joined, bg=bg_words) if background else joined
     text = re.sub(r"\ba ([aeiou])", r"an \1", text)  # "a orange" -> "an orange"
     return " ".join(text.split())  # collapses double spaces left by empty words
 
@@ -380,6 +381,7 @@ def generate_clip(
     frame_stride: int = 1,
     drill: bool = False,
     drill_objects: int = 1,
+    caption_background: bool = True,
 ) -> dict[str, Any]:
     """One ShapesBench clip: a pure function of (seed, split, index) and the options.
 
@@ -393,6 +395,8 @@ def generate_clip(
     caption must also say which object takes which (docs/quality.md §11.1). Their starts
     are placed like the default clips' (two direction-free starts would collide at 32 px), so
     there the start position does hint at the direction.
+    `caption_background=False`: the caption leaves the background out (a camera pan's keeps
+    it); the clip itself is the same, so only the first frame can tell the background.
     """
     _check_args(index, res, frames, split, frame_stride)
     if drill_objects not in (1, 2):
@@ -483,7 +487,7 @@ def generate_clip(
             for o in objs
         ],
     }
-    caption = _caption(TEMPLATES[split][tpl_id], objs, bg, pan)
+    caption = _caption(TEMPLATES[split][tpl_id], objs, bg, pan, caption_background)
     return {"video": video, "caption": caption, "motion_score": np.float32(score), "truth": truth}
 
 
@@ -505,13 +509,20 @@ class ShapesSource:
         drill: bool = False,
         drill_objects: int = 1,
         drill_share: float = 0.0,
+        bg_drop: float = 0.0,
     ):
         """`drill_share`: the share of indices (a fixed function of seed and index) that are
-        drill clips (`generate_clip(drill=True)`) in a source that is not all drill."""
+        drill clips (`generate_clip(drill=True)`) in a source that is not all drill.
+        `bg_drop`: the share of indices (a fixed function of seed and index, independent of
+        the drill draw) whose caption leaves the background out
+        (`generate_clip(caption_background=False)`)."""
         if num < 1:
             raise ValueError(f"ShapesSource num={num} must be >= 1")
         if not 0.0 <= drill_share <= 1.0:
             raise ValueError(f"ShapesSource drill_share={drill_share}; expected a value in [0, 1]")
+        if not 0.0 <= bg_drop <= 1.0:
+            raise ValueError(f"ShapesSource bg_drop={bg_drop}; expected a value in [0, 1]")
+        self.bg_drop = float(bg_drop)
         if drill_objects not in (1, 2):  # fail at construction, not at the first clip
             raise ValueError(f"ShapesSource drill_objects={drill_objects}; expected 1 or 2")
         self.drill_share = float(drill_share)
@@ -537,14 +548,21 @@ class ShapesSource:
         index = int(index)
         if not 0 <= index < self.num:
             raise IndexError(f"ShapesSource index {index} is outside [0, {self.num})")
+        kwargs = dict(self.kwargs)
+        seed = self.kwargs["seed"]
         if self.drill_share > 0.0 and not self.kwargs["drill"]:
-            pick = np.random.default_rng([self.kwargs["seed"], _DRILL_STREAM, index]).random()
-            if pick < self.drill_share:
-                return generate_clip(index, **{**self.kwargs, "drill": True})
-        return generate_clip(index, **self.kwargs)
+            pick = np.random.default_rng([seed, _DRILL_STREAM, index]).random()
+            kwargs["drill"] = bool(pick < self.drill_share)
+        if self.bg_drop > 0.0:
+            pick = np.random.default_rng([seed, _BG_DROP_STREAM, index]).random()
+            kwargs["caption_background"] = bool(pick >= self.bg_drop)
+        return generate_clip(index, **kwargs)
 
     def __repr__(self) -> str:
-        return f"ShapesSource(num={self.num}, drill_share={self.drill_share}, {self.kwargs})"
+        return (
+            f"ShapesSource(num={self.num}, drill_share={self.drill_share}, "
+            f"bg_drop={self.bg_drop}, {self.kwargs})"
+        )
 
 
 def config_kwargs(config: Any) -> dict[str, Any]:

@@ -288,3 +288,26 @@ def test_drill_share_mixes_drill_clips_into_the_training_source():
     assert [src[i]["caption"] for i in range(20)] == [src[i]["caption"] for i in range(20)]
     with pytest.raises(ValueError, match="drill_share=1.5"):
         ShapesSource(4, drill_share=1.5)
+
+
+def test_bg_drop_leaves_the_background_out_of_that_share_of_captions():
+    """The same clips; a fixed share of captions (pans excepted) lose the background phrase."""
+    base, drop = (
+        ShapesSource(120, res=16, frames=2),
+        ShapesSource(120, res=16, frames=2, bg_drop=0.5),
+    )
+    dropped = 0
+    for i in range(120):
+        a, b = base[i], drop[i]
+        np.testing.assert_array_equal(a["video"], b["video"])
+        bg = a["truth"]["background"]["color"]
+        assert bg in a["caption"]
+        panned = a["truth"]["camera"]["pan"] != "none"
+        if b["caption"] != a["caption"]:
+            dropped += 1
+            assert not panned and "background" not in b["caption"], b["caption"]
+            assert b["caption"] in a["caption"]  # the clauses, unchanged
+        assert drop[i]["caption"] == b["caption"]  # a fixed function of the index
+    assert 40 <= dropped <= 60
+    with pytest.raises(ValueError, match="bg_drop=1.5"):
+        ShapesSource(4, bg_drop=1.5)
