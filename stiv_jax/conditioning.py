@@ -22,7 +22,8 @@ What stays put in the video is then one patch-embedding away instead of one atte
 with `model.ref_skip` (x-prediction only) the model's output is added to that reference, so
 an untrained model already predicts "the video holds the given frame" and learns the change.
 Channel concat (Step-Video-TI2V) and the cross-attention ablation leave x_t untouched, so
-every frame is generated and supervised (Step-Video's loss covers all frames). Also here: building `Conditions`, and condition dropout for classifier-free guidance.
+every frame is generated and supervised (Step-Video's loss covers all frames). Also here:
+building `Conditions`, and condition dropout for classifier-free guidance.
 """
 
 from __future__ import annotations

@@ -55,6 +55,19 @@ def validate_train_config(config, workdir: str) -> None:
             f"data.frames={d.frames} gives {f} latent frames, not divisible by "
             f"model.temporal_patch={m.temporal_patch}"
         )
+    if d.source == "shapes":  # the source checks its own shares; building it renders nothing
+        from stiv_jax.data.shapes import ShapesSource, config_kwargs
+
+        s = d.shapes
+        try:
+            ShapesSource(
+                1,
+                drill_share=float(s.get("drill_share", 0.0)),
+                bg_drop=float(s.get("bg_drop", 0.0)),
+                **config_kwargs(config),
+            )
+        except ValueError as e:
+            raise ValueError(f"data.shapes: {e}") from None
 
 
 def _plain(model_cfg) -> dict:

@@ -326,7 +326,6 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
     t = config.train
     tx = make_optimizer(config.optim, int(t.steps))  # a bad schedule fails before any write
     comps = comps or Components(config)
-    os.makedirs(workdir, exist_ok=True)
     # State lives sharded on the mesh from the start (init is jitted with its shardings).
     mesh = mesh_lib.make_mesh(config.mesh)
     if int(t.get("lora_rank", 0)) > 0 and not t.get("init_from"):
@@ -336,7 +335,8 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
         )
     graphdef, abstract, shardings, init = mesh_lib.sharded_init(
         lambda: comps.model(t.seed), lambda model: init_state(model, tx, lora=t), mesh
-    )
+    )  # builds the model abstractly: a bad model value fails before the workdir exists
+    os.makedirs(workdir, exist_ok=True)
     mngr = ckpt.manager(workdir, max_to_keep=t.max_to_keep, async_save=t.async_checkpoint)
     target = mesh_lib.abstract_with_shardings(abstract, shardings)
     latest, state, data_state, log_state = _resume(config, workdir, mngr, target)

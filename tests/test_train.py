@@ -131,3 +131,28 @@ def test_bad_cool_down_is_one_line_error_and_writes_nothing(tmp_path, tiny_confi
     with pytest.raises(ValueError, match=r"optim.decay_steps=\d+; expected 0 or 1\.\."):
         train_loop(tiny_config, str(workdir))
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("model.ref_skip", True, r"model.ref_skip=True needs model.prediction='data'"),
+        ("model.text_window", -1, r"model.text_window=-1; expected a half-width >= 1"),
+        ("data.shapes.bg_drop", 1.5, r"data.shapes: ShapesSource bg_drop=1.5; expected"),
+    ],
+)
+def test_bad_model_or_data_value_is_one_line_error_and_writes_nothing(
+    tmp_path, tiny_config, key, value, message
+):
+    from stiv_jax.train import train_loop
+
+    section, *rest = key.split(".")
+    target = tiny_config[section]
+    for name in rest[:-1]:
+        target = target[name]
+    target[rest[-1]] = value
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError, match=message) as info:
+        train_loop(tiny_config, str(workdir))
+    assert "\n" not in str(info.value)
+    assert not workdir.exists()
