@@ -85,7 +85,7 @@ def stiv_side(overrides: dict, *, reference: bool = False):
             config[section][name] = v
     fill_train_grid(config)
     comps = Components(config)
-    tx = make_optimizer(config.optim)
+    tx = make_optimizer(config.optim, int(config.train.steps))
     graphdef, state = init_state(comps.model(0), tx)
     batch = prepare_batch(
         next(iter(make_dataset(config, latent_frames=comps.latent_shape[0]))), comps

@@ -302,7 +302,7 @@ def step_levers(reps: int, variant: str = "S", overrides: dict | None = None) ->
             config[sec][name] = v
     fill_train_grid(config)
     comps = Components(config)
-    tx = make_optimizer(config.optim)
+    tx = make_optimizer(config.optim, int(config.train.steps))
     batch = prepare_batch(
         next(iter(make_dataset(config, latent_frames=comps.latent_shape[0]))), comps
     )

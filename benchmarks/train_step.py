@@ -66,6 +66,7 @@ def loop_step_s(config, comps, steps: int, workdir: str) -> float:
         c.train.steps, c.train.log_every = 2 * steps, steps
         c.train.ckpt_every, c.train.sample_every, c.train.max_to_keep = 10**9, 0, 1
         c.sample.num_train_samples = 0
+        c.optim.decay_steps = 0  # a 2·steps run has no room for S's cool-down; same step cost
     train_loop(c, workdir, comps=comps)
     with open(os.path.join(workdir, "metrics.jsonl")) as fh:
         rows = [json.loads(line) for line in fh]
@@ -88,7 +89,7 @@ def bench(variant: str, steps: int, rounds: int, overrides: dict, tmp: str) -> d
         node[last] = type(node[last])(v)
     fill_train_grid(config)
     comps = Components(config)
-    tx = make_optimizer(config.optim)
+    tx = make_optimizer(config.optim, int(config.train.steps))
     graphdef, state = init_state(comps.model(0), tx)
     it = iter(make_dataset(config, latent_frames=comps.latent_shape[0]))
     batches = [prepare_batch(next(it), comps) for _ in range(2)]

@@ -145,6 +145,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.shapes.drill_share = 0.0  # share of training clips drawn from the drill (0 = none)
     d.shapes.drill_objects = 1  # objects per drill clip: 2 = binding drill, distinct directions
     d.shapes.bg_drop = 0.0  # share of training captions without the background phrase
+    d.shapes.bg_drop_tasks = "all"  # all | given: drop it only where a frame is given
 
     # ---------------------------------------------------------------- diffusion
     f = c.diffusion = ml_collections.ConfigDict()

@@ -64,6 +64,7 @@ def validate_train_config(config, workdir: str) -> None:
                 1,
                 drill_share=float(s.get("drill_share", 0.0)),
                 bg_drop=float(s.get("bg_drop", 0.0)),
+                bg_drop_tasks=str(s.get("bg_drop_tasks", "all")),
                 **config_kwargs(config),
             )
         except ValueError as e:

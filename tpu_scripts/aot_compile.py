@@ -305,7 +305,7 @@ def _lower_train_step(config, mesh):
     from stiv_jax.train import init_state, make_train_step
 
     latent = latent_shape(config)
-    tx = make_optimizer(config.optim)
+    tx = make_optimizer(config.optim, int(config.train.steps))
     graphdef, abstract, shardings, _ = parallel.sharded_init(
         lambda: build_model(config, 0), lambda model: init_state(model, tx), mesh
     )

@@ -52,9 +52,12 @@ class ToTrainExample:
         video = clip["video"]
         task, cond_mask = draw_task(rng, self.probs, self.latent_frames, self.predict_frames)
         h, w = video.shape[1:3]
+        caption = clip["caption"]
+        if cond_mask.any():  # a given frame shows the background (bg_drop_tasks="given")
+            caption = clip.get("caption_without_background", caption)
         return {
             "video": normalize_uint8(video),
-            "caption": clip["caption"],
+            "caption": caption,
             "motion_score": np.float32(clip["motion_score"]),
             "micro": np.array([h, w, 0.0, 0.0, self.stride], np.float32),
             "cond_mask": cond_mask,
@@ -97,7 +100,13 @@ def make_dataset(
     share = float(d.shapes.get("drill_share", 0.0)) if split == "train" else 0.0
     bg_drop = float(d.shapes.get("bg_drop", 0.0)) if split == "train" else 0.0
     source = ShapesSource(
-        num, split=split, seed=seed, drill_share=share, bg_drop=bg_drop, **config_kwargs(config)
+        num,
+        split=split,
+        seed=seed,
+        drill_share=share,
+        bg_drop=bg_drop,
+        bg_drop_tasks=str(d.shapes.get("bg_drop_tasks", "all")),
+        **config_kwargs(config),
     )
     # Per-example randomness differs per host, so hosts do not draw the same task sequence.
     map_seed = int(np.random.SeedSequence([int(d.seed), process_index]).generate_state(1)[0])

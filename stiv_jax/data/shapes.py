@@ -81,6 +81,9 @@ P_TEXTURED = 0.5
 P_PAN = 0.3  # of textured clips when camera pans are enabled
 _DRILL_STREAM = 7  # rng stream of ShapesSource's drill_share draw (apart from _SPLIT_STREAM)
 _BG_DROP_STREAM = 8  # rng stream of ShapesSource's bg_drop draw
+# Which training samples of a bg_drop index lose the background phrase: all of them, or only
+# those whose task gives a frame (then the image is there to tell the background).
+BG_DROP_TASKS = ("all", "given")
 DRILL_SPEEDS = ("fast",)  # speeds of the direction drill (`generate_clip(drill=True)`)
 
 _SPEED_ADV = {"slow": "slowly", "medium": "at a medium speed", "fast": "quickly"}
@@ -382,6 +385,7 @@ def generate_clip(
     drill: bool = False,
     drill_objects: int = 1,
     caption_background: bool = True,
+    caption_without_background: bool = False,
 ) -> dict[str, Any]:
     """One ShapesBench clip: a pure function of (seed, split, index) and the options.
 
@@ -397,6 +401,8 @@ def generate_clip(
     there the start position does hint at the direction.
     `caption_background=False`: the caption leaves the background out (a camera pan's keeps
     it); the clip itself is the same, so only the first frame can tell the background.
+    `caption_without_background=True` adds that caption too, as `caption_without_background`
+    (the trainer's task draw picks it for samples with a given frame: `ToTrainExample`).
     """
     _check_args(index, res, frames, split, frame_stride)
     if drill_objects not in (1, 2):
@@ -488,7 +494,10 @@ def generate_clip(
         ],
     }
     caption = _caption(TEMPLATES[split][tpl_id], objs, bg, pan, caption_background)
-    return {"video": video, "caption": caption, "motion_score": np.float32(score), "truth": truth}
+    out = {"video": video, "caption": caption, "motion_score": np.float32(score), "truth": truth}
+    if caption_without_background:
+        out["caption_without_background"] = _caption(TEMPLATES[split][tpl_id], objs, bg, pan, False)
+    return out
 
 
 class ShapesSource:
@@ -510,12 +519,15 @@ class ShapesSource:
         drill_objects: int = 1,
         drill_share: float = 0.0,
         bg_drop: float = 0.0,
+        bg_drop_tasks: str = "all",
     ):
         """`drill_share`: the share of indices (a fixed function of seed and index) that are
         drill clips (`generate_clip(drill=True)`) in a source that is not all drill.
         `bg_drop`: the share of indices (a fixed function of seed and index, independent of
         the drill draw) whose caption leaves the background out
-        (`generate_clip(caption_background=False)`)."""
+        (`generate_clip(caption_background=False)`). `bg_drop_tasks="given"`: those indices
+        keep their caption and add `caption_without_background`, which the task draw uses
+        only when the sample gets a given frame (`BG_DROP_TASKS`)."""
         if num < 1:
             raise ValueError(f"ShapesSource num={num} must be >= 1")
         if not 0.0 <= drill_share <= 1.0:
@@ -523,6 +535,11 @@ class ShapesSource:
         if not 0.0 <= bg_drop <= 1.0:
             raise ValueError(f"ShapesSource bg_drop={bg_drop}; expected a value in [0, 1]")
         self.bg_drop = float(bg_drop)
+        if bg_drop_tasks not in BG_DROP_TASKS:
+            raise ValueError(
+                f"ShapesSource bg_drop_tasks={bg_drop_tasks!r}; expected one of {BG_DROP_TASKS}"
+            )
+        self.bg_drop_tasks = bg_drop_tasks
         if drill_objects not in (1, 2):  # fail at construction, not at the first clip
             raise ValueError(f"ShapesSource drill_objects={drill_objects}; expected 1 or 2")
         self.drill_share = float(drill_share)
@@ -555,13 +572,17 @@ class ShapesSource:
             kwargs["drill"] = bool(pick < self.drill_share)
         if self.bg_drop > 0.0:
             pick = np.random.default_rng([seed, _BG_DROP_STREAM, index]).random()
-            kwargs["caption_background"] = bool(pick >= self.bg_drop)
+            drop = bool(pick < self.bg_drop)
+            if self.bg_drop_tasks == "given":
+                kwargs["caption_without_background"] = drop
+            else:
+                kwargs["caption_background"] = not drop
         return generate_clip(index, **kwargs)
 
     def __repr__(self) -> str:
         return (
             f"ShapesSource(num={self.num}, drill_share={self.drill_share}, "
-            f"bg_drop={self.bg_drop}, {self.kwargs})"
+            f"bg_drop={self.bg_drop}, bg_drop_tasks={self.bg_drop_tasks!r}, {self.kwargs})"
         )
 
 

@@ -81,6 +81,29 @@ def test_task_mix_follows_config():
     assert len(set(tasks.tolist())) >= 3  # default mix 0.25/0.55/0.1/0.1 over 32 draws
 
 
+def test_bg_drop_given_leaves_the_background_out_only_where_a_frame_is_given():
+    """bg_drop_tasks=given: T2V samples keep the background phrase, samples with a given frame
+    lose it (bg_drop=1: every index); the videos are unchanged."""
+    cfg = _config()
+    cfg.data.shapes.bg_drop, cfg.data.shapes.bg_drop_tasks = 1.0, "given"
+    clips = [generate_clip(i, res=16, frames=4, caption_without_background=True) for i in range(16)]
+    full = {c["caption"]: c for c in clips}
+    short = {c["caption_without_background"]: c for c in clips}
+    seen = set()
+    for b in _take(iter(make_dataset(cfg, latent_frames=F)), 8):
+        for video, caption, mask in zip(b["video"], b["caption"], b["cond_mask"]):
+            given = bool(mask.any())
+            clip = (short if given else full)[str(caption)]  # KeyError: the wrong caption
+            panned = clip["truth"]["camera"]["pan"] != "none"
+            assert ("background" in str(caption)) == (panned or not given), caption
+            np.testing.assert_array_equal(video, clip["video"].astype(np.float32) / 127.5 - 1.0)
+            seen.add(given)
+    assert seen == {True, False}
+    cfg.data.shapes.bg_drop_tasks = "t2v"
+    with pytest.raises(ValueError, match="bg_drop_tasks='t2v'"):
+        make_dataset(cfg, latent_frames=F)
+
+
 def test_resume_is_exact_across_epochs():
     it = iter(make_dataset(_config(), latent_frames=F))
     _take(it, 3)
