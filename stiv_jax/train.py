@@ -43,7 +43,14 @@ from stiv_jax import lora as lora_lib
 from stiv_jax.conditioning import batch_conditions, drop_conditions, get_image_cond
 from stiv_jax.data.prefetch import Prefetch
 from stiv_jax.data.schema import MODEL_BATCH
-from stiv_jax.diffusion import flow_loss, interpolate, sample_time, to_velocity, velocity_target
+from stiv_jax.diffusion import (
+    flow_loss,
+    interpolate,
+    motion_weight,
+    sample_time,
+    to_velocity,
+    velocity_target,
+)
 from stiv_jax.model import STIV
 from stiv_jax.model.stiv import visible_pixels
 from stiv_jax.optim import ema_decay, ema_update, lr_schedule, make_optimizer
@@ -144,6 +151,9 @@ def make_loss_fn(config, graphdef, null_text, *, masked: bool = True):
             # MaskDiT: the denoising loss on kept tokens, weight λ on the masked ones.
             vis = visible_pixels(k_mask, x1.shape, m.patch_size, m.mask_ratio)  # [B, H, W]
             weight = jnp.where(vis, 1.0, m.mask_loss_weight)[:, None]
+        if f.get("motion_weight", 0.0) > 0:  # what moves weighs more (flow.motion_weight)
+            moving = motion_weight(x1, float(f.motion_weight))
+            weight = moving if weight is None else weight * moving
         return flow_loss(v, velocity_target(x1, eps), image_cond.loss_mask(cond), weight)
 
     return loss_fn

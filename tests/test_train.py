@@ -8,6 +8,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -139,6 +140,8 @@ def test_bad_cool_down_is_one_line_error_and_writes_nothing(tmp_path, tiny_confi
         ("model.ref_skip", True, r"model.ref_skip=True needs model.prediction='data'"),
         ("model.text_window", -1, r"model.text_window=-1; expected a half-width >= 1"),
         ("data.shapes.bg_drop", 1.5, r"data.shapes: ShapesSource bg_drop=1.5; expected"),
+        ("data.shapes.bg_drop_tasks", "t2v", r"ShapesSource bg_drop_tasks='t2v'; expected"),
+        ("diffusion.motion_weight", -1.0, r"diffusion.motion_weight=-1.0; expected a number"),
     ],
 )
 def test_bad_model_or_data_value_is_one_line_error_and_writes_nothing(
@@ -156,3 +159,36 @@ def test_bad_model_or_data_value_is_one_line_error_and_writes_nothing(
         train_loop(tiny_config, str(workdir))
     assert "\n" not in str(info.value)
     assert not workdir.exists()
+
+
+def test_motion_weight_reweights_the_training_loss_only_where_the_clip_changes(tiny_config):
+    """diffusion.motion_weight: a clip whose frames are all equal has the plain loss; one with
+    a changing patch does not."""
+    from stiv_jax.train import make_loss_fn
+
+    c = tiny_config
+    comps = Components(c)
+    graphdef, state = init_state(comps.model(0), make_optimizer(c.optim))
+    f, h, w, ch = comps.latent_shape
+    still = jnp.broadcast_to(
+        jax.random.normal(jax.random.key(1), (2, 1, h, w, ch)), (2, f, h, w, ch)
+    )
+    moving = still.at[:, 1:, :2, :2].add(1.0)
+    batch = {
+        "text_tokens": jnp.zeros((2, c.text_encoder.max_length, c.model.text_dim)),
+        "text_mask": jnp.ones((2, c.text_encoder.max_length), bool),
+        "text_pooled": jnp.zeros((2, c.model.pooled_dim)),
+        "micro": jnp.zeros((2, 5)),
+        "motion": jnp.ones((2,)),
+        "cond_mask": jnp.zeros((2, f), bool).at[:, 0].set(True),
+    }
+    losses = {}
+    for strength in (0.0, 4.0):
+        c.diffusion.motion_weight = strength
+        loss_fn = make_loss_fn(c, graphdef, comps.null_text, masked=False)
+        for name, x1 in (("still", still), ("moving", moving)):
+            losses[name, strength] = float(
+                loss_fn(state["params"], {**batch, "latents": x1}, jax.random.key(2))
+            )
+    assert losses["still", 4.0] == pytest.approx(losses["still", 0.0], rel=1e-6)
+    assert abs(losses["moving", 4.0] - losses["moving", 0.0]) > 1e-3 * losses["moving", 0.0]

@@ -3,6 +3,7 @@
 from stiv_jax.diffusion.flow import (
     flow_loss,
     interpolate,
+    motion_weight,
     resolution_shift,
     sample_time,
     shift_time,
@@ -17,6 +18,7 @@ __all__ = [
     "guided_velocity",
     "interpolate",
     "make_guided_fn",
+    "motion_weight",
     "renormalize",
     "resolution_shift",
     "sample_ode",

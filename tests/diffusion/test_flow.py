@@ -8,7 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from stiv_jax.data.schema import normalize_uint8
+from stiv_jax.data.shapes import generate_clip
 from stiv_jax.diffusion import (
+    flow,
     flow_loss,
     interpolate,
     resolution_shift,
@@ -217,3 +220,30 @@ def test_to_velocity_data_and_velocity_and_bad_name():
     np.testing.assert_array_equal(np.asarray(to_velocity(eps, x_t, t, "velocity")), np.asarray(eps))
     with pytest.raises(ValueError, match="prediction='x0'"):
         to_velocity(x1, x_t, t, "x0")
+
+
+def test_motion_weight_matches_its_formula_and_marks_only_what_moves():
+    """1 + s·min(1, mean_C |x[f] − x[0]| / δ) (numpy loop); on a ShapesBench clip with still
+    background the weighted pixels are the objects' places, frame 0 weighs 1."""
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 4, 3)).astype(np.float32) * 0.1
+    want = np.ones((2, 3, 4, 4), np.float32)
+    for b, f, i, j in np.ndindex(2, 3, 4, 4):
+        c = np.mean(np.abs(x[b, f, i, j] - x[b, 0, i, j]))
+        want[b, f, i, j] = 1 + 3.0 * min(1.0, c / flow.MOTION_DELTA)
+    np.testing.assert_allclose(flow.motion_weight(jnp.asarray(x), 3.0), want, rtol=1e-6)
+    index = next(
+        i
+        for i in range(200)
+        if (c := generate_clip(i, res=32, frames=8))["truth"]["background"]["kind"] == "plain"
+        and c["truth"]["camera"]["pan"] == "none"
+        and any(o["motion"] not in ("still", "grow", "shrink") for o in c["truth"]["objects"])
+    )
+    clip = generate_clip(index, res=32, frames=8)
+    w = np.asarray(flow.motion_weight(jnp.asarray(normalize_uint8(clip["video"]))[None], 4.0))[0]
+    assert w.shape == (8, 32, 32) and np.all(w[0] == 1.0) and w.max() == 5.0
+    moved = w > 1.0
+    background = np.all(clip["video"] == np.asarray(clip["truth"]["background"]["rgb"]), -1)
+    assert not np.any(moved & background & background[:1])  # bg in both frames: weight 1
+    assert 0.0 < moved.mean() < 0.2  # objects are a small share of the pixels
+    with pytest.raises(ValueError, match="strength=-1"):
+        flow.motion_weight(jnp.asarray(x), -1.0)
