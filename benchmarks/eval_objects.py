@@ -9,7 +9,9 @@ to the background (px) and its angle error to the truth (degrees), the visible s
 colour stability. Then per task: exact-class accuracy, the share within one 45-degree sector,
 and the accuracy split by speed, background and object count. For TI2V also where the video
 PSNR is lost (`pixel_split`): on pixels the clip keeps from frame 0 (copying it is exact) and
-on those that change (moving objects, pans), for the model and for the static floor.
+on those that change (moving objects, pans), for the model and for the static floor; and
+what the still pixels' error is made of (`still_breakdown`): the share a per-video mean
+colour offset explains, and the still-pixel PSNR by background kind and by frame.
 Pixel-space: videos are uint8 [T, H, W, 3]; the model legend does not apply.
 """
 
@@ -103,6 +105,38 @@ def print_pixel_split(splits: list[dict]) -> None:
     )
 
 
+def still_breakdown(video: np.ndarray, clip: np.ndarray) -> dict:
+    """The still pixels' errors of frames 1.. (`pixel_split`'s still set): their sum, the
+    part a per-video mean colour offset explains (count · |mean error|², per channel), and
+    per frame (sum, count) [T - 1, 2]."""
+    v, c = video[1:].astype(np.float64), clip[1:].astype(np.float64)
+    still = np.abs(c - clip[:1].astype(np.float64)).max(-1) <= STILL_TOL  # [T-1, H, W]
+    d = (v - c)[still]  # [N, 3]
+    per_frame = np.array([[((v[f] - c[f])[still[f]] ** 2).sum(), 3 * still[f].sum()]
+                          for f in range(len(v))])  # fmt: skip
+    offset = float((d.mean(0) ** 2).sum() * len(d)) if len(d) else 0.0
+    return {"err": float((d**2).sum()), "offset": offset, "n": float(d.size),
+            "per_frame": per_frame}  # fmt: skip
+
+
+def print_still_breakdown(rows: list[tuple[str, dict]]) -> None:
+    """rows: (background kind, still_breakdown) per video."""
+    err, off, n = (sum(r[k] for _, r in rows) for k in ("err", "offset", "n"))
+    frames = sum(r["per_frame"] for _, r in rows)
+    kinds = defaultdict(lambda: [0.0, 0.0])
+    for kind, r in rows:
+        kinds[kind][0] += r["err"]
+        kinds[kind][1] += r["n"]
+    print(
+        f"ti2v still pixels: {psnr_of(err, n):.2f} dB; a per-video mean colour offset holds "
+        f"{off / max(err, 1e-10):.2f} of their error (without it {psnr_of(err - off, n):.2f} dB)"
+    )
+    print("  by background (dB, share of the still error, pixels): " + ", ".join(
+        f"{k} {psnr_of(e, c):.1f} ({e / max(err, 1e-10):.2f}, {c / 3:.0f})"
+        for k, (e, c) in sorted(kinds.items())))  # fmt: skip
+    print("  by frame 1..: " + " ".join(f"{psnr_of(e, c):.1f}" for e, c in frames))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="variant=S", help="configs/stiv.py argument string")
@@ -125,6 +159,10 @@ def main(argv=None) -> None:
         rows = []
         if task == "ti2v":
             print_pixel_split([pixel_split(videos[it], cases[it.index]["video"]) for it in items])
+            print_still_breakdown([
+                (cases[it.index]["truth"]["background"]["kind"],
+                 still_breakdown(videos[it], cases[it.index]["video"]))
+                for it in items])  # fmt: skip
         for it in items:
             for r in object_rows(videos[it], cases[it.index]):
                 rows.append(r)

@@ -81,3 +81,17 @@ def test_combined_table_means_the_seeds(tmp_path):
     table = ablations.combined_table([sweep("s0", 0.2), sweep("s1", 0.4)])
     assert "| baseline | 0.300 (0.200 / 0.400) | 0.300 (0.200 / 0.400) |" in table
     assert "| *static* | — | 1.000 |" in table
+
+
+def test_still_breakdown_puts_a_uniform_colour_shift_in_the_offset():
+    """A video that is the clip plus a constant colour: all of the still error is the
+    per-video offset; plus zero-mean noise instead: none of it is."""
+    clip = np.clip(generate_clip(3, res=16, frames=4)["video"], 10, 245)  # room to shift
+    shifted = (clip.astype(np.int16) + np.array([6, -4, 2])).astype(np.uint8)
+    r = eval_objects.still_breakdown(shifted, clip)
+    assert r["err"] > 0 and r["offset"] == pytest.approx(r["err"])
+    assert r["per_frame"].shape == (3, 2) and r["per_frame"][:, 0].sum() == pytest.approx(r["err"])
+    sign = np.where(np.indices(clip.shape).sum(0) % 2 == 0, 5, -5)
+    noisy = np.clip(clip.astype(np.int16) + sign, 0, 255).astype(np.uint8)
+    r = eval_objects.still_breakdown(noisy, clip)
+    assert r["offset"] < 0.05 * r["err"]
