@@ -100,7 +100,7 @@ def cached_call(model, x, t, cond, state: CacheState, threshold: float):
         calls=state.calls + 1,
         blocks=state.blocks + 1 + jnp.where(reuse, 0, later).astype(jnp.int32),
     )
-    return model.head(h, cvec, x.shape), new
+    return model.finish(model.head(h, cvec, x.shape), x, cond), new
 
 
 def stats(cfg, state: CacheState) -> dict[str, Any]:

@@ -14,7 +14,8 @@ embeddings of t, micro-conditions, motion score, pooled text and its word bag, s
 feeding one shared AdaLN-single projection, MaskDiT (the main blocks see a random
 (1 − mask_ratio) share of spatial positions, the same in every frame; a learned mask token
 fills the rest before the decoder blocks), final modulated LayerNorm and linear, unpatchify
-(plus each frame's nearest given latent with `model.ref_skip`).
+(plus a linear map of each input patch with `model.input_skip`, and each frame's nearest
+given latent with `model.ref_skip`).
 
 `python -m stiv_jax.model.stiv --config configs/stiv.py:variant=XL/2 --count-params`
 prints the parameter count from `nnx.eval_shape` (nothing is allocated).
@@ -176,6 +177,15 @@ class STIV(nnx.Module):
         )
         nw = int(cfg.get("text_window", 0))  # after the refiner, for the same reason
         self.text_window = TextWindow(cfg.text_dim, d, nw, **kw) if nw else None
+        # A linear map from each input patch (noisy latents + image-cond channels) straight
+        # to its output patch, zero at init: the given frame's texture need not pass the
+        # blocks' width-D bottleneck (U-ViT's long skip, to the output). Last, as above.
+        out_dim = pt * p * p * in_channels
+        self.input_skip = (
+            dense(pt * p * p * cin, out_dim, (None, None), **kw)
+            if cfg.get("input_skip", False)
+            else None
+        )
         initialize_weights(self)
 
     @classmethod
@@ -298,9 +308,23 @@ class STIV(nnx.Module):
             h = mask_restore(h, perm, self.mask_token[...])
         for block in self.decoder:
             h = block(h, mod, ctx, ctx_mask, rope_s, rope_t)
-        out = self.head(h, cvec, x.shape)
+        return self.finish(self.head(h, cvec, x.shape), x, cond)
+
+    def finish(self, out: jax.Array, x: jax.Array, cond: Conditions) -> jax.Array:
+        """The head's output [B, F, H, W, C] plus what bypasses the blocks: the input skip
+        (`model.input_skip`) and the reference (`model.ref_skip`). Every forward path (the
+        call, the step cache's split forward) ends here."""
+        c = self.cfg
+        if self.input_skip is not None or self.ref_skip:
+            cond = with_image_defaults(cond, x)
+        if self.input_skip is not None:
+            inp = patchify(self.image_cond.model_input(x, cond).astype(self.dtype),
+                           c.temporal_patch, c.patch_size)  # fmt: skip
+            skip = unpatchify(self.input_skip(inp), c.temporal_patch, c.patch_size,
+                              x.shape[2:4], x.shape[-1])  # fmt: skip
+            out = out + skip.astype(jnp.float32)
         if self.ref_skip:  # x-prediction relative to the reference (model.ref_skip)
-            out = out + self.image_cond.reference(with_image_defaults(cond, x))
+            out = out + self.image_cond.reference(cond)
         return out
 
 
@@ -321,6 +345,9 @@ def initialize_weights(model: STIV) -> None:
         zero(linear.kernel)
         zero(linear.bias)
     zero(model.final_table)
+    if model.input_skip is not None:  # a new skip starts as no change
+        zero(model.input_skip.kernel)
+        zero(model.input_skip.bias)
     if model.text_window is not None:  # a new window starts as no change
         zero(model.text_window.proj.kernel)
         zero(model.text_window.proj.bias)

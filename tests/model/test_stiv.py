@@ -281,3 +281,39 @@ def test_window_carries_a_neighbours_word_and_not_a_far_one(tiny_config):
     np.testing.assert_allclose(fresh(xv, t, cond), base(xv, t, cond), atol=1e-6)
     trained = _perturb(fresh)
     assert float(jnp.abs(trained(xv, t, cond) - base(xv, t, cond)).max()) > 1e-4
+
+
+def test_input_skip_starts_as_no_change_and_can_copy_the_reference(tiny_config):
+    """`model.input_skip`: zero at init (every other weight as without it); set to pick each
+    input patch's reference channels, a fresh model (zero head) outputs the static video,
+    in the call and in the step cache's split forward."""
+    from stiv_jax.step_cache import cached_call, init_state
+
+    c = tiny_config.model
+    c.image_cond, c.input_skip = "frame_replace_ref", True
+    m = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
+    c.input_skip = False
+    plain = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
+    skip_params = nnx.to_pure_dict(nnx.state(m.input_skip, nnx.Param))
+    assert all(not np.any(v) for v in jax.tree.leaves(skip_params))
+    got, want = (
+        nnx.to_pure_dict(nnx.state(m, nnx.Param)),
+        nnx.to_pure_dict(nnx.state(plain, nnx.Param)),
+    )
+    del got["input_skip"]
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+
+    pt, p, ch = c.temporal_patch, c.patch_size, 3
+    kernel = np.zeros(m.input_skip.kernel.shape, np.float32)  # [pt·p·p·2C, pt·p·p·C]
+    for it, iy, ix, k in np.ndindex(pt, p, p, ch):
+        pos = (it * p + iy) * p + ix
+        kernel[pos * 2 * ch + ch + k, pos * ch + k] = 1.0  # reference channel k -> output k
+    m.input_skip.kernel.set_value(jnp.asarray(kernel))
+    b, f, hw = 2, 4, 16
+    cond = _cond(b, f, hw, hw)
+    x = jax.random.normal(jax.random.key(5), (b, f, hw, hw, ch))
+    t = jnp.array([0.3, 0.8])
+    static = jnp.broadcast_to(cond["cond_latents"][:, :1], x.shape)
+    np.testing.assert_allclose(m(x, t, cond), static, atol=1e-6)
+    out, _ = cached_call(m, x, t, cond, init_state(m.cfg, x.shape), threshold=0.0)
+    np.testing.assert_allclose(out, static, atol=1e-6)
