@@ -185,7 +185,7 @@ def test_motion_weight_reweights_the_training_loss_only_where_the_clip_changes(t
     losses = {}
     for strength in (0.0, 4.0):
         c.diffusion.motion_weight = strength
-        loss_fn = make_loss_fn(c, graphdef, comps.null_text, masked=False)
+        loss_fn = jax.jit(make_loss_fn(c, graphdef, comps.null_text, masked=False))
         for name, x1 in (("still", still), ("moving", moving)):
             losses[name, strength] = float(
                 loss_fn(state["params"], {**batch, "latents": x1}, jax.random.key(2))
