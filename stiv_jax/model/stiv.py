@@ -270,8 +270,7 @@ class STIV(nnx.Module):
                 f"and spatial patch {p}"
             )
         cond = with_image_defaults(cond, x)
-        inp = self.image_cond.model_input(x, cond)
-        tokens = self.patch_embed(patchify(inp.astype(self.dtype), pt, p))
+        tokens = self.patch_embed(self.patched_input(x, cond))
         ctx, ctx_mask = self.context(cond)
         cvec = self.singleton(t, cond)  # [B, D]
         mod = self.adaln(jax.nn.silu(cvec)).reshape(b, MOD_ROWS, c.width)
@@ -310,6 +309,13 @@ class STIV(nnx.Module):
             h = block(h, mod, ctx, ctx_mask, rope_s, rope_t)
         return self.finish(self.head(h, cvec, x.shape), x, cond)
 
+    def patched_input(self, x: jax.Array, cond: Conditions) -> jax.Array:
+        """x [B, F, H, W, C] and its (defaulted) conditions -> the image-cond method's input in
+        patches [B, F', S, pt·p·p·m·C], what the patch embedding (and the input skip) reads."""
+        c = self.cfg
+        inp = self.image_cond.model_input(x, cond).astype(self.dtype)
+        return patchify(inp, c.temporal_patch, c.patch_size)
+
     def finish(self, out: jax.Array, x: jax.Array, cond: Conditions) -> jax.Array:
         """The head's output [B, F, H, W, C] plus what bypasses the blocks: the input skip
         (`model.input_skip`) and the reference (`model.ref_skip`). Every forward path (the
@@ -317,11 +323,9 @@ class STIV(nnx.Module):
         c = self.cfg
         if self.input_skip is not None or self.ref_skip:
             cond = with_image_defaults(cond, x)
-        if self.input_skip is not None:
-            inp = patchify(self.image_cond.model_input(x, cond).astype(self.dtype),
-                           c.temporal_patch, c.patch_size)  # fmt: skip
-            skip = unpatchify(self.input_skip(inp), c.temporal_patch, c.patch_size,
-                              x.shape[2:4], x.shape[-1])  # fmt: skip
+        if self.input_skip is not None:  # XLA merges this with embed's identical patchify
+            skip = unpatchify(self.input_skip(self.patched_input(x, cond)), c.temporal_patch,
+                              c.patch_size, x.shape[2:4], x.shape[-1])  # fmt: skip
             out = out + skip.astype(jnp.float32)
         if self.ref_skip:  # x-prediction relative to the reference (model.ref_skip)
             out = out + self.image_cond.reference(cond)
