@@ -21,6 +21,7 @@ import json
 import math
 import os
 import struct
+import sys
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,32 @@ import numpy as np
 from stiv_jax.atomic import atomic_write
 
 SCALARS = ("loss", "loss_avg", "grad_norm", "lr", "sec_per_step", "samples_per_sec")
+
+
+# tensorboardX's package import tries these optional backends: torch (~3 s, and the runtime
+# never imports torch), boto3 and google.cloud.storage (S3/GCS writers we do not use).
+_OPTIONAL_IMPORTS = ("torch", "boto3", "google.cloud.storage")
+
+
+def tensorboardx():
+    """The tensorboardX package, imported with its optional backends blocked (each import
+    then fails as if not installed, which tensorboardX handles). sys.modules is restored,
+    so a later `import torch` elsewhere works as usual."""
+    if "tensorboardX" in sys.modules:
+        return sys.modules["tensorboardX"]
+    blocked = [m for m in _OPTIONAL_IMPORTS if m not in sys.modules]
+    for m in blocked:
+        sys.modules[m] = None  # type: ignore[assignment]
+    try:
+        import tensorboardX
+        import tensorboardX.proto.event_pb2
+        import tensorboardX.proto.summary_pb2
+        import tensorboardX.summary  # noqa: F401
+    finally:
+        for m in blocked:
+            if sys.modules.get(m, 0) is None:
+                del sys.modules[m]
+    return tensorboardX
 
 
 def _json_number(x):
@@ -62,7 +89,7 @@ class MetricsLog:
         if process_index != 0:
             return
         self._truncate(resume_step)
-        from tensorboardX import SummaryWriter
+        SummaryWriter = tensorboardx().SummaryWriter
 
         # purge_step: TensorBoard hides events after the restored step (they are logged again).
         self.tb = SummaryWriter(
@@ -101,7 +128,7 @@ class MetricsLog:
         """The config as text (a code block) and its scalar fields as HParams."""
         if self.tb is None:
             return
-        from tensorboardX.summary import hparams
+        hparams = tensorboardx().summary.hparams
 
         text = "\n".join("    " + line for line in str(config).splitlines())
         self.tb.add_text("config", text, step)
@@ -114,9 +141,9 @@ class MetricsLog:
         """Sample videos [B, T, H, W, 3] as frame strips (PNG) and an animated GIF grid."""
         if self.tb is None:
             return
-        from tensorboardX.proto.summary_pb2 import Summary
-
         from stiv_jax import previews
+
+        Summary = tensorboardx().proto.summary_pb2.Summary
 
         strips = previews.contact_sheet([previews.frame_strip(v) for v in videos])
         grid = previews.video_grid(videos)
@@ -155,8 +182,7 @@ def read_events(logdir: str) -> list[dict[str, Any]]:
     """Every summary value in `logdir`'s event files, oldest file first:
     {step, tag, kind: scalar | text | hparams | image, value} with value a float (scalar), a
     str (text), the plugin's bytes (hparams) or {format: png | gif, width, height, data}."""
-    from tensorboardX.proto.event_pb2 import Event
-
+    Event = tensorboardx().proto.event_pb2.Event
     out = []
     for path in sorted(
         glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"), recursive=True)

@@ -72,3 +72,28 @@ def test_trainer_samples_have_previews_and_a_contact_sheet(run):
     files = sorted(os.listdir(os.path.join(workdir, "samples", "step_4")))
     assert files == ["000.gif", "000.mp4", "000.png", "001.gif", "001.mp4", "001.png",
                      "captions.json", "contact_sheet.png"]  # fmt: skip
+
+
+def test_the_runtime_never_imports_torch(tmp_path):
+    """tensorboardX imports torch (and boto3) when installed; ours blocks those optional
+    imports, so training, sampling and evaluation run without them (torch is installed here)."""
+    script = f"""
+import sys
+import numpy as np
+import stiv_jax.evaluate, stiv_jax.pipeline, stiv_jax.sample, stiv_jax.train
+from configs.stiv import get_config
+from stiv_jax.summaries import MetricsLog, read_events
+log = MetricsLog({str(tmp_path)!r}, resume_step=0)
+log.write(1, {{"loss": 1.0}})
+log.write_config(1, get_config("variant=tiny"))
+log.write_videos(1, np.zeros((1, 2, 8, 8, 3), np.uint8), fps=4)
+log.close()
+assert read_events({str(tmp_path / "tensorboard")!r})
+print(sorted(m for m in ("torch", "boto3", "google.cloud.storage") if m in sys.modules))
+import torch  # still importable afterwards
+"""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
