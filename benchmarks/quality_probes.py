@@ -187,9 +187,10 @@ def denoise(workdir: str, heldout: bool = False, step: int | None = None, ema: b
             f"static floor (frame 0 repeated): {psnr(jnp.broadcast_to(x1[:, :1], x1.shape)):.2f} dB"
         )
     eps = jax.random.normal(jax.random.key(0), x1.shape)
-    for t in (0.0, 0.2, 0.4, 0.6, 0.8, 0.95):
+    for t in (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98):
         xt = jnp.where(given, x1, t * x1 + (1 - t) * eps)
         row = f"t={t:.2f}  x1-hat PSNR {psnr(x1_hat(xt, t, cond)):.2f} dB"
+        row += f" (x_t itself {psnr(xt):.2f})" if t > 0 else ""
         if heldout:
             row += f"  (captions rolled: {psnr(x1_hat(xt, t, rolled)):.2f}; "
             row += f"clean input labelled t: {psnr(x1_hat(x1, t, cond)):.2f})"
