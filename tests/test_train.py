@@ -138,6 +138,7 @@ def test_bad_cool_down_is_one_line_error_and_writes_nothing(tmp_path, tiny_confi
     "key, value, message",
     [
         ("model.ref_skip", True, r"model.ref_skip=True needs model.prediction='data'"),
+        ("model.ref_gate", True, r"model.ref_gate=True needs model.prediction='data'"),
         ("model.text_window", -1, r"model.text_window=-1; expected a half-width >= 1"),
         ("data.shapes.bg_drop", 1.5, r"data.shapes: ShapesSource bg_drop=1.5; expected"),
         ("data.shapes.bg_drop_tasks", "t2v", r"ShapesSource bg_drop_tasks='t2v'; expected"),

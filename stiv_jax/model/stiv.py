@@ -14,8 +14,9 @@ embeddings of t, micro-conditions, motion score, pooled text and its word bag, s
 feeding one shared AdaLN-single projection, MaskDiT (the main blocks see a random
 (1 − mask_ratio) share of spatial positions, the same in every frame; a learned mask token
 fills the rest before the decoder blocks), final modulated LayerNorm and linear, unpatchify
-(plus a linear map of each input patch with `model.input_skip`, and each frame's nearest
-given latent with `model.ref_skip`).
+(plus a linear map of each input patch with `model.input_skip`, each frame's nearest
+given latent with `model.ref_skip`, or that latent times a gate the head predicts per output
+value with `model.ref_gate`).
 
 `python -m stiv_jax.model.stiv --config configs/stiv.py:variant=XL/2 --count-params`
 prints the parameter count from `nnx.eval_shape` (nothing is allocated).
@@ -118,12 +119,14 @@ class STIV(nnx.Module):
         if not 0.0 <= cfg.mask_ratio < 1.0:
             raise ValueError(f"model.mask_ratio={cfg.mask_ratio}; expected a value in [0, 1)")
         self.ref_skip = bool(cfg.get("ref_skip", False))
-        if self.ref_skip and (cfg.get("prediction") != "data" or not image_cond.has_reference):
-            raise ValueError(
-                f"model.ref_skip=True needs model.prediction='data' and an image_cond with a "
-                f"reference (frame_replace_ref); got prediction={cfg.get('prediction')!r}, "
-                f"image_cond={cfg.image_cond!r}"
-            )
+        ref_gate = bool(cfg.get("ref_gate", False))
+        for key, on in (("ref_skip", self.ref_skip), ("ref_gate", ref_gate)):
+            if on and (cfg.get("prediction") != "data" or not image_cond.has_reference):
+                raise ValueError(
+                    f"model.{key}=True needs model.prediction='data' and an image_cond with a "
+                    f"reference (frame_replace_ref); got prediction={cfg.get('prediction')!r}, "
+                    f"image_cond={cfg.image_cond!r}"
+                )
         self.cfg = cfg = ml_collections.FrozenConfigDict(cfg)  # a snapshot, immune to later edits
         d, p, pt = cfg.width, cfg.patch_size, cfg.temporal_patch
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
@@ -186,6 +189,11 @@ class STIV(nnx.Module):
             if cfg.get("input_skip", False)
             else None
         )
+        # The head's second linear: a gate per output value, zero at init, that multiplies
+        # each frame's nearest given latent into the output (x̂1 = final + gate·reference).
+        # Unlike the input skip, the blocks choose per token where to copy (still background)
+        # and where not (a moving object). Last, as above.
+        self.ref_gate = dense(d, out_dim, (EMBED, None), **kw) if ref_gate else None
         initialize_weights(self)
 
     @classmethod
@@ -278,15 +286,17 @@ class STIV(nnx.Module):
         return tokens, (mod, ctx, ctx_mask, rope_s, rope_t), cvec
 
     def head(self, h: jax.Array, cvec: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-        """Block output [B, F', S, D] -> velocity [B, F, H, W, C] float32 (`shape` is x's)."""
+        """Block output [B, F', S, D] -> velocity [B, F, H, W, C] float32 (`shape` is x's);
+        with `model.ref_gate` [B, F, H, W, 2C]: the output, then the copy gate (`finish`)."""
         c = self.cfg
         shift, scale = jnp.split(self.final_table[...][None] + cvec[:, None], 2, axis=1)
         h = layer_norm_modulate(
             h, shift[:, :, None].astype(h.dtype), scale[:, :, None].astype(h.dtype)
         )
-        out = self.final(h)
         _, _, hh, ww, ch = shape
-        return unpatchify(out, c.temporal_patch, c.patch_size, (hh, ww), ch).astype(jnp.float32)
+        out = [self.final(h)] + ([self.ref_gate(h)] if self.ref_gate is not None else [])
+        out = [unpatchify(o, c.temporal_patch, c.patch_size, (hh, ww), ch) for o in out]
+        return jnp.concatenate(out, -1).astype(jnp.float32)
 
     # ---------------------------------------------------------------- forward
     def __call__(
@@ -318,11 +328,15 @@ class STIV(nnx.Module):
 
     def finish(self, out: jax.Array, x: jax.Array, cond: Conditions) -> jax.Array:
         """The head's output [B, F, H, W, C] plus what bypasses the blocks: the input skip
-        (`model.input_skip`) and the reference (`model.ref_skip`). Every forward path (the
-        call, the step cache's split forward) ends here."""
+        (`model.input_skip`) and the reference (`model.ref_skip`; with `model.ref_gate`, the
+        reference times the head's gate). Every forward path (the call, the step cache's
+        split forward) ends here."""
         c = self.cfg
-        if self.input_skip is not None or self.ref_skip:
+        if self.input_skip is not None or self.ref_skip or self.ref_gate is not None:
             cond = with_image_defaults(cond, x)
+        if self.ref_gate is not None:  # head gave [output | gate] on the channel axis
+            out, gate = jnp.split(out, 2, axis=-1)
+            out = out + gate * self.image_cond.reference(cond)
         if self.input_skip is not None:  # XLA merges this with embed's identical patchify
             skip = unpatchify(self.input_skip(self.patched_input(x, cond)), c.temporal_patch,
                               c.patch_size, x.shape[2:4], x.shape[-1])  # fmt: skip
@@ -345,8 +359,10 @@ def initialize_weights(model: STIV) -> None:
     def zero(v: nnx.Variable) -> None:
         v.set_value(jnp.zeros_like(v.get_value()))
 
-    for linear in (model.adaln, model.final):
-        zero(linear.kernel)
+    for linear in (model.adaln, model.final) + (
+        (model.ref_gate,) if model.ref_gate is not None else ()
+    ):
+        zero(linear.kernel)  # a new gate starts as no copy
         zero(linear.bias)
     zero(model.final_table)
     if model.input_skip is not None:  # a new skip starts as no change

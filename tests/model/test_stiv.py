@@ -317,3 +317,52 @@ def test_input_skip_starts_as_no_change_and_can_copy_the_reference(tiny_config):
     np.testing.assert_allclose(m(x, t, cond), static, atol=1e-6)
     out, _ = cached_call(m, x, t, cond, init_state(m.cfg, x.shape), threshold=0.0)
     np.testing.assert_allclose(out, static, atol=1e-6)
+
+
+def test_ref_gate_starts_as_no_change_copies_where_open_and_refuses_other_setups(tiny_config):
+    """`model.ref_gate`: zero at init (every other weight as without it); with the gate open
+    (bias 1) and a zero head a model outputs each frame's nearest given latent, in the call
+    and in the step cache's split forward; with the gate at 0.5 half of it; T2V (nothing
+    given) is untouched. Only for x-prediction with a reference."""
+    from stiv_jax.step_cache import cached_call, init_state
+
+    c = tiny_config.model
+    c.image_cond, c.prediction, c.ref_gate = "frame_replace_ref", "data", True
+    m = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
+    c.ref_gate = False
+    plain = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
+    got, want = (
+        nnx.to_pure_dict(nnx.state(m, nnx.Param)),
+        nnx.to_pure_dict(nnx.state(plain, nnx.Param)),
+    )
+    assert all(not np.any(v) for v in jax.tree.leaves(got.pop("ref_gate")))
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+
+    b, f, hw, ch = 2, 4, 16, 3
+    cond = _cond(b, f, hw, hw)
+    x = jax.random.normal(jax.random.key(5), (b, f, hw, hw, ch))
+    t = jnp.array([0.3, 0.8])
+    pert = _perturb(plain)  # every weight non-zero, then copied into the gated model
+    nnx.update(m, nnx.state(pert, nnx.Param))
+    c.ref_gate = True
+    m = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
+    nnx.update(m, nnx.state(pert, nnx.Param))  # every weight but the (zero) gate
+    np.testing.assert_allclose(m(x, t, cond), pert(x, t, cond), atol=1e-6)
+
+    m.final.kernel.set_value(jnp.zeros_like(m.final.kernel[...]))
+    m.final.bias.set_value(jnp.zeros_like(m.final.bias[...]))
+    static = jnp.broadcast_to(cond["cond_latents"][:, :1], x.shape)  # frame 0 is given
+    for bias, want in ((1.0, static), (0.5, 0.5 * static)):
+        m.ref_gate.bias.set_value(jnp.full(m.ref_gate.bias.shape, bias))
+        np.testing.assert_allclose(m(x, t, cond), want, atol=1e-6)
+        out, _ = cached_call(m, x, t, cond, init_state(m.cfg, x.shape), threshold=0.0)
+        np.testing.assert_allclose(out, want, atol=1e-6)
+    t2v = dict(cond, cond_mask=jnp.zeros_like(cond["cond_mask"]))
+    np.testing.assert_allclose(m(x, t, t2v), jnp.zeros_like(x), atol=1e-6)
+
+    for key, value in (("prediction", "velocity"), ("image_cond", "frame_replace")):
+        bad = tiny_config.model.copy_and_resolve_references()
+        bad.prediction, bad.image_cond, bad.ref_gate = "data", "frame_replace_ref", True
+        bad[key] = value
+        with pytest.raises(ValueError, match=r"model.ref_gate=True needs .*" + value):
+            STIV(bad, in_channels=3, rngs=nnx.Rngs(0))
