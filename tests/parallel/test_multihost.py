@@ -41,6 +41,7 @@ def _port() -> int:
 
 def _launch(workdir, *, processes: int, devices: int, mesh: tuple, steps: int, logs):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # multi-process runs hang with a shared cache
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     mesh_flags = [
         f"--config.mesh.{a}={n}" for a, n in zip(("data", "fsdp", "context", "tensor"), mesh)

@@ -51,6 +51,7 @@ def _checkpoint(workdir: str) -> None:
 
 def _sample(workdir, prompts, out, processes: int, *extra: str, devices: int = 1):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # multi-process runs hang with a shared cache
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     cmd = [sys.executable, "-m", "stiv_jax.sample", f"--workdir={workdir}",
            f"--prompts={prompts}", f"--out={out}", *FLAGS, *extra]  # fmt: skip
