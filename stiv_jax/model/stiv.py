@@ -359,11 +359,12 @@ def initialize_weights(model: STIV) -> None:
     def zero(v: nnx.Variable) -> None:
         v.set_value(jnp.zeros_like(v.get_value()))
 
-    for linear in (model.adaln, model.final) + (
-        (model.ref_gate,) if model.ref_gate is not None else ()
-    ):
-        zero(linear.kernel)  # a new gate starts as no copy
+    for linear in (model.adaln, model.final):
+        zero(linear.kernel)
         zero(linear.bias)
+    if model.ref_gate is not None:  # a new gate starts as no copy
+        zero(model.ref_gate.kernel)
+        zero(model.ref_gate.bias)
     zero(model.final_table)
     if model.input_skip is not None:  # a new skip starts as no change
         zero(model.input_skip.kernel)

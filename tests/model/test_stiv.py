@@ -343,7 +343,6 @@ def test_ref_gate_starts_as_no_change_copies_where_open_and_refuses_other_setups
     x = jax.random.normal(jax.random.key(5), (b, f, hw, hw, ch))
     t = jnp.array([0.3, 0.8])
     pert = _perturb(plain)  # every weight non-zero, then copied into the gated model
-    nnx.update(m, nnx.state(pert, nnx.Param))
     c.ref_gate = True
     m = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
     nnx.update(m, nnx.state(pert, nnx.Param))  # every weight but the (zero) gate
