@@ -16,7 +16,8 @@ feeding one shared AdaLN-single projection, MaskDiT (the main blocks see a rando
 fills the rest before the decoder blocks), final modulated LayerNorm and linear, unpatchify
 (plus a linear map of each input patch with `model.input_skip`, each frame's nearest
 given latent with `model.ref_skip`, or that latent times a gate the head predicts per output
-value with `model.ref_gate`).
+value with `model.ref_gate`; with `model.input_mix` the head also predicts, per output value,
+weights over the same pixel's m·C input channels: a 1×1 mix of the input the token chooses).
 
 `python -m stiv_jax.model.stiv --config configs/stiv.py:variant=XL/2 --count-params`
 prints the parameter count from `nnx.eval_shape` (nothing is allocated).
@@ -132,7 +133,7 @@ class STIV(nnx.Module):
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=pdtype)
         self.in_channels, self.dtype, self.image_cond = in_channels, dtype, image_cond
-        cin = in_channels * image_cond.channel_multiplier
+        self.cin = cin = in_channels * image_cond.channel_multiplier
         self.patch_embed = dense(pt * p * p * cin, d, (None, EMBED), **kw)
         self.text_proj = MLP(cfg.text_dim, d, **kw, dout=d)
         emb_kw = dict(freq_dim=cfg.freq_dim, kernel_init=EMBEDDER_INIT, **kw)
@@ -194,6 +195,14 @@ class STIV(nnx.Module):
         # Unlike the input skip, the blocks choose per token where to copy (still background)
         # and where not (a moving object). Last, as above.
         self.ref_gate = dense(d, out_dim, (EMBED, None), **kw) if ref_gate else None
+        # The head's third linear: per output value, weights over the same pixel's m·C input
+        # channels (noisy latents + image-cond channels), zero at init. A per-pixel copy path
+        # of the input that the token steers (x̂1 += Σ_j w_j · input_j): still background from
+        # the reference, the nearly clean input at high t, a colour mix; the 4×4×2 patch's
+        # values need not pass the width-D token (docs/quality.md §16-17). Last, as above.
+        self.input_mix = (
+            dense(d, out_dim * cin, (EMBED, None), **kw) if cfg.get("input_mix", False) else None
+        )
         initialize_weights(self)
 
     @classmethod
@@ -286,16 +295,21 @@ class STIV(nnx.Module):
         return tokens, (mod, ctx, ctx_mask, rope_s, rope_t), cvec
 
     def head(self, h: jax.Array, cvec: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-        """Block output [B, F', S, D] -> velocity [B, F, H, W, C] float32 (`shape` is x's);
-        with `model.ref_gate` [B, F, H, W, 2C]: the output, then the copy gate (`finish`)."""
+        """Block output [B, F', S, D] -> velocity [B, F, H, W, C] float32 (`shape` is x's),
+        followed on the channel axis by the copy gate (C, `model.ref_gate`) and the input-mix
+        weights (C·m·C, `model.input_mix`) when on; `finish` splits them off."""
         c = self.cfg
         shift, scale = jnp.split(self.final_table[...][None] + cvec[:, None], 2, axis=1)
         h = layer_norm_modulate(
             h, shift[:, :, None].astype(h.dtype), scale[:, :, None].astype(h.dtype)
         )
         _, _, hh, ww, ch = shape
-        out = [self.final(h)] + ([self.ref_gate(h)] if self.ref_gate is not None else [])
-        out = [unpatchify(o, c.temporal_patch, c.patch_size, (hh, ww), ch) for o in out]
+        heads = [(self.final, ch), (self.ref_gate, ch), (self.input_mix, ch * self.cin)]
+        out = [
+            unpatchify(linear(h), c.temporal_patch, c.patch_size, (hh, ww), n)
+            for linear, n in heads
+            if linear is not None
+        ]
         return jnp.concatenate(out, -1).astype(jnp.float32)
 
     # ---------------------------------------------------------------- forward
@@ -328,15 +342,24 @@ class STIV(nnx.Module):
 
     def finish(self, out: jax.Array, x: jax.Array, cond: Conditions) -> jax.Array:
         """The head's output [B, F, H, W, C] plus what bypasses the blocks: the input skip
-        (`model.input_skip`) and the reference (`model.ref_skip`; with `model.ref_gate`, the
-        reference times the head's gate). Every forward path (the call, the step cache's
-        split forward) ends here."""
+        (`model.input_skip`), the reference (`model.ref_skip`; with `model.ref_gate`, the
+        reference times the head's gate) and the head's per-pixel mix of the input
+        (`model.input_mix`). Every forward path (the call, the step cache's split forward)
+        ends here."""
         c = self.cfg
-        if self.input_skip is not None or self.ref_skip or self.ref_gate is not None:
+        ch = x.shape[-1]
+        extra = (self.ref_gate, self.input_mix, self.input_skip)
+        if self.ref_skip or any(e is not None for e in extra):
             cond = with_image_defaults(cond, x)
+        if self.input_mix is not None:  # head gave [output | (gate) | mix weights]
+            out, mix = out[..., : -ch * self.cin], out[..., -ch * self.cin :]
         if self.ref_gate is not None:  # head gave [output | gate] on the channel axis
             out, gate = jnp.split(out, 2, axis=-1)
             out = out + gate * self.image_cond.reference(cond)
+        if self.input_mix is not None:
+            inp = self.image_cond.model_input(x, cond).astype(jnp.float32)  # [B, F, H, W, m·C]
+            mix = mix.reshape(*mix.shape[:-1], ch, self.cin)
+            out = out + jnp.einsum("...cj,...j->...c", mix, inp)
         if self.input_skip is not None:  # XLA merges this with embed's identical patchify
             skip = unpatchify(self.input_skip(self.patched_input(x, cond)), c.temporal_patch,
                               c.patch_size, x.shape[2:4], x.shape[-1])  # fmt: skip
@@ -362,9 +385,10 @@ def initialize_weights(model: STIV) -> None:
     for linear in (model.adaln, model.final):
         zero(linear.kernel)
         zero(linear.bias)
-    if model.ref_gate is not None:  # a new gate starts as no copy
-        zero(model.ref_gate.kernel)
-        zero(model.ref_gate.bias)
+    for linear in (model.ref_gate, model.input_mix):  # a new gate or mix starts as no copy
+        if linear is not None:
+            zero(linear.kernel)
+            zero(linear.bias)
     zero(model.final_table)
     if model.input_skip is not None:  # a new skip starts as no change
         zero(model.input_skip.kernel)

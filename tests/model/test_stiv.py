@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from stiv_jax.conditioning import with_image_defaults
 from stiv_jax.model.block import STIVBlock
 from stiv_jax.model.rope import rope_1d, rope_2d
 from stiv_jax.model.stiv import STIV, mask_restore, mask_select, patchify, unpatchify
@@ -365,3 +366,55 @@ def test_ref_gate_starts_as_no_change_copies_where_open_and_refuses_other_setups
         bad[key] = value
         with pytest.raises(ValueError, match=r"model.ref_gate=True needs .*" + value):
             STIV(bad, in_channels=3, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("image_cond", ["frame_replace_ref", "channel_concat"])
+def test_input_mix_starts_as_no_change_and_mixes_each_pixels_input(tiny_config, image_cond):
+    """`model.input_mix`: zero at init (every other weight as without it); with a zero head
+    and the mix's bias set to pick one input channel per output channel, the output is that
+    channel of the model's own input (the noisy latents with the given frames replaced, or
+    the image-cond channels) at every pixel, in the call and in the step cache's split
+    forward; beside `model.ref_gate` both paths add up."""
+    from stiv_jax.step_cache import cached_call, init_state
+
+    c = tiny_config.model
+    c.image_cond, c.prediction, c.input_mix = image_cond, "data", True
+    m = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
+    c.input_mix = False
+    plain = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
+    got, want = (
+        nnx.to_pure_dict(nnx.state(m, nnx.Param)),
+        nnx.to_pure_dict(nnx.state(plain, nnx.Param)),
+    )
+    assert all(not np.any(v) for v in jax.tree.leaves(got.pop("input_mix")))
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+
+    b, f, hw, ch = 2, 4, 16, 3
+    cond = _cond(b, f, hw, hw)
+    x = jax.random.normal(jax.random.key(5), (b, f, hw, hw, ch))
+    t = jnp.array([0.3, 0.8])
+    pert = _perturb(plain)
+    c.input_mix = True
+    m = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
+    nnx.update(m, nnx.state(pert, nnx.Param))  # every weight but the (zero) mix
+    np.testing.assert_allclose(m(x, t, cond), pert(x, t, cond), atol=1e-6)
+
+    m.final.kernel.set_value(jnp.zeros_like(m.final.kernel[...]))
+    m.final.bias.set_value(jnp.zeros_like(m.final.bias[...]))
+    inp = m.image_cond.model_input(x, with_image_defaults(cond, x))  # [B, F, H, W, 2C]
+    pixels = c.temporal_patch * c.patch_size**2
+    for src in (np.array([0, 1, 2]), np.array([5, 3, 4])):  # x_t as is; the 2nd half rolled
+        weights = np.zeros((pixels, ch, 2 * ch), np.float32)
+        weights[:, np.arange(ch), src] = 0.5
+        m.input_mix.bias.set_value(jnp.asarray(weights.reshape(-1)))
+        want = 0.5 * inp[..., src]
+        np.testing.assert_allclose(m(x, t, cond), want, atol=1e-5)
+        out, _ = cached_call(m, x, t, cond, init_state(m.cfg, x.shape), threshold=0.0)
+        np.testing.assert_allclose(out, want, atol=1e-5)
+    if image_cond == "frame_replace_ref":  # both copy paths on: their outputs add
+        c.ref_gate = True
+        both = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
+        nnx.update(both, nnx.state(m, nnx.Param))
+        both.ref_gate.bias.set_value(jnp.ones_like(both.ref_gate.bias[...]))
+        ref = m.image_cond.reference(with_image_defaults(cond, x))
+        np.testing.assert_allclose(both(x, t, cond), want + ref, atol=1e-5)
