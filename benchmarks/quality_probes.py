@@ -33,6 +33,12 @@ python benchmarks/quality_probes.py background --workdir W [--num 3]
     6x6 background corner over frames 1.., for the one-step x1-hat at t = 0 / 0.5 / 0.9 with
     the true caption, the empty one and "against a plain red background", then for samples
     (default sampler) at guidance 1 and 2 (docs/quality.md §13.3)
+python benchmarks/quality_probes.py trajectory --workdir W [--num 16] [--scales 1,1.5]
+    where the sampled video loses its still pixels: held-out TI2V cases 0..num-1 sampled with
+    the default sampler (guidance at each scale), and at every ODE step the PSNR of the
+    guided x1-hat (x + (1 - t)·v) on frames 1.. over all, still (within 8 levels of frame 0
+    in the clip) and changing pixels (`heldout` gives the one-step figure on a true x_t):
+    does the sampler's path lose what a one-step denoise keeps?
 python benchmarks/quality_probes.py paths --workdir W
     where the caption acts: change one word (direction, colour, background, shape) in the
     token states only (cross-attention) or in the pooled vector only (AdaLN) and print the
@@ -605,6 +611,80 @@ def background(workdir: str, num: int = 3, step: int | None = None) -> None:
         print(f"sampled, guidance {scale:g}: {corner(np.stack(pipe.generate(reqs)))}")
 
 
+def trajectory(workdir: str, num: int = 16, scales: tuple[float, ...] = (1.0, 1.5)) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    import stiv_jax.pipeline as pipeline_lib
+    from stiv_jax.checkpoint import restore_config
+    from stiv_jax.data.schema import normalize_uint8
+    from stiv_jax.data.shapes import config_kwargs, generate_clip
+    from stiv_jax.pipeline import Request, STIVPipeline, restore_for_sampling
+
+    config = restore_config(workdir, None)
+    comps, graphdef, params, step = restore_for_sampling(config, workdir, None)
+    seed = config.data.shapes.heldout_seed
+    cs = [generate_clip(i, split="heldout", seed=seed, **config_kwargs(config)) for i in range(num)]
+    clip_u8 = np.stack([c["video"] for c in cs]).astype(np.float64)  # [B, T, H, W, 3]
+    still = np.abs(clip_u8 - clip_u8[:, :1]).max(-1) <= 8  # [B, T, H, W], as eval_objects
+    x1 = np.asarray(
+        comps.autoencoder.encode(jnp.asarray(normalize_uint8(clip_u8.astype(np.uint8))))
+    )
+    # x1-hat figures are in the latent space, which is pixels in [-1, 1] for S (no VAE).
+    record: list[tuple[float, np.ndarray]] = []
+    original = pipeline_lib.sample_ode
+
+    def recording_ode(velocity_fn, x0, **kw):
+        def velocity(x, t):
+            v = velocity_fn(x, t)
+            tb = t.reshape((-1,) + (1,) * (x.ndim - 1))
+            xh = x + (1 - tb) * v
+            jax.debug.callback(lambda tt, xx: record.append((float(tt[0]), np.asarray(xx))), t, xh)
+            return v
+
+        return original(velocity, x0, **kw)
+
+    def psnr(xh, sel) -> float:  # mean over clips of the PSNR on frames 1.. where sel
+        xh = np.asarray(xh)[:, 1:]
+        err = np.square(xh - x1[:, 1:]).mean(-1)  # [B, T-1, H, W]
+        s = sel[:, 1:]
+        vals = [
+            10 * np.log10(4 / max(err[i][s[i]].mean(), 1e-10)) for i in range(len(xh)) if s[i].any()
+        ]
+        return float(np.mean(vals))
+
+    def row(xh) -> str:
+        return " ".join(f"{psnr(xh, sel):6.2f}" for sel in (np.ones_like(still), still, ~still))
+
+    pipeline_lib.sample_ode = recording_ode
+    try:
+        pipe = STIVPipeline(config, comps, graphdef, params, step)
+        print(
+            f"step {step}; {num} held-out TI2V cases; PSNR (dB) on frames 1..: all / still / changing"
+        )
+        floor = np.broadcast_to(x1[:, :1], x1.shape)
+        print(f"static floor (frame 0 repeated): {row(floor)}")
+        for scale in scales:
+            reqs = []
+            for i, c in enumerate(cs):
+                r = Request(id=f"c{i}", prompt=c["caption"], cond_frames=[0], cfg_scale=scale,
+                            seed=i, motion_score=float(c["motion_score"]))  # fmt: skip
+                r.first_frame = normalize_uint8(c["video"][0])
+                reqs.append(r)
+            record.clear()
+            videos = np.stack(pipe.generate(reqs)).astype(np.float64)  # [-1, 1]
+            jax.effects_barrier()
+            starts = [i for i, (t, _) in enumerate(record) if t == 0.0]  # one per sampler call
+            steps = [record[a:b] for a, b in zip(starts, starts[1:] + [len(record)])]
+            print(f"guidance {scale:g}: step t, x1-hat on the sampler's own path")
+            for k, (t, _) in enumerate(steps[0]):
+                xh = np.concatenate([s[k][1] for s in steps])[:num]  # batch padding off
+                print(f"  t={t:.3f}  {row(xh)}")
+            print(f"  sample          {row(videos)}")
+    finally:
+        pipeline_lib.sample_ode = original
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument(
@@ -619,6 +699,7 @@ if __name__ == "__main__":
             "paths",
             "crossattn",
             "background",
+            "trajectory",
         ),
     )
     ap.add_argument("--workdir", default="runs/memorise")
@@ -628,6 +709,7 @@ if __name__ == "__main__":
     ap.add_argument("--raw", action="store_true", help="raw weights instead of EMA")
     ap.add_argument("--num", type=int, default=24, help="clips for the direction probe")
     ap.add_argument("--t2v", action="store_true", help="binding probe: T2V (no first frame)")
+    ap.add_argument("--scales", default="1,1.5", help="trajectory probe: guidance scales")
     a = ap.parse_args()
     if a.probe == "spot":
         spot()
@@ -641,6 +723,8 @@ if __name__ == "__main__":
         crossattn(a.workdir, a.num, a.step)
     elif a.probe == "background":
         background(a.workdir, a.num, a.step)
+    elif a.probe == "trajectory":
+        trajectory(a.workdir, a.num, tuple(float(v) for v in a.scales.split(",")))
     elif a.probe == "memorise":
         memorise(a.workdir, a.steps, a.set)
     else:

@@ -82,6 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.ref_skip = False  # x-prediction adds the output to each frame's nearest given latent
     m.input_skip = False  # a zero-initialised linear map from each input patch to its output
     m.ref_gate = False  # x-prediction adds the nearest given latent times a gate the head predicts
+    m.ref_gate_init = 0.0  # the ref_gate's value at init (1 = start as the static video)
     m.input_mix = False  # the head also predicts per-pixel weights over the input's channels
     m.mask_ratio = (
         0.0 if demo else 0.5

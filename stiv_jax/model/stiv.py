@@ -128,6 +128,11 @@ class STIV(nnx.Module):
                     f"reference (frame_replace_ref); got prediction={cfg.get('prediction')!r}, "
                     f"image_cond={cfg.image_cond!r}"
                 )
+        if float(cfg.get("ref_gate_init", 0.0)) and not ref_gate:
+            raise ValueError(
+                f"model.ref_gate_init={cfg.ref_gate_init} sets the ref_gate's start; it needs "
+                "model.ref_gate=True"
+            )
         self.cfg = cfg = ml_collections.FrozenConfigDict(cfg)  # a snapshot, immune to later edits
         d, p, pt = cfg.width, cfg.patch_size, cfg.temporal_patch
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
@@ -374,7 +379,8 @@ def initialize_weights(model: STIV) -> None:
 
     Zero: the shared AdaLN-single projection and every block's table (so every gate is 0
     and each block starts as the identity), the final table and the final linear (the
-    model starts by predicting v = 0). Construction has already drawn every random value
+    model starts by predicting v = 0; a `model.ref_gate` starts at `model.ref_gate_init`
+    everywhere). Construction has already drawn every random value
     from the rng stream (xavier-uniform linears, `EMBEDDER_INIT`, `MASK_TOKEN_STD`), so
     the values of a seed do not depend on what this zeroes.
     """
@@ -389,6 +395,9 @@ def initialize_weights(model: STIV) -> None:
         if linear is not None:
             zero(linear.kernel)
             zero(linear.bias)
+    if model.ref_gate is not None and model.cfg.get("ref_gate_init", 0.0):  # or half/fully open
+        bias = model.ref_gate.bias
+        bias.set_value(jnp.full_like(bias.get_value(), float(model.cfg.ref_gate_init)))
     zero(model.final_table)
     if model.input_skip is not None:  # a new skip starts as no change
         zero(model.input_skip.kernel)

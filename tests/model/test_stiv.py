@@ -360,6 +360,12 @@ def test_ref_gate_starts_as_no_change_copies_where_open_and_refuses_other_setups
     t2v = dict(cond, cond_mask=jnp.zeros_like(cond["cond_mask"]))
     np.testing.assert_allclose(m(x, t, t2v), jnp.zeros_like(x), atol=1e-6)
 
+    c.ref_gate_init = 1.0  # an open gate at init: a fresh model outputs the static video
+    opened = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(opened(x, t, cond), static, atol=1e-6)
+    c.ref_gate, c.ref_gate_init = False, 1.0
+    with pytest.raises(ValueError, match=r"model.ref_gate_init=1.0 .* needs model.ref_gate=True"):
+        STIV(c, in_channels=3, rngs=nnx.Rngs(0))
     for key, value in (("prediction", "velocity"), ("image_cond", "frame_replace")):
         bad = tiny_config.model.copy_and_resolve_references()
         bad.prediction, bad.image_cond, bad.ref_gate = "data", "frame_replace_ref", True
