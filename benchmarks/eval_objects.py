@@ -11,7 +11,9 @@ and the accuracy split by speed, background and object count. For TI2V also wher
 PSNR is lost (`pixel_split`): on pixels the clip keeps from frame 0 (copying it is exact) and
 on those that change (moving objects, pans), for the model and for the static floor; and
 what the still pixels' error is made of (`still_breakdown`): the share a per-video mean
-colour offset explains, and the still-pixel PSNR by background kind and by frame.
+colour offset explains, and the still-pixel PSNR by background kind and by frame; and the
+video PSNR per case kind (camera pan, plain or textured background without a pan), model
+against the static floor (`print_kind_psnr`).
 Pixel-space: videos are uint8 [T, H, W, 3]; the model legend does not apply.
 """
 
@@ -137,6 +139,27 @@ def print_still_breakdown(rows: list[tuple[str, dict]]) -> None:
     print("  by frame 1..: " + " ".join(f"{psnr_of(e, c):.1f}" for e, c in frames))
 
 
+def case_kind(truth: dict) -> str:
+    """pan | plain | textured: a held-out case's kind for the PSNR split."""
+    if truth["camera"]["pan"] != "none":
+        return "pan"
+    return "plain" if truth["background"]["kind"] == "plain" else "textured"
+
+
+def print_kind_psnr(rows: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
+    """rows: (case kind, video, clip) per TI2V case. Mean over cases of the PSNR of frames 1..,
+    model against the static floor (frame 0 repeated), per kind: where the floor is beaten."""
+    groups = defaultdict(list)
+    for kind, video, clip in rows:
+        c = clip[1:].astype(np.float64)
+        model = np.mean((video[1:].astype(np.float64) - c) ** 2)
+        floor = np.mean((clip[:1].astype(np.float64) - c) ** 2)
+        groups[kind].append((psnr_of(model, 1), psnr_of(floor, 1)))
+    print("  video PSNR by case kind (model / static floor, dB, mean over cases): " + ", ".join(
+        f"{k} {np.mean([m for m, _ in v]):.2f} / {np.mean([f for _, f in v]):.2f} ({len(v)})"
+        for k, v in sorted(groups.items())))  # fmt: skip
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="variant=S", help="configs/stiv.py argument string")
@@ -163,6 +186,8 @@ def main(argv=None) -> None:
                 (cases[it.index]["truth"]["background"]["kind"],
                  still_breakdown(videos[it], cases[it.index]["video"]))
                 for it in items])  # fmt: skip
+            print_kind_psnr([(case_kind(cases[it.index]["truth"]), videos[it],
+                              cases[it.index]["video"]) for it in items])  # fmt: skip
         for it in items:
             for r in object_rows(videos[it], cases[it.index]):
                 rows.append(r)

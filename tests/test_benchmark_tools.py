@@ -95,3 +95,23 @@ def test_still_breakdown_puts_a_uniform_colour_shift_in_the_offset():
     noisy = np.clip(clip.astype(np.int16) + sign, 0, 255).astype(np.uint8)
     r = eval_objects.still_breakdown(noisy, clip)
     assert r["offset"] < 0.05 * r["err"]
+
+
+def test_kind_psnr_splits_pans_plain_and_textured_cases(capsys):
+    """`case_kind` names pans first, then plain vs textured backgrounds; `print_kind_psnr`
+    prints the mean per-case PSNR of frames 1.. against the static floor's, per kind."""
+    kinds = [
+        eval_objects.case_kind({"camera": {"pan": p}, "background": {"kind": k}})
+        for p, k in (("left", "plain"), ("none", "plain"), ("none", "checker"))
+    ]
+    assert kinds == ["pan", "plain", "textured"]
+    rng = np.random.default_rng(0)
+    clip = rng.integers(0, 256, (4, 8, 8, 3)).astype(np.uint8)
+    off = np.clip(clip.astype(int) + 1, 0, 255).astype(np.uint8)  # one level off everywhere
+    floor = np.broadcast_to(clip[:1], clip.shape)  # the static floor itself
+    eval_objects.print_kind_psnr([("plain", off, clip), ("textured", floor, clip)])
+    line = capsys.readouterr().out
+    want = eval_objects.psnr_of(np.mean((floor[1:].astype(float) - clip[1:]) ** 2), 1)
+    one_off = eval_objects.psnr_of(np.mean((off[1:].astype(float) - clip[1:]) ** 2), 1)
+    assert one_off > 48  # one level off (a few pixels clip at 255)
+    assert f"plain {one_off:.2f} / {want:.2f} (1), textured {want:.2f} / {want:.2f} (1)" in line
