@@ -558,6 +558,20 @@ def crossattn(workdir: str, num: int = 8, step: int | None = None) -> None:
               f"{100 * np.mean(share):.1f}% of the energy, norm {np.mean(norm):.2f}")  # fmt: skip
 
 
+def ti2v_requests(clips: list[dict], scale: float) -> list:
+    """One TI2V `Request` per clip: its caption, frame 0 given, its motion score, seed = index."""
+    from stiv_jax.data.schema import normalize_uint8
+    from stiv_jax.pipeline import Request
+
+    reqs = []
+    for i, c in enumerate(clips):
+        r = Request(id=f"c{i}", prompt=c["caption"], cond_frames=[0], cfg_scale=scale,
+                    seed=i, motion_score=float(c["motion_score"]))  # fmt: skip
+        r.first_frame = normalize_uint8(c["video"][0])
+        reqs.append(r)
+    return reqs
+
+
 def background(workdir: str, num: int = 3, step: int | None = None) -> None:
     import jax
     import jax.numpy as jnp
@@ -567,7 +581,7 @@ def background(workdir: str, num: int = 3, step: int | None = None) -> None:
     from stiv_jax.data.schema import normalize_uint8
     from stiv_jax.data.shapes import config_kwargs, generate_clip
     from stiv_jax.diffusion import to_velocity
-    from stiv_jax.pipeline import Request, STIVPipeline, restore_for_sampling
+    from stiv_jax.pipeline import STIVPipeline, restore_for_sampling
 
     config = restore_config(workdir, step)
     comps, graphdef, params, step = restore_for_sampling(config, workdir, step)
@@ -602,12 +616,7 @@ def background(workdir: str, num: int = 3, step: int | None = None) -> None:
             print(f"one-step x1-hat, {name}, t={t:.1f}: {corner(xh)}")
     pipe = STIVPipeline(config, comps, graphdef, params, step)
     for scale in (1.0, 2.0):
-        reqs = []
-        for i, c in enumerate(cs):
-            r = Request(id=f"c{i}", prompt=c["caption"], cond_frames=[0], cfg_scale=scale,
-                        seed=i, motion_score=float(c["motion_score"]))  # fmt: skip
-            r.first_frame = normalize_uint8(c["video"][0])
-            reqs.append(r)
+        reqs = ti2v_requests(cs, scale)
         print(f"sampled, guidance {scale:g}: {corner(np.stack(pipe.generate(reqs)))}")
 
 
@@ -619,7 +628,7 @@ def trajectory(workdir: str, num: int = 16, scales: tuple[float, ...] = (1.0, 1.
     from stiv_jax.checkpoint import restore_config
     from stiv_jax.data.schema import normalize_uint8
     from stiv_jax.data.shapes import config_kwargs, generate_clip
-    from stiv_jax.pipeline import Request, STIVPipeline, restore_for_sampling
+    from stiv_jax.pipeline import STIVPipeline, restore_for_sampling
 
     config = restore_config(workdir, None)
     comps, graphdef, params, step = restore_for_sampling(config, workdir, None)
@@ -665,14 +674,8 @@ def trajectory(workdir: str, num: int = 16, scales: tuple[float, ...] = (1.0, 1.
         floor = np.broadcast_to(x1[:, :1], x1.shape)
         print(f"static floor (frame 0 repeated): {row(floor)}")
         for scale in scales:
-            reqs = []
-            for i, c in enumerate(cs):
-                r = Request(id=f"c{i}", prompt=c["caption"], cond_frames=[0], cfg_scale=scale,
-                            seed=i, motion_score=float(c["motion_score"]))  # fmt: skip
-                r.first_frame = normalize_uint8(c["video"][0])
-                reqs.append(r)
             record.clear()
-            videos = np.stack(pipe.generate(reqs)).astype(np.float64)  # [-1, 1]
+            videos = np.stack(pipe.generate(ti2v_requests(cs, scale))).astype(np.float64)
             jax.effects_barrier()
             starts = [i for i, (t, _) in enumerate(record) if t == 0.0]  # one per sampler call
             steps = [record[a:b] for a, b in zip(starts, starts[1:] + [len(record)])]

@@ -320,6 +320,32 @@ def test_input_skip_starts_as_no_change_and_can_copy_the_reference(tiny_config):
     np.testing.assert_allclose(out, static, atol=1e-6)
 
 
+def _new_head_linear_starts_as_no_change(c, key):
+    """Model config `c` with switch `key` (a head linear, zero at init) on: every other weight
+    of a seed is as without it, and with those weights perturbed (all non-zero) the model
+    computes what the model without it does. Returns (that model, x, t, cond)."""
+    c[key] = True
+    m = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
+    c[key] = False
+    plain = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
+    got, want = (
+        nnx.to_pure_dict(nnx.state(m, nnx.Param)),
+        nnx.to_pure_dict(nnx.state(plain, nnx.Param)),
+    )
+    assert all(not np.any(v) for v in jax.tree.leaves(got.pop(key)))
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+    b, f, hw, ch = 2, 4, 16, 3
+    cond = _cond(b, f, hw, hw)
+    x = jax.random.normal(jax.random.key(5), (b, f, hw, hw, ch))
+    t = jnp.array([0.3, 0.8])
+    pert = _perturb(plain)  # every weight non-zero, then copied into the new model
+    c[key] = True
+    m = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
+    nnx.update(m, nnx.state(pert, nnx.Param))  # every weight but the (zero) new linear
+    np.testing.assert_allclose(m(x, t, cond), pert(x, t, cond), atol=1e-6)
+    return m, x, t, cond
+
+
 def test_ref_gate_starts_as_no_change_copies_where_open_and_refuses_other_setups(tiny_config):
     """`model.ref_gate`: zero at init (every other weight as without it); with the gate open
     (bias 1) and a zero head a model outputs each frame's nearest given latent, in the call
@@ -328,26 +354,8 @@ def test_ref_gate_starts_as_no_change_copies_where_open_and_refuses_other_setups
     from stiv_jax.step_cache import cached_call, init_state
 
     c = tiny_config.model
-    c.image_cond, c.prediction, c.ref_gate = "frame_replace_ref", "data", True
-    m = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
-    c.ref_gate = False
-    plain = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
-    got, want = (
-        nnx.to_pure_dict(nnx.state(m, nnx.Param)),
-        nnx.to_pure_dict(nnx.state(plain, nnx.Param)),
-    )
-    assert all(not np.any(v) for v in jax.tree.leaves(got.pop("ref_gate")))
-    jax.tree.map(np.testing.assert_array_equal, got, want)
-
-    b, f, hw, ch = 2, 4, 16, 3
-    cond = _cond(b, f, hw, hw)
-    x = jax.random.normal(jax.random.key(5), (b, f, hw, hw, ch))
-    t = jnp.array([0.3, 0.8])
-    pert = _perturb(plain)  # every weight non-zero, then copied into the gated model
-    c.ref_gate = True
-    m = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
-    nnx.update(m, nnx.state(pert, nnx.Param))  # every weight but the (zero) gate
-    np.testing.assert_allclose(m(x, t, cond), pert(x, t, cond), atol=1e-6)
+    c.image_cond, c.prediction = "frame_replace_ref", "data"
+    m, x, t, cond = _new_head_linear_starts_as_no_change(c, "ref_gate")
 
     m.final.kernel.set_value(jnp.zeros_like(m.final.kernel[...]))
     m.final.bias.set_value(jnp.zeros_like(m.final.bias[...]))
@@ -384,26 +392,9 @@ def test_input_mix_starts_as_no_change_and_mixes_each_pixels_input(tiny_config, 
     from stiv_jax.step_cache import cached_call, init_state
 
     c = tiny_config.model
-    c.image_cond, c.prediction, c.input_mix = image_cond, "data", True
-    m = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
-    c.input_mix = False
-    plain = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
-    got, want = (
-        nnx.to_pure_dict(nnx.state(m, nnx.Param)),
-        nnx.to_pure_dict(nnx.state(plain, nnx.Param)),
-    )
-    assert all(not np.any(v) for v in jax.tree.leaves(got.pop("input_mix")))
-    jax.tree.map(np.testing.assert_array_equal, got, want)
-
-    b, f, hw, ch = 2, 4, 16, 3
-    cond = _cond(b, f, hw, hw)
-    x = jax.random.normal(jax.random.key(5), (b, f, hw, hw, ch))
-    t = jnp.array([0.3, 0.8])
-    pert = _perturb(plain)
-    c.input_mix = True
-    m = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
-    nnx.update(m, nnx.state(pert, nnx.Param))  # every weight but the (zero) mix
-    np.testing.assert_allclose(m(x, t, cond), pert(x, t, cond), atol=1e-6)
+    c.image_cond, c.prediction = image_cond, "data"
+    m, x, t, cond = _new_head_linear_starts_as_no_change(c, "input_mix")
+    ch = x.shape[-1]
 
     m.final.kernel.set_value(jnp.zeros_like(m.final.kernel[...]))
     m.final.bias.set_value(jnp.zeros_like(m.final.bias[...]))
