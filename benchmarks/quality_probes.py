@@ -9,7 +9,7 @@ python benchmarks/quality_probes.py denoise --workdir W
     per-noise-level one-step x1 PSNR of W's checkpoint on its 4 training clips
 python benchmarks/quality_probes.py heldout --workdir W [--step N] [--raw]
     the same on 16 held-out clips, beside the static floor, with the captions rolled by one,
-    and with the clean input labelled t
+    and with the clean input labelled t (also per case kind: pan, plain, textured)
 python benchmarks/quality_probes.py direction --workdir W [--num 24] [--step N]
     does the model read the direction words? TI2V on held-out single-object clips moving at
     medium/fast speed (plain background, no pan), caption as is vs with the opposite
@@ -201,6 +201,23 @@ def denoise(workdir: str, heldout: bool = False, step: int | None = None, ema: b
             row += f"  (captions rolled: {psnr(x1_hat(xt, t, rolled)):.2f}; "
             row += f"clean input labelled t: {psnr(x1_hat(x1, t, cond)):.2f})"
         print(row)
+    if heldout:  # the clean-input ceiling per case kind (eval_objects.case_kind)
+        from eval_objects import STILL_TOL, case_kind
+
+        u8 = np.stack([c["video"] for c in cs]).astype(np.float64)
+        still = (np.abs(u8 - u8[:, :1]).max(-1) <= STILL_TOL)[:, 1:]  # [B, T-1, H, W]
+        kinds = [case_kind(c["truth"]) for c in cs]
+        for t in (0.6, 0.8, 0.95):
+            err = np.square(np.asarray(x1_hat(x1, t, cond)) - np.asarray(x1)).mean(-1)[:, 1:]
+            parts = []
+            for kind in ("pan", "plain", "textured"):
+                sel = [err[i] if kind == "pan" else err[i][still[i]]
+                       for i in range(b) if kinds[i] == kind]  # fmt: skip
+                if sel:
+                    mse = np.concatenate([e.ravel() for e in sel]).mean()
+                    parts.append(f"{kind} {10 * np.log10(4 / mse):.2f}")
+            print(f"clean input labelled t={t:.2f}, by case kind (pans: all pixels; plain and "
+                  f"textured: still pixels): {', '.join(parts)} dB")  # fmt: skip
 
 
 def object_cosine(video: np.ndarray, obj: dict, direction: str) -> float:
