@@ -164,6 +164,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     f.noisy_share = 0.0  # share of training t drawn from noisy_law instead (0 = none)
     f.noisy_law = DRILL_LAW  # logit-normal (mean, std) of those draws: the drill's law
     f.motion_weight = 0.0  # loss weight 1 + w on latent pixels that change over the clip
+    f.input_perturb = 0.0  # DDPM-IP: the model's input noise ε + γ·ξ, the target ε's (0 = off)
     f.shift = 1.0  # resolution shift of the noise level (SD3); >1 spends more time near noise
     f.text_drop = 0.1  # probability to drop the text condition in training (for CFG)
     f.image_drop = 0.1  # probability to drop the image condition in training (for CFG)

@@ -40,9 +40,10 @@ def validate_train_config(config, workdir: str) -> None:
     _positive_int("train.unmasked_steps", t.unmasked_steps, minimum=0)
     if t.nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"train.nonfinite={t.nonfinite!r}; expected one of {NONFINITE_POLICIES}")
-    mw = config.diffusion.get("motion_weight", 0.0)
-    if not (isinstance(mw, (int, float)) and mw >= 0):
-        raise ValueError(f"diffusion.motion_weight={mw!r}; expected a number >= 0 (0 = off)")
+    for key in ("motion_weight", "input_perturb"):
+        v = config.diffusion.get(key, 0.0)
+        if not (isinstance(v, (int, float)) and v >= 0):
+            raise ValueError(f"diffusion.{key}={v!r}; expected a number >= 0 (0 = off)")
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ValueError(f"workdir {workdir!r} is a file; expected a directory (new or a run's)")
     _positive_int("data.res", d.res)

@@ -47,6 +47,7 @@ from stiv_jax.diffusion import (
     flow_loss,
     interpolate,
     motion_weight,
+    perturbed_target,
     sample_time,
     to_velocity,
     velocity_target,
@@ -143,7 +144,14 @@ def make_loss_fn(config, graphdef, null_text, *, masked: bool = True):
         )
         eps = jax.random.normal(k_eps, x1.shape, jnp.float32)
         model = nnx.merge(graphdef, params)
-        x_t = interpolate(x1, eps, t)
+        perturb = float(f.get("input_perturb", 0.0))
+        if perturb > 0:  # DDPM-IP: the input sees ε + γ·ξ, the target only ε (flow.py)
+            xi = jax.random.normal(jax.random.fold_in(k_eps, 1), x1.shape, jnp.float32)
+            x_t = interpolate(x1, eps + perturb * xi, t)
+            target = perturbed_target(x1, eps, x_t, t, m.prediction)
+        else:
+            x_t = interpolate(x1, eps, t)
+            target = velocity_target(x1, eps)
         out = model(x_t, t, cond, mask_key=k_mask if masked else None)
         v = to_velocity(out, x_t, t, m.prediction)
         weight = None
@@ -154,7 +162,7 @@ def make_loss_fn(config, graphdef, null_text, *, masked: bool = True):
         if f.get("motion_weight", 0.0) > 0:  # what moves weighs more (flow.motion_weight)
             moving = motion_weight(x1, float(f.motion_weight))
             weight = moving if weight is None else weight * moving
-        return flow_loss(v, velocity_target(x1, eps), image_cond.loss_mask(cond), weight)
+        return flow_loss(v, target, image_cond.loss_mask(cond), weight)
 
     return loss_fn
 

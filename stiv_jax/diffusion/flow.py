@@ -71,6 +71,18 @@ def to_velocity(out: jax.Array, x_t: jax.Array, t: jax.Array, prediction: str) -
     return (out - jnp.asarray(x_t, jnp.float32)) / noise
 
 
+def perturbed_target(x1: jax.Array, eps: jax.Array, x_t: jax.Array, t: jax.Array,
+                     prediction: str) -> jax.Array:  # fmt: skip
+    """The velocity target [B, ...] float32 when the model's input x_t was perturbed beyond
+    `interpolate(x1, eps, t)` (`diffusion.input_perturb`, DDPM-IP: Ning et al. 2023): the
+    target ignores the perturbation. x-prediction (`data`): the velocity from x_t to the
+    true x1, `to_velocity(x1, x_t, t)`, so an exact x̂1 = x1 has zero loss; velocity
+    prediction: the unperturbed v = x1 − ε, as DDPM-IP keeps the unperturbed ε."""
+    if prediction == "data":
+        return to_velocity(x1, x_t, t, prediction)
+    return velocity_target(x1, eps)
+
+
 def shift_time(t: jax.Array, shift: float | jax.Array) -> jax.Array:
     """SD3 resolution shift applied to the noise level σ = 1 − t.
 
