@@ -143,6 +143,7 @@ def test_bad_cool_down_is_one_line_error_and_writes_nothing(tmp_path, tiny_confi
         ("data.shapes.bg_drop", 1.5, r"data.shapes: ShapesSource bg_drop=1.5; expected"),
         ("data.shapes.bg_drop_tasks", "t2v", r"ShapesSource bg_drop_tasks='t2v'; expected"),
         ("diffusion.motion_weight", -1.0, r"diffusion.motion_weight=-1.0; expected a number"),
+        ("diffusion.input_perturb", -0.1, r"diffusion.input_perturb=-0.1; expected a number"),
     ],
 )
 def test_bad_model_or_data_value_is_one_line_error_and_writes_nothing(

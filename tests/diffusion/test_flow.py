@@ -14,6 +14,7 @@ from stiv_jax.diffusion import (
     flow,
     flow_loss,
     interpolate,
+    perturbed_target,
     resolution_shift,
     sample_time,
     shift_time,
@@ -247,3 +248,25 @@ def test_motion_weight_matches_its_formula_and_marks_only_what_moves():
     assert 0.0 < moved.mean() < 0.2  # objects are a small share of the pixels
     with pytest.raises(ValueError, match="strength=-1"):
         flow.motion_weight(jnp.asarray(x), -1.0)
+
+
+def test_perturbed_target_ignores_the_input_perturbation():
+    """DDPM-IP (`diffusion.input_perturb`): the model's input holds ε + γ·ξ, the target does
+    not. x-prediction: an exact x̂1 = x1 has zero loss whatever the perturbation, and without
+    one the target is the plain v = x1 − ε; velocity prediction keeps v = x1 − ε."""
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    x1 = jax.random.normal(k1, (3, 2, 4, 4, 3))
+    eps = jax.random.normal(k2, x1.shape)
+    xi = jax.random.normal(k3, x1.shape)
+    t = jnp.array([0.1, 0.5, 0.9])
+    x_t = interpolate(x1, eps + 0.1 * xi, t)
+    target = perturbed_target(x1, eps, x_t, t, "data")
+    np.testing.assert_allclose(to_velocity(x1, x_t, t, "data"), target, atol=1e-6)
+    assert float(jnp.abs(target - velocity_target(x1, eps)).max()) > 0.05  # it moved
+    plain = interpolate(x1, eps, t)
+    np.testing.assert_allclose(
+        perturbed_target(x1, eps, plain, t, "data"), velocity_target(x1, eps), atol=1e-5
+    )
+    np.testing.assert_array_equal(
+        perturbed_target(x1, eps, x_t, t, "velocity"), velocity_target(x1, eps)
+    )
