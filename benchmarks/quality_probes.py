@@ -727,7 +727,7 @@ if __name__ == "__main__":
     ap.add_argument("--set", action="append", default=[], help="config override a.b=v")
     ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     ap.add_argument("--raw", action="store_true", help="raw weights instead of EMA")
-    ap.add_argument("--num", type=int, default=24, help="clips for the direction probe")
+    ap.add_argument("--num", type=int, default=None, help="clips (default: the probe's own)")
     ap.add_argument("--t2v", action="store_true", help="binding probe: T2V (no first frame)")
     ap.add_argument("--scales", default="1,1.5", help="trajectory probe: guidance scales")
     a = ap.parse_args()
@@ -736,15 +736,15 @@ if __name__ == "__main__":
     elif a.probe == "paths":
         paths(a.workdir)
     elif a.probe == "direction":
-        direction(a.workdir, a.num, a.step)
+        direction(a.workdir, a.num or 24, a.step)
     elif a.probe == "binding":
-        binding(a.workdir, a.num, a.step, a.t2v)
+        binding(a.workdir, a.num or 24, a.step, a.t2v)
     elif a.probe == "crossattn":
-        crossattn(a.workdir, a.num, a.step)
+        crossattn(a.workdir, a.num or 24, a.step)
     elif a.probe == "background":
-        background(a.workdir, a.num, a.step)
+        background(a.workdir, a.num or 24, a.step)
     elif a.probe == "trajectory":
-        trajectory(a.workdir, a.num, tuple(float(v) for v in a.scales.split(",")))
+        trajectory(a.workdir, a.num or 16, tuple(float(v) for v in a.scales.split(",")))
     elif a.probe == "memorise":
         memorise(a.workdir, a.steps, a.set)
     else:
