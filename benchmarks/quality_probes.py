@@ -640,6 +640,7 @@ def background(workdir: str, num: int = 3, step: int | None = None) -> None:
 def trajectory(workdir: str, num: int = 16, scales: tuple[float, ...] = (1.0, 1.5)) -> None:
     import jax
     import jax.numpy as jnp
+    from eval_objects import STILL_TOL
 
     import stiv_jax.pipeline as pipeline_lib
     from stiv_jax.checkpoint import restore_config
@@ -652,7 +653,7 @@ def trajectory(workdir: str, num: int = 16, scales: tuple[float, ...] = (1.0, 1.
     seed = config.data.shapes.heldout_seed
     cs = [generate_clip(i, split="heldout", seed=seed, **config_kwargs(config)) for i in range(num)]
     clip_u8 = np.stack([c["video"] for c in cs]).astype(np.float64)  # [B, T, H, W, 3]
-    still = np.abs(clip_u8 - clip_u8[:, :1]).max(-1) <= 8  # [B, T, H, W], as eval_objects
+    still = np.abs(clip_u8 - clip_u8[:, :1]).max(-1) <= STILL_TOL  # [B, T, H, W]
     x1 = np.asarray(
         comps.autoencoder.encode(jnp.asarray(normalize_uint8(clip_u8.astype(np.uint8))))
     )

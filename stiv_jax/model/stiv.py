@@ -356,10 +356,9 @@ class STIV(nnx.Module):
         extra = (self.ref_gate, self.input_mix, self.input_skip)
         if self.ref_skip or any(e is not None for e in extra):
             cond = with_image_defaults(cond, x)
-        if self.input_mix is not None:  # head gave [output | (gate) | mix weights]
-            out, mix = out[..., : -ch * self.cin], out[..., -ch * self.cin :]
-        if self.ref_gate is not None:  # head gave [output | gate] on the channel axis
-            out, gate = jnp.split(out, 2, axis=-1)
+        n_gate = ch if self.ref_gate is not None else 0  # head gave [output | gate | mix]
+        out, gate, mix = out[..., :ch], out[..., ch : ch + n_gate], out[..., ch + n_gate :]
+        if self.ref_gate is not None:
             out = out + gate * self.image_cond.reference(cond)
         if self.input_mix is not None:
             inp = self.image_cond.model_input(x, cond).astype(jnp.float32)  # [B, F, H, W, m·C]
