@@ -84,6 +84,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.ref_gate = False  # x-prediction adds the nearest given latent times a gate the head predicts
     m.ref_gate_init = 0.0  # the ref_gate's value at init (1 = start as the static video)
     m.input_mix = False  # the head also predicts per-pixel weights over the input's channels
+    m.self_cond = False  # self-conditioning: the model also reads its previous x̂1 (half the steps)
     m.mask_ratio = (
         0.0 if demo else 0.5
     )  # MaskDiT ratio of spatial positions dropped in training (0 = unmasked)

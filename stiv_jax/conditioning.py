@@ -46,6 +46,7 @@ class Conditions(TypedDict):
     motion: jax.Array  # [B] motion score
     cond_mask: NotRequired[jax.Array]  # [B, F] bool, True = this latent frame is given
     cond_latents: NotRequired[jax.Array]  # [B, F, H, W, C] clean (or augmented) given latents
+    self_cond: NotRequired[jax.Array]  # [B, F, H, W, C] the model's previous x̂1 (model.self_cond)
 
 
 def frames_mask(cond_mask: jax.Array) -> jax.Array:

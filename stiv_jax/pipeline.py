@@ -43,7 +43,12 @@ from stiv_jax.cond_media import (
 )
 from stiv_jax.conditioning import drop_text, get_image_cond, make_conditions, null_conditions
 from stiv_jax.data.schema import normalize_uint8
-from stiv_jax.diffusion import make_guided_fn, sample_ode, to_velocity
+from stiv_jax.diffusion import (
+    make_guided_fn,
+    make_self_conditioned_fn,
+    sample_ode,
+    to_velocity,
+)
 from stiv_jax.runtime import Components, build_model, video_latent_shape
 from stiv_jax.video import load_image, read_mp4, to_uint8, write_mp4
 
@@ -267,6 +272,12 @@ def make_sample_fn(config, graphdef, *, mesh=None, with_stats: bool = False):
     prediction = config.model.get("prediction", "velocity")  # older checkpoints: velocity
     if with_stats and not cached:
         raise ValueError("make_sample_fn: with_stats needs sample.step_cache=True")
+    self_cond = bool(config.model.get("self_cond", False))
+    if self_cond and cached:
+        raise ValueError(
+            "sample.step_cache=True with model.self_cond=True: the step cache does not carry "
+            "self-conditioning's estimate; expected sample.step_cache=False"
+        )
 
     def run(params, x0, cond, null_text, scale, t_start=None, threshold=threshold):
         # The model is rebuilt inside every call (in the ODE loop's trace): an nnx module
@@ -289,6 +300,11 @@ def make_sample_fn(config, graphdef, *, mesh=None, with_stats: bool = False):
             kw.update(scale=sc)
         post = image_cond.post_step(cond)
         ode = dict(steps=s.steps, solver=s.solver, shift=s.shift, post_step=post, t_start=t_start)
+        if self_cond:  # every branch row sees its own previous x̂1 (zeros at first)
+            velocity = make_self_conditioned_fn(lambda x, t, c: model()(x, t, c), branches,
+                                                prediction, **kw)  # fmt: skip
+            est = jnp.zeros((len(branches) * x0.shape[0], *x0.shape[1:]), jnp.float32)
+            return sample_ode(velocity, x0, state=est, **ode)[0]
         if not cached:
             velocity = make_guided_fn(
                 lambda x, t, c: to_velocity(model()(x, t, c), x, t, prediction), branches, **kw

@@ -49,6 +49,7 @@ from stiv_jax.diffusion import (
     motion_weight,
     perturbed_target,
     sample_time,
+    to_data,
     to_velocity,
     velocity_target,
 )
@@ -113,6 +114,9 @@ def prepare_batch(batch: dict[str, np.ndarray], comps: Components) -> dict[str, 
 # ============================================================================ step
 
 
+SELF_COND_STREAM = 7  # fold_in index of the self-conditioning draw (the other keys unchanged)
+
+
 def make_loss_fn(config, graphdef, null_text, *, masked: bool = True):
     """loss(params, batch, key) -> scalar flow-matching loss on the image-cond method's frames.
 
@@ -152,7 +156,10 @@ def make_loss_fn(config, graphdef, null_text, *, masked: bool = True):
         else:
             x_t = interpolate(x1, eps, t)
             target = velocity_target(x1, eps)
-        out = model(x_t, t, cond, mask_key=k_mask if masked else None)
+        mask_key = k_mask if masked else None
+        if m.get("self_cond", False):  # half the steps see their own estimate (no gradient)
+            cond = {**cond, "self_cond": self_estimate(model, x_t, t, cond, mask_key, key)}
+        out = model(x_t, t, cond, mask_key=mask_key)
         v = to_velocity(out, x_t, t, m.prediction)
         weight = None
         if masked and m.mask_ratio > 0 and m.mask_loss_weight != 1.0:
@@ -163,6 +170,19 @@ def make_loss_fn(config, graphdef, null_text, *, masked: bool = True):
             moving = motion_weight(x1, float(f.motion_weight))
             weight = moving if weight is None else weight * moving
         return flow_loss(v, target, image_cond.loss_mask(cond), weight)
+
+    def self_estimate(model, x_t, t, cond, mask_key, key):
+        """Self-conditioning's input (Chen et al. 2022): with probability 1/2 per step the
+        model's own x̂1 at this x_t (a forward without the input, no gradient), else zeros
+        (no estimate yet, as at the sampler's first step). Per step, under `lax.cond`, so the
+        extra forward costs only where it is taken."""
+
+        def estimate():
+            out = model(x_t, t, cond, mask_key=mask_key)
+            return jax.lax.stop_gradient(to_data(out, x_t, t, m.prediction))
+
+        use = jax.random.bernoulli(jax.random.fold_in(key, SELF_COND_STREAM))
+        return jax.lax.cond(use, estimate, lambda: jnp.zeros_like(x_t))
 
     return loss_fn
 

@@ -194,3 +194,42 @@ def test_motion_weight_reweights_the_training_loss_only_where_the_clip_changes(t
             )
     assert losses["still", 4.0] == pytest.approx(losses["still", 0.0], rel=1e-6)
     assert abs(losses["moving", 4.0] - losses["moving", 0.0]) > 1e-3 * losses["moving", 0.0]
+
+
+def test_self_cond_feeds_the_models_own_estimate_on_half_the_steps(tiny_config):
+    """model.self_cond: a fresh (zero) estimate embedding leaves the loss as without it for
+    every key (no other random draw moves); a trained one reads the model's own x̂1 on the
+    steps whose draw says so (its kernel gets a gradient) and zeros on the others (none)."""
+    from stiv_jax.train import SELF_COND_STREAM, make_loss_fn
+
+    from stiv_jax.data.pipeline import make_dataset
+
+    c = tiny_config
+    c.model.mask_ratio = 0.0
+    comps = Components(c)
+    batch = next(iter(make_dataset(c, latent_frames=comps.latent_shape[0])))
+    batch = prepare_batch(batch, comps)
+    keys = [jax.random.key(i) for i in range(8)]
+    plain_def, plain = init_state(comps.model(0), make_optimizer(c.optim))
+    plain_loss = jax.jit(make_loss_fn(c, plain_def, comps.null_text))
+    c.model.self_cond = True
+    comps = Components(c)
+    model = comps.model(0)
+    graphdef, state = init_state(model, make_optimizer(c.optim))
+    loss_fn = jax.jit(make_loss_fn(c, graphdef, comps.null_text))
+    for key in keys:
+        assert float(loss_fn(state["params"], batch, key)) == pytest.approx(
+            float(plain_loss(plain["params"], batch, key)), rel=1e-6
+        )
+    params = jax.tree.map(  # every weight non-zero, so x̂1 and the embedding are not 0
+        lambda p: p + 0.05 * jax.random.normal(jax.random.key(3), p.shape, p.dtype),
+        state["params"],
+    )
+    grad = jax.jit(jax.grad(loss_fn))
+    used = []
+    for key in keys:
+        use = bool(jax.random.bernoulli(jax.random.fold_in(key, SELF_COND_STREAM)))
+        kernel = grad(params, batch, key)["self_cond_embed"]["kernel"]
+        assert bool(jnp.any(kernel != 0)) == use, key
+        used.append(use)
+    assert any(used) and not all(used), used

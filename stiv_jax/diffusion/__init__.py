@@ -8,10 +8,16 @@ from stiv_jax.diffusion.flow import (
     resolution_shift,
     sample_time,
     shift_time,
+    to_data,
     to_velocity,
     velocity_target,
 )
-from stiv_jax.diffusion.guidance import guided_velocity, make_guided_fn, renormalize
+from stiv_jax.diffusion.guidance import (
+    guided_velocity,
+    make_guided_fn,
+    make_self_conditioned_fn,
+    renormalize,
+)
 from stiv_jax.diffusion.samplers import sample_ode, time_grid
 
 __all__ = [
@@ -19,6 +25,7 @@ __all__ = [
     "guided_velocity",
     "interpolate",
     "make_guided_fn",
+    "make_self_conditioned_fn",
     "motion_weight",
     "perturbed_target",
     "renormalize",
@@ -27,6 +34,7 @@ __all__ = [
     "sample_time",
     "shift_time",
     "time_grid",
+    "to_data",
     "to_velocity",
     "velocity_target",
 ]

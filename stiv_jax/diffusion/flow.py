@@ -71,6 +71,15 @@ def to_velocity(out: jax.Array, x_t: jax.Array, t: jax.Array, prediction: str) -
     return (out - jnp.asarray(x_t, jnp.float32)) / noise
 
 
+def to_data(out: jax.Array, x_t: jax.Array, t: jax.Array, prediction: str) -> jax.Array:
+    """Network output [B, ...] -> the clean estimate x̂1 [B, ...] float32 at (x_t, t [B]):
+    the output itself for `data`, x_t + (1 − t)·v for `velocity` (self-conditioning's input)."""
+    if prediction == "data":
+        return jnp.asarray(out, jnp.float32)
+    v = to_velocity(out, x_t, t, prediction)
+    return jnp.asarray(x_t, jnp.float32) + (1.0 - _expand_time(t, v.ndim)) * v
+
+
 def perturbed_target(x1: jax.Array, eps: jax.Array, x_t: jax.Array, t: jax.Array,
                      prediction: str) -> jax.Array:  # fmt: skip
     """The velocity target [B, ...] float32 when the model's input x_t was perturbed beyond

@@ -138,3 +138,29 @@ def make_guided_fn(
         return guided_velocity(model_fn, x, t, branches, **kwargs)
 
     return velocity_fn
+
+
+def make_self_conditioned_fn(
+    model_fn: ModelFn, branches: tuple[Any, ...], prediction: str, **kwargs: Any
+) -> Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
+    """`velocity_fn(x, t, est) -> (v, est')` for `sample_ode(..., state=est0)`: self-conditioning.
+
+    `model_fn(x [kB, ...], t [kB], cond)` returns the network's raw output (v, or x̂1 with
+    `prediction='data'`); each call sees `cond["self_cond"] = est` [kB, ...], every branch
+    row's own x̂1 from the previous model call (start with zeros: no estimate yet), and
+    returns the guided velocity with this call's x̂1 as the next `est`. `kwargs`: as
+    `guided_velocity`'s."""
+    from stiv_jax.diffusion.flow import to_data, to_velocity
+
+    def velocity_fn(x: jax.Array, t: jax.Array, est: jax.Array) -> tuple[jax.Array, jax.Array]:
+        cell = {}  # the one model call's x̂1 leaves guided_velocity through this cell
+
+        def with_estimate(xa, ta, cond):
+            out = model_fn(xa, ta, {**cond, "self_cond": est})
+            cell["est"] = to_data(out, xa, ta, prediction)
+            return to_velocity(out, xa, ta, prediction)
+
+        v = guided_velocity(with_estimate, x, t, branches, **kwargs)
+        return v, cell["est"]
+
+    return velocity_fn

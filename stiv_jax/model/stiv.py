@@ -7,7 +7,8 @@ pt temporal patch, F' = F/pt, S = (H/p)·(W/p) spatial tokens, L text tokens, D 
   -> velocity (or x1 with model.prediction=data) [B, F, H, W, C] float32
 
 Pieces, in order: image conditioning of the input (frame replacement or channel concat),
-patch embedding, caption projection (plus the optional caption window, `model.text_window`:
+patch embedding (plus one of the model's previous estimate x̂1 with `model.self_cond`,
+self-conditioning), caption projection (plus the optional caption window, `model.text_window`:
 each token's ±k neighbours; then the optional token refiner, `model.text_refiner`
 self-attention layers over the caption), the singleton condition (stateless-LN'd
 embeddings of t, micro-conditions, motion score, pooled text and its word bag, summed)
@@ -208,6 +209,12 @@ class STIV(nnx.Module):
         self.input_mix = (
             dense(d, out_dim * cin, (EMBED, None), **kw) if cfg.get("input_mix", False) else None
         )
+        # Self-conditioning (Chen et al. 2022, "Analog Bits"): a second patch embedding of the
+        # model's own previous estimate x̂1 (`cond["self_cond"]`, zeros when absent), added to
+        # the tokens; zero at init, so it starts as no change. Last, as above.
+        self.self_cond_embed = (
+            dense(out_dim, d, (None, EMBED), **kw) if cfg.get("self_cond", False) else None
+        )
         initialize_weights(self)
 
     @classmethod
@@ -293,6 +300,9 @@ class STIV(nnx.Module):
             )
         cond = with_image_defaults(cond, x)
         tokens = self.patch_embed(self.patched_input(x, cond))
+        if self.self_cond_embed is not None:  # the previous x̂1, or zeros: no estimate yet
+            est = cond.get("self_cond", jnp.zeros_like(x))
+            tokens = tokens + self.self_cond_embed(patchify(est.astype(self.dtype), pt, p))
         ctx, ctx_mask = self.context(cond)
         cvec = self.singleton(t, cond)  # [B, D]
         mod = self.adaln(jax.nn.silu(cvec)).reshape(b, MOD_ROWS, c.width)
@@ -394,6 +404,9 @@ def initialize_weights(model: STIV) -> None:
         if linear is not None:
             zero(linear.kernel)
             zero(linear.bias)
+    if model.self_cond_embed is not None:  # a new input starts as no change
+        zero(model.self_cond_embed.kernel)
+        zero(model.self_cond_embed.bias)
     if model.ref_gate is not None and model.cfg.get("ref_gate_init", 0.0):  # or half/fully open
         bias = model.ref_gate.bias
         bias.set_value(jnp.full_like(bias.get_value(), float(model.cfg.ref_gate_init)))

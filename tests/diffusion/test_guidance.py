@@ -194,3 +194,47 @@ def test_renorm_rescale_mode_takes_the_conditional_norm_both_ways():
     np.testing.assert_allclose(out, [[0.6, 0.8], [0.6, 0.8], [0.0, 0.0]], rtol=1e-6)
     with pytest.raises(ValueError, match="renorm mode 'nope' is unknown"):
         renormalize(v, v_full, "nope")
+
+
+@pytest.mark.parametrize("prediction", ["data", "velocity"])
+def test_self_conditioned_fn_feeds_every_branch_row_its_previous_estimate(prediction):
+    """make_self_conditioned_fn: the first model call sees zeros, each later call the x̂1 its
+    own branch row produced in the call before (to_data of that output), and the guided
+    velocity equals guided_velocity's with the same estimates given."""
+    from stiv_jax.diffusion import make_self_conditioned_fn, to_data
+
+    x0 = jax.random.normal(jax.random.key(0), (B, F, H, W, C))
+    text = jax.random.normal(jax.random.key(1), (B, L, D))
+    branches = ({"text": text}, {"text": jnp.zeros_like(text)})
+    seen, outs = [], []
+
+    def model_fn(x, t, cond):  # output depends on x, t, the branch and the estimate
+        seen.append(np.asarray(cond["self_cond"]))
+        out = 0.5 * x + cond["text"].mean((1, 2))[:, None, None, None, None] + 0.3 * jnp.sin(
+            cond["self_cond"]
+        ) + t[:, None, None, None, None]
+        outs.append((np.asarray(x), np.asarray(t), np.asarray(out)))
+        return out
+
+    fn = make_self_conditioned_fn(model_fn, branches, prediction, scale=2.0)
+    x, est = x0, jnp.zeros((2 * B, F, H, W, C))
+    for t in (0.0, 1 / 3, 2 / 3):  # sample_ode's Euler loop, eagerly (the calls are recorded)
+        v, est = fn(x, jnp.full((B,), t), est)
+        x = x + v / 3
+    assert len(seen) == 3
+    np.testing.assert_array_equal(seen[0], 0.0)
+    for i in (1, 2):
+        x, t, out = outs[i - 1]
+        np.testing.assert_allclose(seen[i], to_data(out, x, t, prediction), rtol=1e-6, atol=1e-6)
+    x, t, out = outs[2]
+    np.testing.assert_allclose(est, to_data(out, x, t, prediction), rtol=1e-6, atol=1e-6)
+    assert np.abs(seen[1][:B] - seen[1][B:]).max() > 1e-3  # each branch row its own
+    # The velocity is guided_velocity's with that estimate in every branch row.
+    xa = jnp.asarray(outs[1][0][:B])
+    ta = jnp.asarray(outs[1][1][:B])
+    fixed = jnp.asarray(seen[1])
+    want = guided_velocity(lambda x, t, c: (lambda o: (o - x) / (1 - t[:, None, None, None, None])
+                                             if prediction == "data" else o)(
+        model_fn(x, t, {**c, "self_cond": fixed})), xa, ta, branches, scale=2.0)  # fmt: skip
+    got, _ = fn(xa, ta, fixed)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
