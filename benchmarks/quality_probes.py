@@ -39,6 +39,13 @@ python benchmarks/quality_probes.py trajectory --workdir W [--num 16] [--scales 
     guided x1-hat (x + (1 - t)·v) on frames 1.. over all, still (within 8 levels of frame 0
     in the clip) and changing pixels (`heldout` gives the one-step figure on a true x_t):
     does the sampler's path lose what a one-step denoise keeps?
+python benchmarks/quality_probes.py pan --workdir W [--num 16]
+    does the model read the camera words? The one-step x1-hat at t = 0 and 0.2 on held-out
+    textured clips: for clips without a pan, the PSNR on still pixels with the true
+    caption, with ", the camera pans left quickly" appended and with the empty caption (a
+    model that reads the words copies the background under its own caption and not under
+    the pan one); for clips with a pan, the PSNR on all pixels with the true and the empty
+    caption beside the static floor (docs/quality.md §18)
 python benchmarks/quality_probes.py paths --workdir W
     where the caption acts: change one word (direction, colour, background, shape) in the
     token states only (cross-attention) or in the pooled vector only (AdaLN) and print the
@@ -637,6 +644,62 @@ def background(workdir: str, num: int = 3, step: int | None = None) -> None:
         print(f"sampled, guidance {scale:g}: {corner(np.stack(pipe.generate(reqs)))}")
 
 
+def pan(workdir: str, num: int = 16) -> None:
+    import jax
+    import jax.numpy as jnp
+    from eval_objects import STILL_TOL
+    from flax import nnx
+
+    from stiv_jax.data.schema import normalize_uint8
+    from stiv_jax.data.shapes import config_kwargs, generate_clip
+    from stiv_jax.diffusion import to_data
+    from stiv_jax.pipeline import STIVPipeline
+
+    pipe = STIVPipeline.from_workdir(workdir)
+    config, comps = pipe.config, pipe.comps
+    model = nnx.merge(pipe.graphdef, pipe.params)
+    kw = {**config_kwargs(config), "camera_pan": True}
+    seed, groups, i = config.data.shapes.heldout_seed, {True: [], False: []}, 0
+    while min(len(g) for g in groups.values()) < num:  # held-out textured clips, by pan
+        c = generate_clip(i, split="heldout", seed=seed, **kw)
+        i += 1
+        if c["truth"]["background"]["kind"] != "plain":
+            groups[c["truth"]["camera"]["pan"] != "none"].append(c)
+    prediction = config.model.get("prediction", "velocity")
+
+    def x1_hat(cs, captions, t):  # TI2V, frame 0 given; the same noise for every caption
+        x1 = comps.autoencoder.encode(
+            jnp.asarray(normalize_uint8(np.stack([c["video"] for c in cs])))
+        )
+        cond = frame0_conditions(comps, x1, captions, cs, config.data.res)
+        eps = jax.random.normal(jax.random.key(0), x1.shape)
+        given = jnp.zeros(x1.shape[:2], bool).at[:, 0].set(True)[:, :, None, None, None]
+        xt = jnp.where(given, x1, t * x1 + (1 - t) * eps)
+        tt = jnp.full((x1.shape[0],), t)
+        return np.asarray(to_data(model(xt, tt, cond), xt, tt, prediction)), np.asarray(x1)
+
+    def psnr(xh, x1, sel) -> float:  # pooled over the selected pixels of frames 1..
+        err = np.square(xh - x1).mean(-1)[:, 1:]
+        return float(10 * np.log10(4 / err[sel[:, 1:]].mean()))
+
+    print(f"step {pipe.step}; {num} held-out textured clips without a pan and {num} with one")
+    still_cs, pan_cs = groups[False][:num], groups[True][:num]
+    u8 = np.stack([c["video"] for c in still_cs]).astype(np.float64)
+    still = np.abs(u8 - u8[:, :1]).max(-1) <= STILL_TOL  # [B, T, H, W]
+    caps = [c["caption"] for c in still_cs]
+    variants = {"true": caps, "+pan": [f"{c}, the camera pans left quickly" for c in caps],
+                "empty": [""] * num}  # fmt: skip
+    pan_caps = {"true": [c["caption"] for c in pan_cs], "empty": [""] * num}
+    for t in (0.0, 0.2):
+        row = [f"{k} {psnr(*x1_hat(still_cs, v, t), still):.2f}" for k, v in variants.items()]
+        print(f"t={t:.1f}  no pan, still pixels: {', '.join(row)} dB")
+        everything = np.ones((num, u8.shape[1], *u8.shape[2:4]), bool)
+        row = [f"{k} {psnr(*x1_hat(pan_cs, v, t), everything):.2f}" for k, v in pan_caps.items()]
+        _, x1 = x1_hat(pan_cs, pan_caps["true"], t)
+        row.append(f"static floor {psnr(np.broadcast_to(x1[:, :1], x1.shape), x1, everything):.2f}")
+        print(f"t={t:.1f}  pan, all pixels: {', '.join(row)} dB")
+
+
 def trajectory(workdir: str, num: int = 16, scales: tuple[float, ...] = (1.0, 1.5)) -> None:
     import jax
     import jax.numpy as jnp
@@ -662,14 +725,20 @@ def trajectory(workdir: str, num: int = 16, scales: tuple[float, ...] = (1.0, 1.
     original = pipeline_lib.sample_ode
 
     def recording_ode(velocity_fn, x0, **kw):
-        def velocity(x, t):
-            v = velocity_fn(x, t)
+        def recorded(x, t, v):
             tb = t.reshape((-1,) + (1,) * (x.ndim - 1))
             xh = x + (1 - tb) * v
             jax.debug.callback(lambda tt, xx: record.append((float(tt[0]), np.asarray(xx))), t, xh)
             return v
 
-        return original(velocity, x0, **kw)
+        def velocity(x, t):
+            return recorded(x, t, velocity_fn(x, t))
+
+        def stateful(x, t, state):  # a model that carries state (self-conditioning)
+            v, state = velocity_fn(x, t, state)
+            return recorded(x, t, v), state
+
+        return original(stateful if kw.get("state") is not None else velocity, x0, **kw)
 
     def psnr(xh, sel) -> float:  # mean over clips of the PSNR on frames 1.. where sel
         xh = np.asarray(xh)[:, 1:]
@@ -721,6 +790,7 @@ if __name__ == "__main__":
             "crossattn",
             "background",
             "trajectory",
+            "pan",
         ),
     )
     ap.add_argument("--workdir", default="runs/memorise")
@@ -746,6 +816,8 @@ if __name__ == "__main__":
         background(a.workdir, a.num or 24, a.step)
     elif a.probe == "trajectory":
         trajectory(a.workdir, a.num or 16, tuple(float(v) for v in a.scales.split(",")))
+    elif a.probe == "pan":
+        pan(a.workdir, a.num or 16)
     elif a.probe == "memorise":
         memorise(a.workdir, a.steps, a.set)
     else:

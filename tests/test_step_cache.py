@@ -110,3 +110,14 @@ def test_scanned_blocks_cache_inside_the_loop(tiny_config):
     cached, state = _sample(c, pipe, args, step_cache=True, cache_threshold=0.0)
     np.testing.assert_allclose(np.asarray(cached), np.asarray(plain), atol=1e-6)
     assert step_cache.stats(c.model, state)["blocks"] == 2 * (3 + 2)
+
+
+def test_step_cache_with_self_cond_is_one_line_error(tiny_config):
+    """The step cache does not carry self-conditioning's estimate: refused, not ignored."""
+    from stiv_jax.pipeline import make_sample_fn
+
+    tiny_config.model.self_cond = True
+    tiny_config.sample.step_cache = True
+    with pytest.raises(ValueError, match="model.self_cond") as info:
+        make_sample_fn(tiny_config, None)
+    assert "\n" not in str(info.value)

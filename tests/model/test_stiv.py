@@ -320,10 +320,11 @@ def test_input_skip_starts_as_no_change_and_can_copy_the_reference(tiny_config):
     np.testing.assert_allclose(out, static, atol=1e-6)
 
 
-def _new_head_linear_starts_as_no_change(c, key):
-    """Model config `c` with switch `key` (a head linear, zero at init) on: every other weight
-    of a seed is as without it, and with those weights perturbed (all non-zero) the model
-    computes what the model without it does. Returns (that model, x, t, cond)."""
+def _new_head_linear_starts_as_no_change(c, key, param=None):
+    """Model config `c` with switch `key` (a linear named `param`, default `key`, zero at init)
+    on: every other weight of a seed is as without it, and with those weights perturbed (all
+    non-zero) the model computes what the model without it does. Returns (that model, x, t,
+    cond)."""
     c[key] = True
     m = STIV(c, in_channels=3, rngs=nnx.Rngs(0))
     c[key] = False
@@ -332,7 +333,7 @@ def _new_head_linear_starts_as_no_change(c, key):
         nnx.to_pure_dict(nnx.state(m, nnx.Param)),
         nnx.to_pure_dict(nnx.state(plain, nnx.Param)),
     )
-    assert all(not np.any(v) for v in jax.tree.leaves(got.pop(key)))
+    assert all(not np.any(v) for v in jax.tree.leaves(got.pop(param or key)))
     jax.tree.map(np.testing.assert_array_equal, got, want)
     b, f, hw, ch = 2, 4, 16, 3
     cond = _cond(b, f, hw, hw)
@@ -415,3 +416,19 @@ def test_input_mix_starts_as_no_change_and_mixes_each_pixels_input(tiny_config, 
         both.ref_gate.bias.set_value(jnp.ones_like(both.ref_gate.bias[...]))
         ref = m.image_cond.reference(with_image_defaults(cond, x))
         np.testing.assert_allclose(both(x, t, cond), want + ref, atol=1e-5)
+
+
+def test_self_cond_starts_as_no_change_and_reads_the_estimate(tiny_config):
+    """`model.self_cond`: the estimate's embedding is zero at init (every other weight as
+    without it); once non-zero the output follows `cond["self_cond"]`, and leaving it out
+    is the zero estimate (the sampler's first step)."""
+    c = tiny_config.model
+    m, x, t, cond = _new_head_linear_starts_as_no_change(c, "self_cond", "self_cond_embed")
+    est = jax.random.normal(jax.random.key(7), x.shape)
+    np.testing.assert_allclose(m(x, t, {**cond, "self_cond": est}), m(x, t, cond), atol=1e-6)
+    kernel = m.self_cond_embed.kernel
+    kernel.set_value(0.05 * jax.random.normal(jax.random.key(8), kernel[...].shape))
+    with_est = m(x, t, {**cond, "self_cond": est})
+    assert float(jnp.abs(with_est - m(x, t, cond)).max()) > 1e-4
+    zeros = {**cond, "self_cond": jnp.zeros_like(x)}
+    np.testing.assert_allclose(m(x, t, zeros), m(x, t, cond), atol=1e-6)
