@@ -200,9 +200,8 @@ def test_self_cond_feeds_the_models_own_estimate_on_half_the_steps(tiny_config):
     """model.self_cond: a fresh (zero) estimate embedding leaves the loss as without it for
     every key (no other random draw moves); a trained one reads the model's own x̂1 on the
     steps whose draw says so (its kernel gets a gradient) and zeros on the others (none)."""
-    from stiv_jax.train import SELF_COND_STREAM, make_loss_fn
-
     from stiv_jax.data.pipeline import make_dataset
+    from stiv_jax.train import SELF_COND_STREAM, make_loss_fn
 
     c = tiny_config
     c.model.mask_ratio = 0.0

@@ -210,9 +210,12 @@ def test_self_conditioned_fn_feeds_every_branch_row_its_previous_estimate(predic
 
     def model_fn(x, t, cond):  # output depends on x, t, the branch and the estimate
         seen.append(np.asarray(cond["self_cond"]))
-        out = 0.5 * x + cond["text"].mean((1, 2))[:, None, None, None, None] + 0.3 * jnp.sin(
-            cond["self_cond"]
-        ) + t[:, None, None, None, None]
+        out = (
+            0.5 * x
+            + cond["text"].mean((1, 2))[:, None, None, None, None]
+            + 0.3 * jnp.sin(cond["self_cond"])
+            + t[:, None, None, None, None]
+        )
         outs.append((np.asarray(x), np.asarray(t), np.asarray(out)))
         return out
 
