@@ -18,6 +18,14 @@ commands. Train and probe with the same ORACLE:
       --config.train.steps=600 --config.train.ckpt_every=200
   ORACLE=pooled python benchmarks/direction_oracle.py probe direction \\
       --workdir runs/or_pooled --step 400
+
+The main job with an oracle (docs/quality.md §18: what would reading the words at once buy
+in the main job's 1,000 steps?), evaluated as in the README under the same oracle:
+
+  ORACLE=pooled python benchmarks/direction_oracle.py train \\
+      --config configs/stiv.py:variant=S --workdir runs/main_or_pooled
+  ORACLE=pooled python benchmarks/direction_oracle.py evaluate \\
+      --config configs/stiv.py:variant=S --workdir runs/main_or_pooled --out runs/main_or_pooled/eval
 """
 
 from __future__ import annotations
@@ -81,14 +89,20 @@ def install(mode: str) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("train", "probe"):
-        raise SystemExit("usage: ORACLE=pooled|token direction_oracle.py train|probe ARGS...")
+    if len(sys.argv) < 2 or sys.argv[1] not in ("train", "evaluate", "probe"):
+        raise SystemExit(
+            "usage: ORACLE=pooled|token direction_oracle.py train|evaluate|probe ARGS..."
+        )
     install(os.environ.get("ORACLE", ""))
     what, rest = sys.argv[1], sys.argv[2:]
     if what == "train":
         from stiv_jax import train
 
         train.main([sys.argv[0], *rest])
+    elif what == "evaluate":
+        from stiv_jax import evaluate
+
+        evaluate.main([sys.argv[0], *rest])
     else:
         sys.argv = ["quality_probes.py", *rest]
         runpy.run_path(os.path.join(ROOT, "benchmarks", "quality_probes.py"), run_name="__main__")
