@@ -11,6 +11,8 @@ float32; a condition `cond` is any pytree whose leaves all have leading dim B (t
 
 Branches are stacked on the batch axis in the order given, so `model_fn` sees
 [full; (image;) null] and the result is split back in that order. Guidance math is float32.
+`make_self_conditioned_fn` adds self-conditioning: each branch row's previous x̂1 is carried
+from one model call to the next as `sample_ode`'s state.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from stiv_jax.diffusion.flow import to_data, to_velocity
 
 MODES = {"joint": 2, "separate": 3}
 
@@ -150,7 +154,6 @@ def make_self_conditioned_fn(
     row's own x̂1 from the previous model call (start with zeros: no estimate yet), and
     returns the guided velocity with this call's x̂1 as the next `est`. `kwargs`: as
     `guided_velocity`'s."""
-    from stiv_jax.diffusion.flow import to_data, to_velocity
 
     def velocity_fn(x: jax.Array, t: jax.Array, est: jax.Array) -> tuple[jax.Array, jax.Array]:
         cell = {}  # the one model call's x̂1 leaves guided_velocity through this cell
