@@ -46,6 +46,7 @@ from stiv_jax.data.schema import normalize_uint8
 from stiv_jax.diffusion import (
     make_guided_fn,
     make_self_conditioned_fn,
+    make_stateful_guided_fn,
     sample_ode,
     to_velocity,
 )
@@ -312,18 +313,11 @@ def make_sample_fn(config, graphdef, *, mesh=None, with_stats: bool = False):
             # sample_ode applies the post-step after the last step too (given frames exact).
             return sample_ode(velocity, x0, **ode)
 
-        def cached_velocity(x, t, state):
-            # guided_velocity makes exactly one model call: the cache state goes in and out
-            # of it through this cell (plain Python while tracing, no transform in between).
-            cell = {}
+        def cached_model(xa, ta, c, state):
+            out, state = step_cache.cached_call(model(), xa, ta, c, state, threshold)
+            return to_velocity(out, xa, ta, prediction), state
 
-            def model_fn(xa, ta, c):
-                out, cell["state"] = step_cache.cached_call(model(), xa, ta, c, state, threshold)
-                return to_velocity(out, xa, ta, prediction)
-
-            v = make_guided_fn(model_fn, branches, **kw)(x, t)
-            return v, cell["state"]
-
+        cached_velocity = make_stateful_guided_fn(cached_model, branches, **kw)
         k = len(branches)
         state = step_cache.init_state(config.model, (k * x0.shape[0], *x0.shape[1:]))
         x1, state = sample_ode(cached_velocity, x0, state=state, **ode)

@@ -16,6 +16,7 @@ from stiv_jax.diffusion.guidance import (
     guided_velocity,
     make_guided_fn,
     make_self_conditioned_fn,
+    make_stateful_guided_fn,
     renormalize,
 )
 from stiv_jax.diffusion.samplers import sample_ode, time_grid
@@ -26,6 +27,7 @@ __all__ = [
     "interpolate",
     "make_guided_fn",
     "make_self_conditioned_fn",
+    "make_stateful_guided_fn",
     "motion_weight",
     "perturbed_target",
     "renormalize",

@@ -11,8 +11,9 @@ float32; a condition `cond` is any pytree whose leaves all have leading dim B (t
 
 Branches are stacked on the batch axis in the order given, so `model_fn` sees
 [full; (image;) null] and the result is split back in that order. Guidance math is float32.
-`make_self_conditioned_fn` adds self-conditioning: each branch row's previous x̂1 is carried
-from one model call to the next as `sample_ode`'s state.
+`make_stateful_guided_fn` carries a model's state (the step cache's, or with
+`make_self_conditioned_fn` each branch row's previous x̂1) from one call to the next as
+`sample_ode`'s state.
 """
 
 from __future__ import annotations
@@ -144,6 +145,33 @@ def make_guided_fn(
     return velocity_fn
 
 
+def make_stateful_guided_fn(
+    model_fn: Callable[[jax.Array, jax.Array, Any, Any], tuple[jax.Array, Any]],
+    branches: tuple[Any, ...],
+    **kwargs: Any,
+) -> Callable[[jax.Array, jax.Array, Any], tuple[jax.Array, Any]]:
+    """`velocity_fn(x, t, state) -> (v, state')` for `sample_ode(..., state=...)`: a model that
+    carries state from one call to the next (the step cache, self-conditioning).
+
+    `model_fn(x [kB, ...], t [kB], cond, state) -> (velocity [kB, ...], state')` is called
+    once per step, on all branches stacked; `guided_velocity` guides its velocity (`kwargs`:
+    as `guided_velocity`'s) and its new state comes back with it."""
+
+    def velocity_fn(x: jax.Array, t: jax.Array, state: Any) -> tuple[jax.Array, Any]:
+        # guided_velocity makes exactly one model call; its new state leaves through this
+        # cell (plain Python while tracing, no transform in between).
+        cell = {}
+
+        def call(xa, ta, cond):
+            v, cell["state"] = model_fn(xa, ta, cond, state)
+            return v
+
+        v = guided_velocity(call, x, t, branches, **kwargs)
+        return v, cell["state"]
+
+    return velocity_fn
+
+
 def make_self_conditioned_fn(
     model_fn: ModelFn, branches: tuple[Any, ...], prediction: str, **kwargs: Any
 ) -> Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
@@ -155,15 +183,8 @@ def make_self_conditioned_fn(
     returns the guided velocity with this call's x̂1 as the next `est`. `kwargs`: as
     `guided_velocity`'s."""
 
-    def velocity_fn(x: jax.Array, t: jax.Array, est: jax.Array) -> tuple[jax.Array, jax.Array]:
-        cell = {}  # the one model call's x̂1 leaves guided_velocity through this cell
+    def with_estimate(xa, ta, cond, est):
+        out = model_fn(xa, ta, {**cond, "self_cond": est})
+        return to_velocity(out, xa, ta, prediction), to_data(out, xa, ta, prediction)
 
-        def with_estimate(xa, ta, cond):
-            out = model_fn(xa, ta, {**cond, "self_cond": est})
-            cell["est"] = to_data(out, xa, ta, prediction)
-            return to_velocity(out, xa, ta, prediction)
-
-        v = guided_velocity(with_estimate, x, t, branches, **kwargs)
-        return v, cell["est"]
-
-    return velocity_fn
+    return make_stateful_guided_fn(with_estimate, branches, **kwargs)
