@@ -232,3 +232,15 @@ def test_self_cond_feeds_the_models_own_estimate_on_half_the_steps(tiny_config):
         assert bool(jnp.any(kernel != 0)) == use, key
         used.append(use)
     assert any(used) and not all(used), used
+
+
+def test_self_cond_run_trains_and_samples_end_to_end(tmp_path):
+    """model.self_cond through the CLI: the trainer's steps and its end-of-run sampling (the
+    sampler carrying each branch's estimate) run and write a video."""
+    workdir = str(tmp_path / "sc")
+    _run(workdir, 4, "--config.model.self_cond=True")
+    assert len(_losses(workdir)) == 4
+    videos = [
+        n for n in os.listdir(os.path.join(workdir, "samples", "step_4")) if n.endswith(".mp4")
+    ]
+    assert videos, os.listdir(os.path.join(workdir, "samples", "step_4"))
