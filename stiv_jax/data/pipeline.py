@@ -99,11 +99,13 @@ def make_dataset(
     seed = int(d.seed) if split == "train" else int(d.shapes.heldout_seed)
     share = float(d.shapes.get("drill_share", 0.0)) if split == "train" else 0.0
     bg_drop = float(d.shapes.get("bg_drop", 0.0)) if split == "train" else 0.0
+    free_start = float(d.shapes.get("free_start", 0.0)) if split == "train" else 0.0
     source = ShapesSource(
         num,
         split=split,
         seed=seed,
         drill_share=share,
+        free_start=free_start,
         bg_drop=bg_drop,
         bg_drop_tasks=str(d.shapes.get("bg_drop_tasks", "all")),
         **config_kwargs(config),

@@ -81,6 +81,7 @@ P_TEXTURED = 0.5
 P_PAN = 0.3  # of textured clips when camera pans are enabled
 _DRILL_STREAM = 7  # rng stream of ShapesSource's drill_share draw (apart from _SPLIT_STREAM)
 _BG_DROP_STREAM = 8  # rng stream of ShapesSource's bg_drop draw
+_FREE_START_STREAM = 9  # rng stream of ShapesSource's free_start draw
 # Which training samples of a bg_drop index lose the background phrase: all of them, or only
 # those whose task gives a frame (then the image is there to tell the background).
 BG_DROP_TASKS = ("all", "given")
@@ -295,21 +296,29 @@ def _sample_object(
 
 
 def _place(
-    rng: np.random.Generator, obj: dict, res: int, cam: np.ndarray, drill: bool = False
+    rng: np.random.Generator,
+    obj: dict,
+    res: int,
+    cam: np.ndarray,
+    drill: bool = False,
+    free: bool = False,
 ) -> None:
     """Chooses the start and caps the velocity so the on-screen track stays in frame.
 
     Drill: the start is drawn where a track of the object's length fits in EVERY direction,
     so the start position says nothing about the direction (in the default placement an
     object near the right edge can only move left: a prior a model learns instead of the
-    caption's direction words, docs/quality.md §9).
+    caption's direction words, docs/quality.md §9). `free`: the same where the track fits
+    so and the camera is still; otherwise the default placement (never an error).
     """
     t = np.arange(cam.shape[0], dtype=np.float64)
     h = float(obj["size"].max())
     lo, hi = h, res - 1 - h
     vx, vy = obj["velocity"]
+    reach = float(np.hypot(vx, vy)) * t[-1]
+    if free and not drill and not cam.any() and hi - lo >= 2 * reach:
+        drill = True
     if drill:
-        reach = float(np.hypot(vx, vy)) * t[-1]
         if hi - lo < 2 * reach:
             raise ValueError(
                 f"ShapesBench drill: res={res} is too small for a {reach:.1f} px track"
@@ -384,6 +393,7 @@ def generate_clip(
     frame_stride: int = 1,
     drill: bool = False,
     drill_objects: int = 1,
+    free_start: bool = False,
     caption_background: bool = True,
     caption_without_background: bool = False,
 ) -> dict[str, Any]:
@@ -399,6 +409,10 @@ def generate_clip(
     caption must also say which object takes which (docs/quality.md §11.1). Their starts
     are placed like the default clips' (two direction-free starts would collide at 32 px), so
     there the start position does hint at the direction.
+    `free_start`: every object whose track fits in every direction from some start (and
+    the camera is still) starts there, as in the drill, so its start does not hint at its
+    direction; a second object that keeps touching the first falls back to the default
+    placement (docs/quality.md §19).
     `caption_background=False`: the caption leaves the background out (a camera pan's keeps
     it); the clip itself is the same, so only the first frame can tell the background.
     `caption_without_background=True` adds that caption too, as `caption_without_background`
@@ -439,10 +453,11 @@ def generate_clip(
         pan["rate"] = min(pan["rate"], span / max(n - 1, 1))
         cam = np.outer(t * pan["rate"], DIRECTIONS[pan["direction"]])
     for i, obj in enumerate(objs):
-        for _ in range(30):  # re-draw the start until the two tracks never touch
+        for attempt in range(30):  # re-draw the start until the two tracks never touch
             # Two direction-free starts would both sit in the frame's centre and collide,
             # so the binding drill places each track like the default clips do.
-            _place(rng, obj, res, cam, drill and drill_objects == 1)
+            free = free_start and attempt < 15
+            _place(rng, obj, res, cam, drill and drill_objects == 1, free)
             if i == 0 or not _overlap(objs[0], obj):
                 break
 
@@ -518,11 +533,14 @@ class ShapesSource:
         drill: bool = False,
         drill_objects: int = 1,
         drill_share: float = 0.0,
+        free_start: float = 0.0,
         bg_drop: float = 0.0,
         bg_drop_tasks: str = "all",
     ):
         """`drill_share`: the share of indices (a fixed function of seed and index) that are
         drill clips (`generate_clip(drill=True)`) in a source that is not all drill.
+        `free_start`: the share of indices (a fixed function of seed and index, independent
+        of the other draws) whose objects start direction-free (`generate_clip(free_start=True)`).
         `bg_drop`: the share of indices (a fixed function of seed and index, independent of
         the drill draw) whose caption leaves the background out
         (`generate_clip(caption_background=False)`). `bg_drop_tasks="given"`: those indices
@@ -532,6 +550,9 @@ class ShapesSource:
             raise ValueError(f"ShapesSource num={num} must be >= 1")
         if not 0.0 <= drill_share <= 1.0:
             raise ValueError(f"ShapesSource drill_share={drill_share}; expected a value in [0, 1]")
+        if not 0.0 <= free_start <= 1.0:
+            raise ValueError(f"ShapesSource free_start={free_start}; expected a value in [0, 1]")
+        self.free_start = float(free_start)
         if not 0.0 <= bg_drop <= 1.0:
             raise ValueError(f"ShapesSource bg_drop={bg_drop}; expected a value in [0, 1]")
         self.bg_drop = float(bg_drop)
@@ -570,6 +591,9 @@ class ShapesSource:
         if self.drill_share > 0.0 and not self.kwargs["drill"]:
             pick = np.random.default_rng([seed, _DRILL_STREAM, index]).random()
             kwargs["drill"] = bool(pick < self.drill_share)
+        if self.free_start > 0.0:
+            pick = np.random.default_rng([seed, _FREE_START_STREAM, index]).random()
+            kwargs["free_start"] = bool(pick < self.free_start)
         if self.bg_drop > 0.0:
             pick = np.random.default_rng([seed, _BG_DROP_STREAM, index]).random()
             drop = bool(pick < self.bg_drop)
@@ -582,6 +606,7 @@ class ShapesSource:
     def __repr__(self) -> str:
         return (
             f"ShapesSource(num={self.num}, drill_share={self.drill_share}, "
+            f"free_start={self.free_start}, "
             f"bg_drop={self.bg_drop}, bg_drop_tasks={self.bg_drop_tasks!r}, {self.kwargs})"
         )
 

@@ -256,6 +256,48 @@ def test_drill_clips_start_where_every_direction_fits():
     assert ShapesSource(4, drill=True)[0]["caption"] == generate_clip(0, drill=True)["caption"]
 
 
+def _fits_every_direction(o: dict, res: int, frames: int) -> bool:
+    h, reach = float(o["size"].max()), float(np.hypot(*o["velocity"])) * (frames - 1)
+    ends = [
+        (o["x"][0] + dx * reach, o["y"][0] + dy * reach) for dx, dy in shapes.DIRECTIONS.values()
+    ]
+    lo, hi = h - 1e-3, res - 1 - h + 1e-3
+    return all(lo <= x <= hi and lo <= y <= hi for x, y in ends)
+
+
+def test_free_start_places_tracks_direction_free_and_changes_nothing_else():
+    """`free_start`: translating objects under a still camera start where their track fits
+    in every direction (most of them; a second object that keeps touching the first falls
+    back), where the default placement leaves most fast ones hinting at their direction.
+    The clip's other draws (caption, colours, speeds, background) are the default clip's."""
+    res, frames = 32, 8
+    counts = {False: [0, 0], True: [0, 0]}  # free_start -> [direction-free, fast objects]
+    for i in range(150):
+        d, c = generate_clip(i), generate_clip(i, free_start=True)
+        assert c["caption"] == d["caption"]
+        assert c["truth"]["background"] == d["truth"]["background"]
+        for clip, free in ((d, False), (c, True)):
+            if clip["truth"]["camera"]["pan"] != "none":
+                continue
+            for o in clip["truth"]["objects"]:
+                if o["speed"] == "fast" and o["motion"] in shapes.DIRECTIONS:
+                    counts[free][0] += _fits_every_direction(o, res, frames)
+                    counts[free][1] += 1
+        if c["truth"]["camera"]["pan"] != "none" or len(c["truth"]["objects"]) == 1:
+            if c["truth"]["camera"]["pan"] == "none":  # alone: always direction-free
+                assert _fits_every_direction(c["truth"]["objects"][0], res, frames)
+            else:  # a pan keeps the default placement
+                np.testing.assert_array_equal(c["video"], d["video"])
+    free, n = counts[True]
+    assert n > 20 and free >= 0.7 * n and counts[False][0] <= 0.2 * n
+    src = ShapesSource(64, free_start=0.5)
+    picked = [generate_clip(i, free_start=True)["video"] for i in range(64)]
+    same = sum(np.array_equal(src[i]["video"], picked[i]) for i in range(64))
+    assert 16 <= same <= 48  # about half the indices (moving objects differ in the rest)
+    with pytest.raises(ValueError, match="free_start=1.5"):
+        ShapesSource(4, free_start=1.5)
+
+
 def test_binding_drill_has_two_objects_with_different_directions():
     seen = set()
     for i in range(40):
