@@ -26,6 +26,13 @@ The argument string is comma-separated `key=value` pairs:
                     --workdir runs/s_t2v --config.train.steps=200 --config.train.init_from=runs/s_t2i
                 python -m stiv_jax.train --config configs/stiv.py:variant=S,stage=ti2v \
                     --workdir runs/s_ti2v --config.train.steps=300 --config.train.init_from=runs/s_t2v
+  recipe      main | long (S only). main: the README main job (1,000 steps, ~8 min on 2 CPU
+              cores). long: the longer recipe (docs/quality.md §19.4), a 1,000-step
+              direction drill, then 9,000 steps of the full mix with 30% drill clips and 30% of
+              the noise levels from the drill's law, the last 1,800 cooling down (~70 min on 2
+              idle CPU cores; one command, resumable like any run):
+                python -m stiv_jax.train --config configs/stiv.py:variant=S,recipe=long \
+                    --workdir runs/stiv_s_long
   runlocal    shrink steps/batch for a laptop smoke run (flag, no value)
 Anything else is overridden with `--config.a.b=v`.
 """
@@ -38,7 +45,8 @@ from stiv_jax.conditioning import get_image_cond
 from stiv_jax.model.variants import parse_variant
 from stiv_jax.stages import DRILL_LAW, STAGES, apply_stage
 
-_ARG_KEYS = ("variant", "frames", "res", "image_cond", "stage", "runlocal")
+_ARG_KEYS = ("variant", "frames", "res", "image_cond", "stage", "recipe", "runlocal")
+RECIPES = ("main", "long")  # S recipes: the README main job, the longer recipe
 
 
 def _parse_arg(arg: str | None) -> dict[str, str]:
@@ -278,6 +286,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 f"config argument stage={stage!r} is unknown; expected one of {STAGES}"
             )
         apply_stage(c, stage, frames=int(args.get("frames", 1)))
+    recipe = args.get("recipe", "main")
+    if recipe not in RECIPES:
+        raise ValueError(f"config argument recipe={recipe!r} is unknown; expected one of {RECIPES}")
+    if recipe == "long":
+        if not demo or stage is not None:
+            raise ValueError(
+                f"config argument recipe=long is S's full-mix recipe; got variant={m.variant}"
+                f"{f' with stage={stage}' if stage is not None else ''}"
+            )
+        # docs/quality.md §19.4: TI2V video PSNR 22.2 dB (floor 20.7), direction 0.33 (one
+        # object 0.8), consistency 0.72, motion control 0.86; T2V direction 0.2.
+        t.prelude = ("drill:1000",)  # the direction drill first (§9-10)
+        t.steps, o.decay_steps, t.ckpt_every = 9000, 1800, 1000
+        d.shapes.drill_share = 0.3  # keeps the drill's clips in the mix (§11.2)
+        f.noisy_share = 0.3  # and its noise law for 30% of the draws (§11.2)
     if "runlocal" in args:
         t.steps, t.log_every, t.ckpt_every = 20, 5, 10
         o.decay_steps = 0

@@ -43,6 +43,24 @@ def test_stage_config_keeps_overrides_and_applies_the_stage():
     assert whole.data.shapes.drill and whole.train.steps == stages.DRILL_STEPS
 
 
+def test_long_recipe_is_the_main_config_with_the_drill_prelude_and_shares():
+    main, long = get_config("variant=S"), get_config("variant=S,recipe=long")
+    assert tuple(long.train.prelude) == ("drill:1000",) and stages.parse_prelude(long.train.prelude)
+    assert (long.train.steps, long.optim.decay_steps) == (9000, 1800)
+    assert (long.data.shapes.drill_share, long.diffusion.noisy_share) == (0.3, 0.3)
+    changed = {"train", "optim", "data", "diffusion", "arg"}
+    assert all(long[k] == main[k] for k in main.keys() if k not in changed)
+    assert long.model == main.model and long.optim.lr == main.optim.lr
+    assert get_config("variant=S,recipe=main") == get_config("variant=S,recipe=main")
+    for bad, match in (
+        ("variant=S,recipe=longer", "recipe='longer' is unknown"),
+        ("variant=tiny,recipe=long", "variant=tiny"),
+        ("variant=S,stage=drill,recipe=long", "stage=drill"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            get_config(bad)
+
+
 def test_run_prelude_chains_stages_and_skips_finished_ones(tmp_path, monkeypatch):
     done: dict[str, list[int]] = {}
     monkeypatch.setattr(stages, "_steps", lambda wd, ckpt: done.get(wd, []))
