@@ -75,18 +75,20 @@ def stage_config(config, stage: str, steps: int, init_from: str) -> ml_collectio
     return c
 
 
-def run_prelude(config, workdir: str, train_loop) -> None:
+def run_prelude(config, workdir: str, train_loop) -> bool:
     """Runs `config.train.prelude`'s stages (each resumes where it stopped; a finished one is
     skipped) and points `config.train.init_from` at the last one's EMA weights. A main run
-    that has already checkpointed resumes as is, so nothing runs then."""
+    that has already checkpointed resumes as is, so nothing runs then. Returns False when a
+    stage stopped before its last step (SIGTERM or Ctrl-C: it saved), so the caller must not
+    start the next run; rerunning the command resumes that stage."""
     from stiv_jax import checkpoint as ckpt
 
     entries = parse_prelude(config.train.get("prelude", ()))
     if not entries:
-        return
+        return True
     if _steps(workdir, ckpt):
         config.train.init_from = _stage_dir(workdir, len(entries) - 1, entries[-1][0]) + ":ema"
-        return
+        return True
     source = config.train.get("init_from", "")
     for i, (stage, steps) in enumerate(entries):
         sub_dir = _stage_dir(workdir, i, stage)
@@ -95,8 +97,15 @@ def run_prelude(config, workdir: str, train_loop) -> None:
         else:
             logging.info("prelude %d: %d steps of %s → %s", i, steps, stage, sub_dir)
             train_loop(stage_config(config, stage, steps, source), sub_dir)
+            if steps not in _steps(sub_dir, ckpt):  # stopped early by a signal; it saved
+                logging.warning(
+                    "prelude %d (%s) stopped before step %d; run the same command to resume",
+                    i, stage, steps,
+                )  # fmt: skip
+                return False
         source = f"{sub_dir}:ema"
     config.train.init_from = source
+    return True
 
 
 def _stage_dir(workdir: str, i: int, stage: str) -> str:

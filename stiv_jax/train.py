@@ -536,8 +536,9 @@ def main(argv=None) -> None:
         mesh_lib.initialize_distributed()  # no-op for a single process
         try:
             config, workdir = cfg_flag.value, wd_flag.value
-            stages.run_prelude(config, workdir, train_loop)  # train.prelude, if any
-            train_loop(config, workdir)
+            # train.prelude, if any; a stage stopped by a signal stops the whole command
+            if stages.run_prelude(config, workdir, train_loop):
+                train_loop(config, workdir)
         except (ValueError, FileNotFoundError, NonFiniteError) as e:  # one line, no traceback
             raise SystemExit(f"error: {e}") from None
         except KeyboardInterrupt as e:  # a second Ctrl-C

@@ -43,6 +43,32 @@ def test_stage_config_keeps_overrides_and_applies_the_stage():
     assert whole.data.shapes.drill and whole.train.steps == stages.DRILL_STEPS
 
 
+def test_a_prelude_stage_stopped_by_a_signal_stops_the_command(tmp_path, monkeypatch):
+    """SIGTERM / Ctrl-C inside a prelude stage saves and returns from its train_loop early;
+    the next stage and the main run must not start (session 14 found the main run starting
+    from the cut stage), and the same command later resumes the cut stage."""
+    done: dict[str, list[int]] = {}
+    monkeypatch.setattr(stages, "_steps", lambda wd, ckpt: done.get(wd, []))
+    calls = []
+
+    def stopped_loop(config, workdir):  # saves at step 3 of 7, as a signal would
+        calls.append((workdir, config.train.steps))
+        done[workdir] = [3]
+
+    c = get_config("variant=S")
+    c.train.prelude = ("drill:7", "ti2v:3")
+    wd = str(tmp_path / "run")
+    assert stages.run_prelude(c, wd, stopped_loop) is False
+    assert calls == [(f"{wd}/prelude/0-drill", 7)] and c.train.init_from == ""
+
+    def full_loop(config, workdir):
+        calls.append((workdir, config.train.steps))
+        done[workdir] = [config.train.steps]
+
+    assert stages.run_prelude(c, wd, full_loop) is True  # resumes the cut stage, then the next
+    assert calls[1:] == [(f"{wd}/prelude/0-drill", 7), (f"{wd}/prelude/1-ti2v", 3)]
+
+
 def test_long_recipe_is_the_main_config_with_the_drill_prelude_and_shares():
     main, long = get_config("variant=S"), get_config("variant=S,recipe=long")
     assert tuple(long.train.prelude) == ("drill:1000",) and stages.parse_prelude(long.train.prelude)
