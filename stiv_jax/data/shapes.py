@@ -308,8 +308,8 @@ def _place(
     Drill: the start is drawn where a track of the object's length fits in EVERY direction,
     so the start position says nothing about the direction (in the default placement an
     object near the right edge can only move left: a prior a model learns instead of the
-    caption's direction words, docs/quality.md §9). `free`: the same where the track fits
-    so and the camera is still; otherwise the default placement (never an error).
+    caption's direction words, docs/quality.md §9). `free`: a drill start where the track
+    fits in every direction and the camera is still; otherwise the default placement.
     """
     t = np.arange(cam.shape[0], dtype=np.float64)
     h = float(obj["size"].max())
@@ -587,16 +587,16 @@ class ShapesSource:
         if not 0 <= index < self.num:
             raise IndexError(f"ShapesSource index {index} is outside [0, {self.num})")
         kwargs = dict(self.kwargs)
-        seed = self.kwargs["seed"]
+
+        def picked(stream: int, share: float) -> bool:  # a fixed draw per (seed, stream, index)
+            return bool(np.random.default_rng([kwargs["seed"], stream, index]).random() < share)
+
         if self.drill_share > 0.0 and not self.kwargs["drill"]:
-            pick = np.random.default_rng([seed, _DRILL_STREAM, index]).random()
-            kwargs["drill"] = bool(pick < self.drill_share)
+            kwargs["drill"] = picked(_DRILL_STREAM, self.drill_share)
         if self.free_start > 0.0:
-            pick = np.random.default_rng([seed, _FREE_START_STREAM, index]).random()
-            kwargs["free_start"] = bool(pick < self.free_start)
+            kwargs["free_start"] = picked(_FREE_START_STREAM, self.free_start)
         if self.bg_drop > 0.0:
-            pick = np.random.default_rng([seed, _BG_DROP_STREAM, index]).random()
-            drop = bool(pick < self.bg_drop)
+            drop = picked(_BG_DROP_STREAM, self.bg_drop)
             if self.bg_drop_tasks == "given":
                 kwargs["caption_without_background"] = drop
             else:
