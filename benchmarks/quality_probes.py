@@ -361,7 +361,8 @@ def swap_directions(clip: dict) -> str:
         dict(b, motion=a["motion"], speed=a["speed"]),
     ]
     tpl = TEMPLATES[truth["split"]][truth["template"]]
-    return _caption(tpl, objs, truth["background"], {"direction": "none", "speed": "none"})
+    still = {"direction": "none", "speed": "none"}  # the binding drill has no camera pan
+    return _caption(tpl, objs, truth["background"], still, background=True)
 
 
 def binding(workdir: str, num: int = 24, step: int | None = None, t2v: bool = False) -> None:

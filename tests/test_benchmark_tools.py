@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "ben
 
 import ablations  # noqa: E402
 import eval_objects  # noqa: E402
+import quality_probes  # noqa: E402
 
 from stiv_jax.data.shapes import DIRECTIONS, generate_clip  # noqa: E402
 
@@ -115,3 +116,17 @@ def test_kind_psnr_splits_pans_plain_and_textured_cases(capsys):
     one_off = eval_objects.psnr_of(np.mean((off[1:].astype(float) - clip[1:]) ** 2), 1)
     assert one_off > 48  # one level off (a few pixels clip at 255)
     assert f"plain {one_off:.2f} / {want:.2f} (1), textured {want:.2f} / {want:.2f} (1)" in line
+
+
+def test_binding_probe_swaps_the_two_objects_directions_and_nothing_else():
+    clip = generate_clip(3, split="heldout", seed=1_000_003, drill=True, drill_objects=2)
+    a, b = clip["truth"]["objects"]
+    assert a["motion"] != b["motion"]
+    swapped = quality_probes.swap_directions(clip)
+    assert swapped != clip["caption"]
+    # Exchanging the two direction phrases back gives the clip's own caption.
+    twice = dict(clip, truth=dict(clip["truth"], objects=[
+        dict(a, motion=b["motion"], speed=b["speed"]),
+        dict(b, motion=a["motion"], speed=a["speed"]),
+    ]))  # fmt: skip
+    assert quality_probes.swap_directions(twice) == clip["caption"]
