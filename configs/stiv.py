@@ -120,6 +120,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     word_bag = ml_collections.FieldReference(1024 if small else 0)
     m.pooled_dim = word_bag + (384 if small else 768)  # pooled width Dp: encoder's + word bag
     m.word_bag = word_bag  # the pooled vector's last columns that are the word bag (own term)
+    # Hashed word pieces summed by relative position around each caption token (buckets; 0 =
+    # off): lets an object's colour word say how that object moves (quality.md §20).
+    word_pieces = ml_collections.FieldReference(0)
+    m.word_pieces = word_pieces  # the encoder then adds each token's id as a last channel
 
     # ---------------------------------------------------------------- data
     d = c.data = ml_collections.ConfigDict()
@@ -267,6 +271,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     e.max_length = 48 if small else 128
     e.pooled_path = ""  # optional second encoder (e.g. CLIP) for the pooled vector
     e.word_bag = word_bag  # hashed word-piece buckets added to the pooled vector (0 = off)
+    e.word_pieces = word_pieces  # > 0: token states gain a word-piece id channel (model's)
     e.cache_size = 4096  # LRU of encoded prompts (training captions repeat)
     e.chunk_size = 64  # prompts per encoder forward (each chunk padded to a power of two)
     e.dtype = "float32"  # encoder compute dtype

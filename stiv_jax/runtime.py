@@ -16,6 +16,7 @@ from flax import nnx
 from stiv_jax.autoencoders import get_autoencoder, latent_geometry
 from stiv_jax.encoders import get_text_encoder
 from stiv_jax.model import STIV
+from stiv_jax.model.stiv import token_width
 
 
 def latent_shape(config, frames: int | None = None) -> tuple[int, int, int, int]:
@@ -81,9 +82,11 @@ class Components:
                 f"model.in_channels={m.in_channels} but autoencoder {config.autoencoder.name!r} "
                 f"gives {self.autoencoder.latent_channels} latent channels"
             )
-        if (self.text_encoder.dim, self.text_encoder.pooled_dim) != (m.text_dim, m.pooled_dim):
+        widths = (token_width(m), m.pooled_dim)  # token width: text_dim (+1 word-piece id)
+        if (self.text_encoder.dim, self.text_encoder.pooled_dim) != widths:
             raise ValueError(
-                f"model.text_dim/pooled_dim=({m.text_dim}, {m.pooled_dim}) but text encoder "
+                f"model token width/pooled_dim={widths} (text_dim {m.text_dim}, word_pieces "
+                f"{m.get('word_pieces', 0)}) but text encoder "
                 f"{config.text_encoder.name!r} gives ({self.text_encoder.dim}, "
                 f"{self.text_encoder.pooled_dim})"
             )

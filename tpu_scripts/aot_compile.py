@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from stiv_jax.atomic import atomic_write
+from stiv_jax.model.stiv import token_width
 from stiv_jax.runtime import fill_train_grid, latent_shape
 
 # Per chip: bf16 dense peak FLOP/s, HBM bytes, HBM bandwidth bytes/s (Cloud TPU docs).
@@ -164,7 +165,7 @@ def abstract_batch(config, mesh, latent: tuple[int, ...]) -> dict[str, jax.Shape
         int(config.data.batch_size),
         latent,
         text_len=int(config.text_encoder.max_length),
-        text_dim=m.text_dim,
+        text_dim=token_width(m),
         pooled_dim=m.pooled_dim,
     )
     return {k: _abstract(s, d, batch_sharding(mesh, s)) for k, (s, d) in shapes.items()}
@@ -174,7 +175,7 @@ def null_text(config) -> dict[str, jax.Array]:
     """Stand-in for the empty-prompt encoding: only shapes matter to the compiler."""
     length, m = int(config.text_encoder.max_length), config.model
     return {
-        "tokens": jnp.zeros((length, m.text_dim), jnp.float32),
+        "tokens": jnp.zeros((length, token_width(m)), jnp.float32),
         "mask": jnp.zeros((length,), bool),
         "pooled": jnp.zeros((m.pooled_dim,), jnp.float32),
     }

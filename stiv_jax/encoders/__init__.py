@@ -7,20 +7,28 @@ Shapes: B prompts, L = config.text_encoder.max_length, D token width, Dp pooled 
 Config fields read: name (minilm | t5 | umt5 | clip), path ("" = packaged MiniLM; an HF
 directory otherwise), max_length, pooled_path ("" or a CLIP directory whose pooled vector
 replaces the pooled output), word_bag (0 = off; else the pooled vector gains that many
-buckets of hashed word-piece counts, `base.WordBag`). Optional: dtype ("float32" default;
+buckets of hashed word-piece counts, `base.WordBag`), word_pieces (0 = off; else the token
+states gain a last channel holding each token's word-piece id, `base.WordPieceIds`). Optional: dtype ("float32" default;
 "bfloat16" halves T5-XXL's memory), cache_size (0 = off; LRU of that many prompts), chunk_size (64).
 See docs/encoders.md for which files each directory must hold.
 """
 
 from __future__ import annotations
 
-from stiv_jax.encoders.base import PooledOverride, TextEmbeddings, TextEncoder, WordBag
+from stiv_jax.encoders.base import (
+    PooledOverride,
+    TextEmbeddings,
+    TextEncoder,
+    WordBag,
+    WordPieceIds,
+)
 
 __all__ = [
     "TextEmbeddings",
     "TextEncoder",
     "PooledOverride",
     "WordBag",
+    "WordPieceIds",
     "get_text_encoder",
     "ENCODERS",
 ]
@@ -72,5 +80,7 @@ def get_text_encoder(cfg) -> TextEncoder:
         # Only CLIP's pooled (EOS) vector is used, so it runs at its own native length.
         pooled = CLIPEncoder(pooled_path, None, dtype=dtype, **kw)
         enc = PooledOverride(enc, pooled)
+    if int(_get(cfg, "word_pieces", 0)):
+        enc = WordPieceIds(enc)
     buckets = int(_get(cfg, "word_bag", 0))
     return WordBag(enc, buckets) if buckets else enc

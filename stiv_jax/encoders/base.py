@@ -188,6 +188,34 @@ class WordBag(TextEncoder):
         return TextEmbeddings(out.tokens, out.mask, np.concatenate([out.pooled, bag], 1))
 
 
+class WordPieceIds(TextEncoder):
+    """Token states of `inner` with one more last channel: each token's word-piece id (as
+    float32, exact below 2**24; 0 at padding), for the model's word-piece path
+    (`model.word_pieces`, stiv_jax/model/word_pieces.py). `dim` is `inner.dim + 1`."""
+
+    def __init__(self, inner: TextEncoder):
+        super().__init__(chunk_size=inner.chunk_size, cache_size=0)
+        self.inner = inner
+        self.dim, self.max_length, self.pooled_dim = (
+            inner.dim + 1,
+            inner.max_length,
+            inner.pooled_dim,
+        )
+
+    def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        return self.inner.tokenize(texts)
+
+    def encode(self, texts: Sequence[str]) -> TextEmbeddings:
+        out = self.inner.encode(texts)
+        ids = np.zeros(out.mask.shape, np.float32)
+        if len(out.mask):
+            tok, mask = self.tokenize(check_texts(texts))
+            ids = np.where(np.asarray(mask, bool), np.asarray(tok), 0).astype(np.float32)
+        return TextEmbeddings(
+            np.concatenate([out.tokens, ids[..., None]], -1), out.mask, out.pooled
+        )
+
+
 class PooledOverride(TextEncoder):
     """Token states and mask from `main`, pooled vector from `pooled` (e.g. CLIP's EOS state)."""
 

@@ -10,7 +10,8 @@ Pieces, in order: image conditioning of the input (frame replacement or channel 
 patch embedding (plus one of the model's previous estimate x̂1 with `model.self_cond`,
 self-conditioning), caption projection (plus the optional caption window, `model.text_window`:
 each token's ±k neighbours; then the optional token refiner, `model.text_refiner`
-self-attention layers over the caption), the singleton condition (stateless-LN'd
+self-attention layers over the caption; plus hashed word pieces summed by relative position
+around each token, `model.word_pieces`), the singleton condition (stateless-LN'd
 embeddings of t, micro-conditions, motion score, pooled text and its word bag, summed)
 feeding one shared AdaLN-single projection, MaskDiT (the main blocks see a random
 (1 − mask_ratio) share of spatial positions, the same in every frame; a learned mask token
@@ -44,6 +45,7 @@ from stiv_jax.model.layers import (
 from stiv_jax.model.rope import rope_1d, rope_2d
 from stiv_jax.model.text_refiner import TextRefiner
 from stiv_jax.model.text_window import TextWindow
+from stiv_jax.model.word_pieces import WordPieces
 
 __all__ = ["STIV", "Conditions", "count_params", "initialize_weights"]
 
@@ -107,6 +109,12 @@ def mask_restore(kept: jax.Array, perm: jax.Array, mask_token: jax.Array) -> jax
     fill = jnp.broadcast_to(mask_token.astype(kept.dtype), (b, f, s - k, d))
     full = jnp.concatenate([kept, fill], axis=2)
     return jnp.take_along_axis(full, jnp.argsort(perm, axis=1)[:, None, :, None], axis=2)
+
+
+def token_width(cfg) -> int:
+    """Width of the text token states the model takes (config.model): the encoder's
+    `text_dim`, plus the word-piece id channel when `word_pieces` is on."""
+    return int(cfg.text_dim) + (1 if int(cfg.get("word_pieces", 0)) else 0)
 
 
 class STIV(nnx.Module):
@@ -215,6 +223,10 @@ class STIV(nnx.Module):
         self.self_cond_embed = (
             dense(out_dim, d, (None, EMBED), **kw) if cfg.get("self_cond", False) else None
         )
+        # Hashed word pieces summed by relative position around each caption token (ids in
+        # the tokens' last channel, encoders.base.WordPieces); zero at init. Last, as above.
+        nwp = int(cfg.get("word_pieces", 0))
+        self.word_pieces = WordPieces(nwp, d, **kw) if nwp else None
         initialize_weights(self)
 
     @classmethod
@@ -244,8 +256,19 @@ class STIV(nnx.Module):
 
     def context(self, cond: Conditions):
         """Text tokens projected to D (+ image tokens when the image-cond method adds them)."""
-        tokens, mask = cond["text_tokens"].astype(self.dtype), cond["text_mask"]
+        tokens, mask = cond["text_tokens"], cond["text_mask"]
+        if tokens.shape[-1] != token_width(self.cfg):
+            raise ValueError(
+                f"text_tokens width {tokens.shape[-1]} != {token_width(self.cfg)} (model.text_dim"
+                f" {self.cfg.text_dim}{' + 1 word-piece id channel' if self.word_pieces else ''})"
+            )
+        if self.word_pieces is not None:  # ids before any cast: bf16 cannot hold them
+            ids = jnp.round(tokens[..., -1]).astype(jnp.int32)
+            tokens = tokens[..., :-1]
+        tokens = tokens.astype(self.dtype)
         ctx = self.text_proj(tokens)
+        if self.word_pieces is not None:
+            ctx = ctx + self.word_pieces(ids, mask)
         if self.text_window is not None:
             ctx = ctx + self.text_window(tokens, mask)
         if self.text_refiner is not None:
@@ -414,6 +437,9 @@ def initialize_weights(model: STIV) -> None:
     if model.input_skip is not None:  # a new skip starts as no change
         zero(model.input_skip.kernel)
         zero(model.input_skip.bias)
+    if model.word_pieces is not None:  # a new word-piece path starts as no change
+        zero(model.word_pieces.proj.kernel)
+        zero(model.word_pieces.proj.bias)
     if model.text_window is not None:  # a new window starts as no change
         zero(model.text_window.proj.kernel)
         zero(model.text_window.proj.bias)

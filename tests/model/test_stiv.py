@@ -1,5 +1,5 @@
 """STIV model: identity init, MaskDiT, image conditioning, patching, variants, the caption
-token refiner and window."""
+token refiner, window and word pieces."""
 
 import subprocess
 import sys
@@ -17,6 +17,7 @@ from stiv_jax.model.stiv import STIV, mask_restore, mask_select, patchify, unpat
 from stiv_jax.model.text_refiner import TextRefiner
 from stiv_jax.model.text_window import window_mean, window_mean_reference
 from stiv_jax.model.variants import parse_variant
+from stiv_jax.model.word_pieces import BINS, bin_sums, bin_sums_reference
 
 
 def _cond(b, f, h, w, c=3, l=5, dt=384, dp=384 + 1024):  # dp: MiniLM + word bag
@@ -282,6 +283,66 @@ def test_window_carries_a_neighbours_word_and_not_a_far_one(tiny_config):
     np.testing.assert_allclose(fresh(xv, t, cond), base(xv, t, cond), atol=1e-6)
     trained = _perturb(fresh)
     assert float(jnp.abs(trained(xv, t, cond) - base(xv, t, cond)).max()) > 1e-4
+
+
+# ---------------------------------------------------------------- word pieces by position
+def test_bin_sums_match_their_loop_reference():
+    x = jax.random.normal(jax.random.key(0), (3, 13, 4))
+    # padding at the end, a masked token inside, an empty caption
+    mask = jnp.ones((3, 13), bool).at[1, 9:].set(False).at[0, 4].set(False).at[2].set(False)
+    got = bin_sums(x, mask)
+    assert got.shape == (3, 13, len(BINS) * 4)
+    np.testing.assert_allclose(got, bin_sums_reference(x, mask), atol=1e-5)
+    assert float(jnp.abs(got[1, 9:]).max()) == 0.0 and float(jnp.abs(got[2]).max()) == 0.0
+
+
+def test_word_pieces_say_which_word_is_near_and_on_which_side(tiny_config):
+    """A word 2 places after token i shows in i's (+1..2) bin, not in its (-2..-1) bin, and
+    not at all 10 places away; the model takes the ids from the tokens' last channel; a
+    fresh path changes nothing in the model, a trained one does, and its output follows
+    the ids, not the states' last channel's scale."""
+    e = jnp.eye(6)[None]  # token j's embedding is one-hot j: bins say which token is where
+    got = bin_sums(e, jnp.ones((1, 6), bool))[0].reshape(6, len(BINS), 6)
+    after, before = BINS.index((1, 2)), BINS.index((-2, -1))
+    assert got[1, after, 3] == 1.0 and got[1, before, 3] == 0.0 and got[5, before, 3] == 1.0
+    far = bin_sums(jnp.eye(12)[None], jnp.ones((1, 12), bool))[0].reshape(12, len(BINS), 12)
+    assert float(far[0, :, 10].sum()) == 0.0
+
+    xv = jax.random.normal(jax.random.key(1), (2, 4, 16, 16, 3))
+    t, cond = jnp.full((2,), 0.4), _cond(2, 4, 16, 16)
+    base = _perturb(STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0)))
+    tiny_config.model.word_pieces = 64
+    graphdef, params = nnx.split(
+        STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0)), nnx.Param
+    )
+    mine = nnx.to_pure_dict(params)
+    assert set(mine) - set(nnx.to_pure_dict(nnx.state(base, nnx.Param))) == {"word_pieces"}
+    mine.update(nnx.to_pure_dict(nnx.state(base, nnx.Param)))
+    fresh = nnx.merge(graphdef, mine)
+    ids = jnp.array([[101, 2417, 2187, 0, 0], [101, 2630, 2157, 0, 0]], float)  # 3 real each
+    with_ids = dict(cond, text_tokens=jnp.concatenate([cond["text_tokens"], ids[..., None]], -1))
+    np.testing.assert_allclose(fresh(xv, t, with_ids), base(xv, t, cond), atol=1e-6)
+    with pytest.raises(ValueError, match="text_tokens width 384 != 385"):
+        fresh(xv, t, cond)
+    trained = _perturb(fresh)
+    assert float(jnp.abs(trained(xv, t, with_ids) - base(xv, t, cond)).max()) > 1e-4
+    other = dict(with_ids, text_tokens=with_ids["text_tokens"].at[0, 2, -1].set(3000.0))
+    assert float(jnp.abs(trained(xv, t, other) - trained(xv, t, with_ids))[0].max()) > 1e-5
+    np.testing.assert_allclose(trained(xv, t, other)[1], trained(xv, t, with_ids)[1], atol=1e-6)
+
+
+def test_word_piece_ids_ride_as_the_token_states_last_channel():
+    from stiv_jax.encoders import get_text_encoder
+
+    plain = get_text_encoder({"name": "minilm", "max_length": 16})
+    enc = get_text_encoder({"name": "minilm", "max_length": 16, "word_pieces": 64, "word_bag": 8})
+    assert (enc.dim, enc.pooled_dim) == (plain.dim + 1, plain.pooled_dim + 8)
+    texts = ["a red square moves left", ""]
+    got, want = enc.encode(texts), plain.encode(texts)
+    ids, mask = plain.tokenize(texts)
+    np.testing.assert_array_equal(got.tokens[..., :-1], want.tokens)
+    np.testing.assert_array_equal(got.tokens[..., -1], np.where(mask, ids, 0))
+    assert got.tokens[0, 1, -1] > 1000  # a real word piece's id, exactly
 
 
 def test_input_skip_starts_as_no_change_and_can_copy_the_reference(tiny_config):
