@@ -567,7 +567,7 @@ def crossattn(workdir: str, num: int = 8, step: int | None = None) -> None:
     # Are the keys' inputs distinct words or one caption-wide vector? Over the real tokens of
     # the same captions: mean pairwise cosine, and the share of their energy in the mean token.
     e = enc.encode(captions)
-    ctx = model.text_proj(jnp.asarray(e.tokens))
+    ctx = model.caption_tokens(jnp.asarray(e.tokens), jnp.asarray(e.mask), refine=False)
     stages = [("projected caption tokens", ctx)]
     if model.text_refiner is not None:
         stages.append(("refined caption tokens", model.text_refiner(ctx, jnp.asarray(e.mask))))

@@ -254,9 +254,10 @@ class STIV(nnx.Module):
             c = c + layer_norm(self.motion_embed(cond["motion"][:, None]))
         return c
 
-    def context(self, cond: Conditions):
-        """Text tokens projected to D (+ image tokens when the image-cond method adds them)."""
-        tokens, mask = cond["text_tokens"], cond["text_mask"]
+    def caption_tokens(self, tokens: jax.Array, mask: jax.Array, *, refine: bool = True):
+        """Text token states [B, L, token_width] and mask [B, L] -> caption tokens [B, L, D]:
+        projected, plus the word-piece and window terms, then the refiner (unless `refine`
+        is False)."""
         if tokens.shape[-1] != token_width(self.cfg):
             raise ValueError(
                 f"text_tokens width {tokens.shape[-1]} != {token_width(self.cfg)} (model.text_dim"
@@ -271,8 +272,14 @@ class STIV(nnx.Module):
             ctx = ctx + self.word_pieces(ids, mask)
         if self.text_window is not None:
             ctx = ctx + self.text_window(tokens, mask)
-        if self.text_refiner is not None:
+        if refine and self.text_refiner is not None:
             ctx = self.text_refiner(ctx, mask)
+        return ctx
+
+    def context(self, cond: Conditions):
+        """Caption tokens (+ image tokens when the image-cond method adds them) and mask."""
+        mask = cond["text_mask"]
+        ctx = self.caption_tokens(cond["text_tokens"], mask)
         if self.image_embed is not None:
             img, img_mask = self.image_cond.context_tokens(cond, self.cfg.patch_size)
             img = self.image_embed(img.astype(self.dtype))
