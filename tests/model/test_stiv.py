@@ -42,6 +42,18 @@ def _perturb(model, scale=0.05):
     return nnx.merge(graphdef, jax.tree.unflatten(tree, leaves))
 
 
+def _with_fresh_part(config, key: str, value):
+    """(base, fresh): a perturbed model, and the model with `config.model.<key> = value`
+    holding base's weights plus only its new part `key` (checked), as initialised."""
+    base = _perturb(STIV(config.model, in_channels=3, rngs=nnx.Rngs(0)))
+    config.model[key] = value
+    graphdef, params = nnx.split(STIV(config.model, in_channels=3, rngs=nnx.Rngs(0)), nnx.Param)
+    mine = nnx.to_pure_dict(params)
+    assert set(mine) - set(nnx.to_pure_dict(nnx.state(base, nnx.Param))) == {key}
+    mine.update(nnx.to_pure_dict(nnx.state(base, nnx.Param)))
+    return base, nnx.merge(graphdef, mine)
+
+
 def test_adaln_zero_init_block_is_identity():
     block = STIVBlock(
         32, 2, 4.0, impl="xla", rngs=nnx.Rngs(0), dtype=jnp.float32, param_dtype=jnp.float32
@@ -271,15 +283,7 @@ def test_window_carries_a_neighbours_word_and_not_a_far_one(tiny_config):
     np.testing.assert_allclose(far, np.full(5, -5.0 / 9), atol=1e-5)
     xv = jax.random.normal(jax.random.key(1), (2, 4, 16, 16, 3))
     t, cond = jnp.full((2,), 0.4), _cond(2, 4, 16, 16)
-    base = _perturb(STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0)))
-    tiny_config.model.text_window = 2
-    graphdef, params = nnx.split(
-        STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0)), nnx.Param
-    )
-    mine = nnx.to_pure_dict(params)
-    assert set(mine) - set(nnx.to_pure_dict(nnx.state(base, nnx.Param))) == {"text_window"}
-    mine.update(nnx.to_pure_dict(nnx.state(base, nnx.Param)))
-    fresh = nnx.merge(graphdef, mine)
+    base, fresh = _with_fresh_part(tiny_config, "text_window", 2)
     np.testing.assert_allclose(fresh(xv, t, cond), base(xv, t, cond), atol=1e-6)
     trained = _perturb(fresh)
     assert float(jnp.abs(trained(xv, t, cond) - base(xv, t, cond)).max()) > 1e-4
@@ -310,15 +314,7 @@ def test_word_pieces_say_which_word_is_near_and_on_which_side(tiny_config):
 
     xv = jax.random.normal(jax.random.key(1), (2, 4, 16, 16, 3))
     t, cond = jnp.full((2,), 0.4), _cond(2, 4, 16, 16)
-    base = _perturb(STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0)))
-    tiny_config.model.word_pieces = 64
-    graphdef, params = nnx.split(
-        STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0)), nnx.Param
-    )
-    mine = nnx.to_pure_dict(params)
-    assert set(mine) - set(nnx.to_pure_dict(nnx.state(base, nnx.Param))) == {"word_pieces"}
-    mine.update(nnx.to_pure_dict(nnx.state(base, nnx.Param)))
-    fresh = nnx.merge(graphdef, mine)
+    base, fresh = _with_fresh_part(tiny_config, "word_pieces", 64)
     ids = jnp.array([[101, 2417, 2187, 0, 0], [101, 2630, 2157, 0, 0]], float)  # 3 real each
     with_ids = dict(cond, text_tokens=jnp.concatenate([cond["text_tokens"], ids[..., None]], -1))
     np.testing.assert_allclose(fresh(xv, t, with_ids), base(xv, t, cond), atol=1e-6)
