@@ -28,9 +28,6 @@ import numpy as np
 
 from stiv_jax.data.shapes import DIRECTIONS, generate_clip
 
-HELDOUT_SEED = 1_000_003  # config.data.shapes.heldout_seed
-
-
 BUCKETS = 1024  # word-piece hash buckets, as the S config's word bag
 FEATURES = (
     "colour-word token state",
@@ -58,15 +55,15 @@ def features(encoder, captions: list[str], objects: list[list[dict]]) -> tuple[d
     window = np.asarray(window_mean(emb.tokens, mask, 4))  # model.text_window=4's feature
     hashed = np.asarray(ids) % BUCKETS
 
-    def bins(i: int, j: int) -> np.ndarray:  # model.word_pieces' feature, one table per bin
+    def bins(i: int) -> np.ndarray:  # model.word_pieces' feature, one table per bin: [L, K·V]
         onehot = np.eye(BUCKETS, dtype=np.float32)[hashed[i : i + 1]]
-        return np.asarray(bin_sums(onehot, mask[i : i + 1])[0, j])
+        return np.asarray(bin_sums(onehot, mask[i : i + 1])[0])
 
     colour_ids = {}
     out = {name: [] for name in FEATURES}
     labels = []
     for i, objs in enumerate(objects):
-        row = [int(t) for t in ids[i]]
+        row, row_bins = [int(t) for t in ids[i]], bins(i)  # once per caption, both objects
         for obj in objs:
             c = obj["color"]
             if c not in colour_ids:  # word pieces of the colour word alone, no [CLS]/[SEP]
@@ -77,7 +74,7 @@ def features(encoder, captions: list[str], objects: list[list[dict]]) -> tuple[d
                 raise ValueError(f"colour {c!r} not found in the tokens of {captions[i]!r}")
             out[FEATURES[0]].append(np.asarray(emb.tokens[i, j : j + len(colour_ids[c])]).mean(0))
             out[FEATURES[1]].append(window[i, j])
-            out[FEATURES[2]].append(bins(i, j))
+            out[FEATURES[2]].append(row_bins[j])
             out[FEATURES[3]].append(np.asarray(emb.pooled[i, : emb.tokens.shape[-1]]))
             labels.append(list(DIRECTIONS).index(obj["motion"]))
     return {k: np.stack(v) for k, v in out.items()}, np.asarray(labels)
@@ -93,7 +90,9 @@ def ridge_accuracy(xtr, ytr, xte, yte, lam: float = 1.0) -> float:
 
 
 def clips(split: str, start: int, n: int):
-    seed = 0 if split == "train" else HELDOUT_SEED
+    from configs.stiv import get_config
+
+    seed = 0 if split == "train" else get_config("variant=S").data.shapes.heldout_seed
     caps, objs = [], []
     for i in range(start, start + n):
         c = generate_clip(i, split=split, seed=seed, drill=True, drill_objects=2)

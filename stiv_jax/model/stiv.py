@@ -224,7 +224,7 @@ class STIV(nnx.Module):
             dense(out_dim, d, (None, EMBED), **kw) if cfg.get("self_cond", False) else None
         )
         # Hashed word pieces summed by relative position around each caption token (ids in
-        # the tokens' last channel, encoders.base.WordPieces); zero at init. Last, as above.
+        # the tokens' last channel, encoders.base.WordPieceIds); zero at init. Last, as above.
         nwp = int(cfg.get("word_pieces", 0))
         self.word_pieces = WordPieces(nwp, d, **kw) if nwp else None
         initialize_weights(self)

@@ -8,19 +8,19 @@ two directions, and only cross-attention from an object's video tokens to the wo
 that object can say whose is whose. The S model's objects attend to their own colour word
 (docs/quality.md §12.4), so the colour word's token must say how its object moves. A small
 sentence encoder's contextual states do that only for the phrasings it was trained on: a
-linear probe on MiniLM's colour-word state finds its object's direction in 0.69 of unseen
-captions of the training templates but 0.23-0.26 of the held-out templates (a ±4-token
-mean of the states, `model.text_window`'s feature: 0.94 and 0.27-0.37). Learned word-piece
-embeddings summed per relative-position bin around the token find it in 0.94 and 0.95
-(docs/quality.md §20.1): which words are near, and on which side, does not depend on the
-phrasing's other words.
+linear probe on MiniLM's colour-word state finds its object's direction in 0.68 of unseen
+captions of the training templates but 0.25 of the held-out templates (a ±4-token mean of
+the states, `model.text_window`'s feature: 0.92 and 0.21). Learned word-piece embeddings
+summed per relative-position bin around the token find it in 0.94 and 0.94
+(`benchmarks/text_binding.py`, docs/quality.md §20.1): which words are near, and on which
+side, does not depend on the phrasing's other words.
 
 Each real token i gets Σ_k W_k · Σ_{j real, j - i ∈ BINS[k]} table[ids_j]: one learned
 embedding per hashed word piece (V × E, shared by the bins) summed over each bin of
 relative offsets, then one linear map per bin (one [K·E, D] kernel). The kernel starts at
 zero, so a new path changes nothing until it trains and `train.init_from` a model without
 it copies every other weight. The ids ride in the encoder's token states as one extra last
-channel (`encoders.base.WordPieces`), so nothing else in the batch changes.
+channel (`encoders.base.WordPieceIds`), so nothing else in the batch changes.
 """
 
 from __future__ import annotations
