@@ -15,12 +15,14 @@ python benchmarks/quality_probes.py direction --workdir W [--num 24] [--step N]
     medium/fast speed (plain background, no pan), caption as is vs with the opposite
     direction: mean cosine between the measured object displacement and the TRUE direction
     for the one-step x1-hat at t = 0 / 0.2 / 0.4 and for full samples (default sampler)
-python benchmarks/quality_probes.py binding --workdir W [--num 24] [--step N] [--t2v]
+python benchmarks/quality_probes.py binding --workdir W [--num 24] [--step N] [--t2v] [--swappable]
     does each object take ITS direction? TI2V (T2V with --t2v: no first frame, so its start
     positions cannot hint) on held-out binding-drill clips (two fast
     objects, different directions, plain, `generate_clip(drill=True, drill_objects=2)`),
     caption as is vs with the two objects' directions swapped: per object, mean cosine of its
-    sampled displacement with its own and with the other object's direction
+    sampled displacement with its own and with the other object's direction; `--swappable`:
+    the clips' starts fit either assignment (`drill_swappable`), so the swapped caption
+    describes an equally possible clip
 python benchmarks/quality_probes.py crossattn --workdir W [--num 8]
     where does each object look among the words? TI2V on held-out binding-drill clips at
     t = 0.3: the cross-attention weight (heads and blocks averaged) from the object's
@@ -365,7 +367,13 @@ def swap_directions(clip: dict) -> str:
     return _caption(tpl, objs, truth["background"], still, background=True)
 
 
-def binding(workdir: str, num: int = 24, step: int | None = None, t2v: bool = False) -> None:
+def binding(
+    workdir: str,
+    num: int = 24,
+    step: int | None = None,
+    t2v: bool = False,
+    swappable: bool = False,
+) -> None:
     import math
 
     from stiv_jax.data.shapes import generate_clip
@@ -375,9 +383,10 @@ def binding(workdir: str, num: int = 24, step: int | None = None, t2v: bool = Fa
     config = pipe.config
     seed, res, frames = config.data.shapes.heldout_seed, config.data.res, config.data.frames
     clips = [generate_clip(i, split="heldout", seed=seed, res=res, frames=frames, drill=True,
-                           drill_objects=2) for i in range(num)]  # fmt: skip
+                           drill_objects=2, drill_swappable=swappable)
+             for i in range(num)]  # fmt: skip
 
-    mode = "T2V" if t2v else "TI2V"
+    mode = ("T2V" if t2v else "TI2V") + (", swappable starts" if swappable else "")
     print(f"{workdir}: {num} held-out binding-drill clips, {mode}, e.g. {clips[0]['caption']!r}")
     exact = math.cos(math.pi / 8)
     for name, caps in (("true", [c["caption"] for c in clips]),
@@ -829,6 +838,9 @@ if __name__ == "__main__":
     ap.add_argument("--raw", action="store_true", help="raw weights instead of EMA")
     ap.add_argument("--num", type=int, default=None, help="clips (default: the probe's own)")
     ap.add_argument("--t2v", action="store_true", help="binding probe: T2V (no first frame)")
+    ap.add_argument(
+        "--swappable", action="store_true", help="binding probe: starts that fit either direction"
+    )
     ap.add_argument("--scales", default="1,1.5", help="trajectory probe: guidance scales")
     a = ap.parse_args()
     if a.probe == "spot":
@@ -838,7 +850,7 @@ if __name__ == "__main__":
     elif a.probe == "direction":
         direction(a.workdir, a.num or 24, a.step)
     elif a.probe == "binding":
-        binding(a.workdir, a.num or 24, a.step, a.t2v)
+        binding(a.workdir, a.num or 24, a.step, a.t2v, a.swappable)
     elif a.probe == "crossattn":
         crossattn(a.workdir, a.num or 24, a.step)
     elif a.probe == "background":

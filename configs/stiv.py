@@ -161,6 +161,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.shapes.drill = False  # direction drill clips only (set by stage=drill)
     d.shapes.drill_share = 0.0  # share of training clips drawn from the drill (0 = none)
     d.shapes.drill_objects = 1  # objects per drill clip: 2 = binding drill, distinct directions
+    # Binding drill: starts where either object could take either direction, so only the
+    # caption says which object moves which way (docs/quality.md §21).
+    d.shapes.drill_swappable = False
     # Share of training clips whose objects start where their track fits in every direction
     # (still camera), so the start does not hint at the direction (docs/quality.md §19).
     d.shapes.free_start = 0.0  # share of training clips with direction-free starts (0 = none)

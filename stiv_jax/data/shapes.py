@@ -86,6 +86,8 @@ _FREE_START_STREAM = 9  # rng stream of ShapesSource's free_start draw
 # those whose task gives a frame (then the image is there to tell the background).
 BG_DROP_TASKS = ("all", "given")
 DRILL_SPEEDS = ("fast",)  # speeds of the direction drill (`generate_clip(drill=True)`)
+SWAP_ATTEMPTS = 30  # start draws per direction pair of a swappable binding-drill clip
+SWAP_PAIRS = 20  # direction pairs tried before a swappable binding-drill clip is an error
 
 _SPEED_ADV = {"slow": "slowly", "medium": "at a medium speed", "fast": "quickly"}
 _DIR_WORDS = {
@@ -343,6 +345,36 @@ def _overlap(a: dict, b: dict) -> bool:
     return bool(np.any(d < a["size"] + b["size"] + 1.0))
 
 
+def _place_swappable(rng: np.random.Generator, objs: list[dict], res: int, n: int) -> bool:
+    """Binding drill: starts from which each object's track fits with EITHER object's
+    velocity and the two tracks never touch under either assignment, so the caption with the
+    two directions swapped describes an equally possible clip and the starts cannot say
+    which object takes which direction (docs/quality.md §21). False if no such starts.
+    """
+    t = np.arange(n, dtype=np.float64)
+    vel = [np.asarray(o["velocity"], np.float64) for o in objs]
+    for _ in range(SWAP_ATTEMPTS):
+        starts = []
+        for o in objs:
+            h = float(o["size"].max())
+            lo = h - np.minimum(0.0, np.minimum(vel[0], vel[1]) * t[-1])  # [2] x, y
+            hi = res - 1 - h - np.maximum(0.0, np.maximum(vel[0], vel[1]) * t[-1])
+            if np.any(lo > hi):
+                return False
+            starts.append(rng.uniform(lo, hi))
+        tracks = [[s[:, None] + v[:, None] * t for v in vel] for s in starts]  # [obj][vel]
+        a, b = objs
+        own = ({**a, "x": tracks[0][0][0], "y": tracks[0][0][1]},
+               {**b, "x": tracks[1][1][0], "y": tracks[1][1][1]})  # fmt: skip
+        swapped = ({**a, "x": tracks[0][1][0], "y": tracks[0][1][1]},
+                   {**b, "x": tracks[1][0][0], "y": tracks[1][0][1]})  # fmt: skip
+        if not _overlap(*own) and not _overlap(*swapped):
+            for o, placed in zip(objs, own):
+                o["x"], o["y"] = placed["x"], placed["y"]
+            return True
+    return False
+
+
 def _caption(tpl: Template, objs: list[dict], bg: dict, pan: dict, background: bool) -> str:
     bg_words = (
         f"a plain {bg['color']} background"
@@ -393,6 +425,7 @@ def generate_clip(
     frame_stride: int = 1,
     drill: bool = False,
     drill_objects: int = 1,
+    drill_swappable: bool = False,
     free_start: bool = False,
     caption_background: bool = True,
     caption_without_background: bool = False,
@@ -409,6 +442,10 @@ def generate_clip(
     caption must also say which object takes which (docs/quality.md §11.1). Their starts
     are placed like the default clips' (two direction-free starts would collide at 32 px), so
     there the start position does hint at the direction.
+    `drill_swappable` (binding drill only): both starts are drawn where either object's
+    track fits with either direction and the tracks never touch under either assignment
+    (`_place_swappable`), so the starts say nothing about which object takes which
+    direction; only the caption's binding does (docs/quality.md §21).
     `free_start`: every object whose track fits in every direction from some start (and
     the camera is still) starts there, as in the drill, so its start does not hint at its
     direction; a second object that keeps touching the first falls back to the default
@@ -452,7 +489,18 @@ def generate_clip(
         span = min(res - 1 - 2 * float(o["size"].max()) for o in objs)
         pan["rate"] = min(pan["rate"], span / max(n - 1, 1))
         cam = np.outer(t * pan["rate"], DIRECTIONS[pan["direction"]])
-    for i, obj in enumerate(objs):
+    swappable = drill and drill_objects == 2 and drill_swappable
+    for _ in range(SWAP_PAIRS if swappable else 0):
+        if _place_swappable(rng, objs, res, n):
+            break
+        obj = _sample_object(rng, res, n, [objs[0]["color"]], drill)
+        while obj["motion"] == objs[0]["motion"]:
+            obj = _sample_object(rng, res, n, [objs[0]["color"]], drill)
+        objs[1] = obj
+    else:
+        if swappable:
+            raise ValueError(f"ShapesBench binding drill: res={res} has no swappable starts")
+    for i, obj in enumerate(objs if not swappable else ()):
         for attempt in range(30):  # re-draw the start until the two tracks never touch
             # Two direction-free starts would both sit in the frame's centre and collide,
             # so the binding drill places each track like the default clips do.
@@ -532,6 +580,7 @@ class ShapesSource:
         frame_stride: int = 1,
         drill: bool = False,
         drill_objects: int = 1,
+        drill_swappable: bool = False,
         drill_share: float = 0.0,
         free_start: float = 0.0,
         bg_drop: float = 0.0,
@@ -577,6 +626,7 @@ class ShapesSource:
             frame_stride=frame_stride,
             drill=drill,
             drill_objects=drill_objects,
+            drill_swappable=drill_swappable,
         )
 
     def __len__(self) -> int:
@@ -623,4 +673,5 @@ def config_kwargs(config: Any) -> dict[str, Any]:
         frame_stride=int(d.frame_stride),
         drill=bool(d.shapes.get("drill", False)),
         drill_objects=int(d.shapes.get("drill_objects", 1)),
+        drill_swappable=bool(d.shapes.get("drill_swappable", False)),
     )

@@ -321,6 +321,50 @@ def test_binding_drill_has_two_objects_with_different_directions():
     assert len(src[0]["truth"]["objects"]) == 2
 
 
+def _swap_fits(c: dict) -> bool:
+    """Whether the clip's starts also fit the swapped directions (in frame, never touching)."""
+    a, b = c["truth"]["objects"]
+    t = np.arange(c["truth"]["frames"])
+    res = c["truth"]["res"]
+    moved = []
+    for o, v in ((a, b["velocity"]), (b, a["velocity"])):
+        x, y = o["x"][0] + v[0] * t, o["y"][0] + v[1] * t
+        h = float(o["size"].max())
+        if min(x.min(), y.min()) < h - 1e-4 or max(x.max(), y.max()) > res - 1 - h + 1e-4:
+            return False
+        moved.append({"x": x, "y": y, "size": o["size"]})
+    return not shapes._overlap(*moved) and not shapes._overlap(a, b)
+
+
+def test_swappable_binding_drill_starts_fit_either_assignment():
+    default = [generate_clip(i, drill=True, drill_objects=2) for i in range(60)]
+    assert np.mean([_swap_fits(c) for c in default]) < 0.7  # the default starts often tell
+    pairs = set()
+    for i in range(60):
+        c = generate_clip(i, drill=True, drill_objects=2, drill_swappable=True)
+        a, b = c["truth"]["objects"]
+        assert a["motion"] != b["motion"] and a["speed"] in shapes.DRILL_SPEEDS
+        assert _swap_fits(c), c["caption"]
+        for o in (a, b):  # its own track is the one drawn: start + velocity * t
+            v = o["velocity"]
+            np.testing.assert_allclose(o["x"], o["x"][0] + v[0] * np.arange(8), atol=1e-4)
+            np.testing.assert_allclose(o["y"], o["y"][0] + v[1] * np.arange(8), atol=1e-4)
+        pairs.add(frozenset((a["motion"], b["motion"])))
+    assert len(pairs) >= 20  # of the 28 direction pairs: none is ruled out
+    # Off, or outside the binding drill, the flag changes nothing.
+    for kw in ({"drill": True}, {}):
+        np.testing.assert_array_equal(
+            generate_clip(4, drill_swappable=True, **kw)["video"], generate_clip(4, **kw)["video"]
+        )
+    src = ShapesSource(8, drill=True, drill_objects=2, drill_swappable=True)
+    assert (
+        src[2]["caption"]
+        == generate_clip(2, drill=True, drill_objects=2, drill_swappable=True)["caption"]
+    )
+    with pytest.raises(ValueError, match="no swappable starts"):
+        generate_clip(0, frames=30, drill=True, drill_objects=2, drill_swappable=True)
+
+
 def test_drill_share_mixes_drill_clips_into_the_training_source():
     src = ShapesSource(400, drill_share=0.5)
     is_drill = [src[i]["caption"] == generate_clip(i, drill=True)["caption"] for i in range(400)]
