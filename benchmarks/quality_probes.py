@@ -14,7 +14,9 @@ python benchmarks/quality_probes.py direction --workdir W [--num 24] [--step N]
     does the model read the direction words? TI2V on held-out single-object clips moving at
     medium/fast speed (plain background, no pan), caption as is vs with the opposite
     direction: mean cosine between the measured object displacement and the TRUE direction
-    for the one-step x1-hat at t = 0 / 0.2 / 0.4 and for full samples (default sampler)
+    for the one-step x1-hat at t = 0 / 0.2 / 0.4 and for full samples (default sampler);
+    and at t = 0 with the tokens of one caption and the pooled vector (+ word bag) of the
+    other: which path carries the direction, cross-attention or AdaLN
 python benchmarks/quality_probes.py binding --workdir W [--num 24] [--step N] [--t2v] [--swappable]
     does each object take ITS direction? TI2V (T2V with --t2v: no first frame, so its start
     positions cannot hint) on held-out binding-drill clips (two fast
@@ -342,6 +344,21 @@ def direction(workdir: str, num: int = 24, step: int | None = None) -> None:
         "x1-hat at t=0.0, object mass per frame (px): centroid shift along the true direction"
         " | spread\n" + "\n".join(rings)
     )
+    # Which path carries the direction: the caption tokens (cross-attention, per token) or
+    # the pooled vector and word bag (AdaLN, one vector for the whole clip)? Each from a
+    # different caption; a path the model does not use leaves x1-hat where the other puts it.
+    true, opp = conds["true"], conds["opposite"]
+    if true["text_tokens"].shape == opp["text_tokens"].shape:
+        mixed = {
+            "tokens true, pooled opposite": {**true, "text_pooled": opp["text_pooled"]},
+            "tokens opposite, pooled true": {**opp, "text_pooled": true["text_pooled"]},
+        }
+        xt, tt = jnp.where(given, x1, eps), jnp.zeros((b,))
+        for name, cond in mixed.items():
+            xh = xt + to_velocity(model(xt, tt, cond), xt, tt, prediction)
+            vids = to_uint8(np.asarray(comps.autoencoder.decode(xh)))
+            print(f"x1-hat at t=0.0, {name}: {summary([cosine(v, c) for v, c in zip(vids, clips)])}"
+                  f"\n  {mass_track(vids, clips)}", flush=True)  # fmt: skip
     row = []
     for name, caps in captions.items():
         cs = [
