@@ -406,6 +406,7 @@ def binding(
     mode = ("T2V" if t2v else "TI2V") + (", swappable starts" if swappable else "")
     print(f"{workdir}: {num} held-out binding-drill clips, {mode}, e.g. {clips[0]['caption']!r}")
     exact = math.cos(math.pi / 8)
+    scores = {}
     for name, caps in (("true", [c["caption"] for c in clips]),
                        ("swapped", [swap_directions(c) for c in clips])):  # fmt: skip
         own, other = [], []
@@ -421,6 +422,14 @@ def binding(
               f"with its own direction {np.nanmean(own):+.2f} (exact {np.mean(own[seen] > exact):.2f}), "
               f"with the other object's {np.nanmean(other):+.2f} "
               f"(exact {np.mean(other[seen] > exact):.2f})", flush=True)  # fmt: skip
+        scores[name] = own, other
+    # The same clips and seeds under both captions: what the swap changes is the binding. A
+    # model that binds trades own and other (effect 1 - cos between the two directions, 0.7
+    # on average); one that does not leaves both where they were (effect 0), whatever its
+    # own/other gap, which then comes from the clips and seeds, not the words.
+    (own_t, other_t), (own_s, other_s) = scores["true"], scores["swapped"]
+    effect = np.nanmean(((own_t - own_s) + (other_s - other_t)) / 2)
+    print(f"swap effect (own's drop + other's rise) / 2: {effect:+.2f}")
     tok, vel = swap_reach(pipe, clips[:6])
     print(f"the swap changes the caption tokens by {tok:.3f} and the velocity by {vel:.4f} "
           "(mean |difference| / mean |true|; 6 clips, frame 0 given, t = 0.3)")  # fmt: skip
