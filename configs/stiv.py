@@ -99,6 +99,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.mask_loss_weight = 1.0  # MaskDiT loss weight of masked tokens (1 = all equal, 0 = kept only)
     m.decoder_depth = 2  # MaskDiT decoder blocks that run on all tokens
     m.temporal_adaln = True  # AdaLN scale/shift/gate on temporal + cross attention too
+    # Spatial attention's keys move by a velocity each token predicts × its frame index
+    # (zero at init): content can be pushed to where it goes (docs/quality.md §21).
+    m.key_shift = False
     m.causal_temporal = False  # causal temporal attention (ablation)
     m.rope_theta = 10000.0  # RoPE base
     m.rope_interpolation = True  # scale positions to the training grid when the grid differs

@@ -8,11 +8,14 @@ D width, N heads, H = D / N head dim. The norm, rotation and softmax run inside
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from stiv_jax.kernels import attention
+from stiv_jax.kernels.prologue import qk_prologue
 from stiv_jax.model.layers import EMBED, HEADS, RMSNorm, dense
+from stiv_jax.model.rope import rope_2d_offsets
 
 # Name the remat policy saves (see stiv.py: remat="attention").
 ATTN_OUT = "attn_out"
@@ -20,22 +23,59 @@ ATTN_OUT = "attn_out"
 
 class SelfAttention(nnx.Module):
     """x [B, L, D], rope (cos, sin) broadcastable to [B, L, H/2], optional key mask [B, L]
-    -> [B, L, D]."""
+    -> [B, L, D].
 
-    def __init__(self, dim: int, heads: int, *, impl: str, rngs: nnx.Rngs, dtype, param_dtype):
+    `key_shift` (2D RoPE only): each token also predicts a velocity u [N, 2] per head (grid
+    units per frame; a linear map of x, zero at init) and its key is rotated as if it stood
+    at p + u · time (`time` [B]: the frame index of each row): a token that knows where its
+    content goes can put its key there, so the token at the destination finds it by
+    position without knowing the direction itself (docs/quality.md §21)."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        impl: str,
+        rngs: nnx.Rngs,
+        dtype,
+        param_dtype,
+        key_shift: bool = False,
+        theta: float = 10000.0,
+    ):
         if dim % heads:
             raise ValueError(f"width {dim} is not divisible by heads {heads}")
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.heads, self.impl = heads, impl
+        self.heads, self.impl, self.theta = heads, impl, theta
         self.qkv = dense(dim, 3 * dim, (EMBED, HEADS), **kw)
         self.q_norm = RMSNorm(dim // heads, param_dtype=param_dtype)
         self.k_norm = RMSNorm(dim // heads, param_dtype=param_dtype)
         self.out = dense(dim, dim, (HEADS, EMBED), **kw)
+        zeros = nnx.initializers.zeros_init()
+        self.key_shift = (
+            dense(dim, 2 * heads, (EMBED, None), **kw, kernel_init=zeros) if key_shift else None
+        )
 
-    def __call__(self, x: jax.Array, rope=None, causal: bool = False, mask=None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, rope=None, causal: bool = False, mask=None, time=None
+    ) -> jax.Array:
         b, l, d = x.shape
-        qkv = self.qkv(x).reshape(b, l, 3, self.heads, d // self.heads)
+        n, hd = self.heads, d // self.heads
+        qkv = self.qkv(x).reshape(b, l, 3, n, hd)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if self.key_shift is not None and rope is not None and time is not None:
+            eps = 1e-6  # `attention`'s
+            q = qk_prologue(q, self.q_norm.scale[...], rope, eps)
+            k = qk_prologue(k, self.k_norm.scale[...], rope, eps)
+            u = self.key_shift(x).astype(jnp.float32).reshape(b, l, n, 2)
+            cos, sin = rope_2d_offsets(u * time.astype(jnp.float32)[:, None, None, None], hd,
+                                       theta=self.theta)  # fmt: skip
+            half = hd // 2  # per-head tables: rotate each head by its own offset
+            k1, k2 = k[..., :half], k[..., half:]
+            k = jnp.concatenate([k1 * cos - k2 * sin, k1 * sin + k2 * cos], axis=-1)
+            o = attention(q, k, v.astype(jnp.float32), mask=mask, causal=causal, impl=self.impl)
+            o = checkpoint_name(o.astype(x.dtype), ATTN_OUT)
+            return self.out(o.reshape(b, l, d))
         o = attention(
             q,
             k,

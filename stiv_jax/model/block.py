@@ -48,6 +48,8 @@ class STIVBlock(nnx.Module):
         impl,
         causal_temporal=False,
         temporal_adaln=True,
+        key_shift=False,
+        theta=10000.0,
         rngs,
         dtype,
         param_dtype,
@@ -55,7 +57,7 @@ class STIVBlock(nnx.Module):
         kw = dict(impl=impl, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.causal_temporal = causal_temporal
         self.temporal_adaln = temporal_adaln
-        self.spatial = SelfAttention(dim, heads, **kw)
+        self.spatial = SelfAttention(dim, heads, **kw, key_shift=key_shift, theta=theta)
         self.temporal = SelfAttention(dim, heads, **kw)
         self.cross = CrossAttention(dim, heads, **kw)
         self.mlp = MLP(dim, int(dim * mlp_ratio), rngs=rngs, dtype=dtype, param_dtype=param_dtype)
@@ -74,8 +76,9 @@ class STIVBlock(nnx.Module):
 
         mid = sandwich if self.temporal_adaln else plain
 
-        def spatial(h):  # frames folded into batch
-            out = self.spatial(h.reshape(b * f, s, d), rope=_fold_rope(rope_s, f))
+        def spatial(h):  # frames folded into batch; `time`: each row's frame index
+            time = jnp.tile(jnp.arange(f), b)
+            out = self.spatial(h.reshape(b * f, s, d), rope=_fold_rope(rope_s, f), time=time)
             return out.reshape(b, f, s, d)
 
         def temporal(h):  # tokens folded into batch

@@ -56,3 +56,19 @@ def rope_2d(
         [np.repeat(rows, w, axis=0), np.tile(cols, (h, 1))], axis=-1
     )  # [h·w, H/2]
     return jnp.asarray(np.cos(angles), jnp.float32), jnp.asarray(np.sin(angles), jnp.float32)
+
+
+def rope_2d_offsets(
+    offsets: jnp.ndarray, head_dim: int, *, theta: float = 10000.0
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Tables [..., head_dim/2] that move a 2D-RoPE'd vector by `offsets` [..., 2] (rows,
+    cols; fractional grid units): `rope_2d`'s layout, so rotating a key at grid position p by
+    these gives the key at p + offset (rotations add their angles)."""
+    if head_dim % 4:
+        raise ValueError(f"head_dim={head_dim} must be a multiple of 4 for 2D RoPE")
+    quarter = jnp.asarray(_freqs(head_dim // 4, theta), jnp.float32)
+    offsets = offsets.astype(jnp.float32)
+    angles = jnp.concatenate(
+        [offsets[..., :1] * quarter, offsets[..., 1:] * quarter], axis=-1
+    )  # [..., H/2]
+    return jnp.cos(angles), jnp.sin(angles)

@@ -168,6 +168,8 @@ class STIV(nnx.Module):
             impl=cfg.attention_impl,
             causal_temporal=cfg.causal_temporal,
             temporal_adaln=cfg.get("temporal_adaln", True),
+            key_shift=bool(cfg.get("key_shift", False)),
+            theta=cfg.rope_theta,
             **kw,
         )
         if cfg.scan_blocks:

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from stiv_jax.kernels.attention import apply_rope
 from stiv_jax.model.rope import rope_1d, rope_2d
@@ -66,3 +67,42 @@ def test_interpolation_maps_positions_onto_training_range():
     )
     # same grid as training: no change
     np.testing.assert_allclose(rope_1d(8, 16, train_n=8)[0], cos8)
+
+
+def test_key_shift_puts_each_key_where_its_velocity_takes_it():
+    """`SelfAttention(key_shift=True)`: zero at init (the plain attention's output); a
+    velocity u at frame index `time` makes a key at grid position p attend like one at
+    p + u·time (reference: the keys rotated by `rope_2d` tables of the shifted grid)."""
+    from stiv_jax.kernels.attention import attention_reference
+    from stiv_jax.kernels.prologue import qk_prologue
+    from stiv_jax.model.attention import SelfAttention
+    from stiv_jax.model.rope import rope_2d_offsets
+
+    kw = dict(impl="xla", rngs=nnx.Rngs(0), dtype=jnp.float32, param_dtype=jnp.float32)
+    shifted = SelfAttention(16, 2, **kw, key_shift=True)
+    plain = SelfAttention(16, 2, **{**kw, "rngs": nnx.Rngs(0)})
+    mine = nnx.to_pure_dict(nnx.state(shifted, nnx.Param))
+    nnx.update(plain, {k: v for k, v in mine.items() if k != "key_shift"})
+    x = jax.random.normal(jax.random.key(0), (3, 9, 16))
+    rope, time = rope_2d(3, 3, 8), jnp.array([0.0, 1.0, 2.0])
+    np.testing.assert_allclose(shifted(x, rope=rope, time=time), plain(x, rope=rope), atol=1e-6)
+
+    # Every token's velocity (1 row, -1 col) per frame: at frame index 2 the keys stand two
+    # rows down and two columns left of their tokens, on a 7 x 7 grid that holds them all.
+    bias = jnp.tile(jnp.array([1.0, -1.0]), 2)
+    shifted.key_shift.bias.set_value(bias)
+    big = rope_2d(7, 7, 8)
+    at = lambda rows, cols: tuple(t[jnp.asarray(rows) * 7 + jnp.asarray(cols)] for t in big)  # noqa: E731
+    r, c = jnp.divmod(jnp.arange(9), 3)
+    qkv = shifted.qkv(x).reshape(3, 9, 3, 2, 8)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    for i, tm in enumerate((0, 1, 2)):
+        qf = qk_prologue(q[i : i + 1], shifted.q_norm.scale[...], at(r + 2, c + 2), 1e-6)
+        kf = qk_prologue(k[i : i + 1], shifted.k_norm.scale[...], at(r + 2 + tm, c + 2 - tm), 1e-6)
+        want = shifted.out(attention_reference(qf, kf, v[i : i + 1]).reshape(1, 9, 16))
+        got = shifted(x, rope=rope, time=time)[i : i + 1]
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert float(jnp.abs(shifted(x, rope=rope, time=time) - plain(x, rope=rope))[1:].max()) > 1e-3
+    cos, sin = rope_2d_offsets(jnp.zeros((4, 2)), 8)  # no offset: the identity rotation
+    np.testing.assert_array_equal(cos, 1.0)
+    np.testing.assert_array_equal(sin, 0.0)
