@@ -297,6 +297,14 @@ def _sample_object(
     }
 
 
+def _next_object(rng: np.random.Generator, res: int, n: int, objs: list[dict], drill: bool) -> dict:
+    """An object to join `objs`: another colour, and in the binding drill another direction."""
+    obj = _sample_object(rng, res, n, [o["color"] for o in objs], drill)
+    while drill and objs and obj["motion"] == objs[0]["motion"]:
+        obj = _sample_object(rng, res, n, [o["color"] for o in objs], drill)
+    return obj
+
+
 def _place(
     rng: np.random.Generator,
     obj: dict,
@@ -476,9 +484,7 @@ def generate_clip(
     num_objects = drill_objects if drill else 2 if rng.random() < P_TWO_OBJECTS else 1
     objs: list[dict] = []
     for _ in range(num_objects):
-        obj = _sample_object(rng, res, n, [o["color"] for o in objs], drill)
-        while drill and objs and obj["motion"] == objs[0]["motion"]:  # binding: distinct
-            obj = _sample_object(rng, res, n, [o["color"] for o in objs], drill)
+        obj = _next_object(rng, res, n, objs, drill)
         if pan["direction"] != "none":  # objects are still in the world while the camera pans
             obj.update(motion="still", speed="none", velocity=(0.0, 0.0), growth=0.0)
             s0 = np.clip(obj["size"][0], SIZE_RANGE[0] * res, SIZE_RANGE[1] * res)
@@ -490,17 +496,14 @@ def generate_clip(
         pan["rate"] = min(pan["rate"], span / max(n - 1, 1))
         cam = np.outer(t * pan["rate"], DIRECTIONS[pan["direction"]])
     swappable = drill and drill_objects == 2 and drill_swappable
-    for _ in range(SWAP_PAIRS if swappable else 0):
-        if _place_swappable(rng, objs, res, n):
-            break
-        obj = _sample_object(rng, res, n, [objs[0]["color"]], drill)
-        while obj["motion"] == objs[0]["motion"]:
-            obj = _sample_object(rng, res, n, [objs[0]["color"]], drill)
-        objs[1] = obj
-    else:
-        if swappable:
+    if swappable:  # a new second object (direction) until some starts fit both assignments
+        for _ in range(SWAP_PAIRS):
+            if _place_swappable(rng, objs, res, n):
+                break
+            objs[1] = _next_object(rng, res, n, objs[:1], drill)
+        else:
             raise ValueError(f"ShapesBench binding drill: res={res} has no swappable starts")
-    for i, obj in enumerate(objs if not swappable else ()):
+    for i, obj in enumerate(() if swappable else objs):
         for attempt in range(30):  # re-draw the start until the two tracks never touch
             # Two direction-free starts would both sit in the frame's centre and collide,
             # so the binding drill places each track like the default clips do.

@@ -13,7 +13,7 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from stiv_jax.kernels import attention
-from stiv_jax.kernels.prologue import qk_prologue
+from stiv_jax.kernels.prologue import apply_rope, qk_prologue
 from stiv_jax.model.layers import EMBED, HEADS, RMSNorm, dense
 from stiv_jax.model.rope import rope_2d_offsets
 
@@ -70,9 +70,9 @@ class SelfAttention(nnx.Module):
             u = self.key_shift(x).astype(jnp.float32).reshape(b, l, n, 2)
             cos, sin = rope_2d_offsets(u * time.astype(jnp.float32)[:, None, None, None], hd,
                                        theta=self.theta)  # fmt: skip
-            half = hd // 2  # per-head tables: rotate each head by its own offset
-            k1, k2 = k[..., :half], k[..., half:]
-            k = jnp.concatenate([k1 * cos - k2 * sin, k1 * sin + k2 * cos], axis=-1)
+            # Per-head tables: heads folded into the sequence, so each is rotated by its own.
+            fold = lambda a: a.reshape(b, l * n, -1)  # noqa: E731
+            k = apply_rope(k.reshape(b, l * n, 1, hd), fold(cos), fold(sin)).reshape(b, l, n, hd)
             o = attention(q, k, v.astype(jnp.float32), mask=mask, causal=causal, impl=self.impl)
             o = checkpoint_name(o.astype(x.dtype), ATTN_OUT)
             return self.out(o.reshape(b, l, d))

@@ -77,7 +77,7 @@ class STIVBlock(nnx.Module):
         mid = sandwich if self.temporal_adaln else plain
 
         def spatial(h):  # frames folded into batch; `time`: each row's frame index
-            time = jnp.tile(jnp.arange(f), b)
+            time = jnp.tile(jnp.arange(f), b) if self.spatial.key_shift is not None else None
             out = self.spatial(h.reshape(b * f, s, d), rope=_fold_rope(rope_s, f), time=time)
             return out.reshape(b, f, s, d)
 
