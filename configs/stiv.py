@@ -127,6 +127,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # off): lets an object's colour word say how that object moves (quality.md §20).
     word_pieces = ml_collections.FieldReference(0)
     m.word_pieces = word_pieces  # the encoder then adds each token's id as a last channel
+    m.word_pieces_zero_init = True  # False: xavier kernel (from scratch: binds 2x sooner)
 
     # ---------------------------------------------------------------- data
     d = c.data = ml_collections.ConfigDict()

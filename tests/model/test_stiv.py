@@ -325,6 +325,12 @@ def test_word_pieces_say_which_word_is_near_and_on_which_side(tiny_config):
     other = dict(with_ids, text_tokens=with_ids["text_tokens"].at[0, 2, -1].set(3000.0))
     assert float(jnp.abs(trained(xv, t, other) - trained(xv, t, with_ids))[0].max()) > 1e-5
     np.testing.assert_allclose(trained(xv, t, other)[1], trained(xv, t, with_ids)[1], atol=1e-6)
+    # word_pieces_zero_init=False: the path speaks from the first step (from-scratch runs)
+    tiny_config.model.word_pieces_zero_init = False
+    warm = STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0))
+    assert float(jnp.abs(warm.word_pieces.proj.kernel.get_value()).min()) > 0.0
+    ctx = [warm.caption_tokens(c["text_tokens"], c["text_mask"]) for c in (other, with_ids)]
+    assert float(jnp.abs(ctx[0] - ctx[1])[0].max()) > 1e-3  # another id, other tokens
 
 
 def test_word_piece_ids_ride_as_the_token_states_last_channel():
