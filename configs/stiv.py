@@ -27,10 +27,11 @@ The argument string is comma-separated `key=value` pairs:
                 python -m stiv_jax.train --config configs/stiv.py:variant=S,stage=ti2v \
                     --workdir runs/s_ti2v --config.train.steps=300 --config.train.init_from=runs/s_t2v
   recipe      main | long (S only). main: the README main job (1,000 steps, ~8 min on 2 CPU
-              cores). long: the longer recipe (docs/quality.md §19.4), a 1,000-step
-              direction drill, then 9,000 steps of the full mix with 30% drill clips and 30% of
-              the noise levels from the drill's law, the last 1,800 cooling down (~70 min on 2
-              idle CPU cores; one command, resumable like any run):
+              cores). long: the longer recipe (docs/quality.md §22.3), a 3,000-step binding
+              drill (two swappable objects; word pieces and key_shift on), then 9,000 steps of
+              the full mix with 30% binding-drill clips and 30% of the noise levels from the
+              drill's law, the last 1,800 cooling down (~85-90 min on 2 idle CPU cores,
+              estimated; one command, resumable like any run):
                 python -m stiv_jax.train --config configs/stiv.py:variant=S,recipe=long \
                     --workdir runs/stiv_s_long
   runlocal    shrink steps/batch for a laptop smoke run (flag, no value)
@@ -307,9 +308,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 f"config argument recipe=long is S's full-mix recipe; got variant={m.variant}"
                 f"{f' with stage={stage}' if stage is not None else ''}"
             )
-        # docs/quality.md §19.4: TI2V video PSNR 22.2 dB (floor 20.7), direction 0.33 (one
-        # object 0.8), consistency 0.72, motion control 0.86; T2V direction 0.2.
-        t.prelude = ("drill:1000",)  # the direction drill first (§9-10)
+        # docs/quality.md §22.3: the binding drill first (two swappable objects; the words
+        # reach each object's colour word through the word pieces, key_shift lets its video
+        # tokens push their keys along the direction), then the mix with 30% of its clips.
+        t.prelude = ("drill:3000",)
+        d.shapes.drill_objects, d.shapes.drill_swappable = 2, True
+        m.key_shift = True
+        word_pieces.set(1024)  # the model's path and the encoder's id channel (tied)
         t.steps, o.decay_steps, t.ckpt_every = 9000, 1800, 1000
         d.shapes.drill_share = 0.3  # keeps the drill's clips in the mix (§11.2)
         f.noisy_share = 0.3  # and its noise law for 30% of the draws (§11.2)

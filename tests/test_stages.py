@@ -71,12 +71,16 @@ def test_a_prelude_stage_stopped_by_a_signal_stops_the_command(tmp_path, monkeyp
 
 def test_long_recipe_is_the_main_config_with_the_drill_prelude_and_shares():
     main, long = get_config("variant=S"), get_config("variant=S,recipe=long")
-    assert tuple(long.train.prelude) == ("drill:1000",) and stages.parse_prelude(long.train.prelude)
+    assert tuple(long.train.prelude) == ("drill:3000",) and stages.parse_prelude(long.train.prelude)
     assert (long.train.steps, long.optim.decay_steps) == (9000, 1800)
     assert (long.data.shapes.drill_share, long.diffusion.noisy_share) == (0.3, 0.3)
-    changed = {"train", "optim", "data", "diffusion", "arg"}
+    assert (long.data.shapes.drill_objects, long.data.shapes.drill_swappable) == (2, True)
+    assert long.model.key_shift and long.model.word_pieces == long.text_encoder.word_pieces == 1024
+    changed = {"train", "optim", "data", "diffusion", "model", "text_encoder", "arg"}
     assert all(long[k] == main[k] for k in main.keys() if k not in changed)
-    assert long.model == main.model and long.optim.lr == main.optim.lr
+    edits = {"key_shift", "word_pieces"}
+    assert all(long.model[k] == main.model[k] for k in main.model.keys() if k not in edits)
+    assert long.optim.lr == main.optim.lr
     assert get_config("variant=S,recipe=main") == get_config("variant=S,recipe=main")
     for bad, match in (
         ("variant=S,recipe=longer", "recipe='longer' is unknown"),
