@@ -20,8 +20,9 @@ embedding per hashed word piece (V × E, shared by the bins) summed over each bi
 relative offsets, then one linear map per bin (one [K·E, D] kernel). The kernel starts at
 zero, so a new path changes nothing until it trains and `train.init_from` a model without
 it copies every other weight; from scratch, `model.word_pieces_zero_init=False` keeps its
-xavier init, and the binding drill then binds in half the steps (docs/quality.md §22). The ids ride in the encoder's token states as one extra last
-channel (`encoders.base.WordPieceIds`), so nothing else in the batch changes.
+xavier init, and the binding drill then binds in half the steps (docs/quality.md §22).
+The ids ride in the encoder's token states as one extra last channel
+(`encoders.base.WordPieceIds`), so nothing else in the batch changes.
 """
 
 from __future__ import annotations
