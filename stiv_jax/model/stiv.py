@@ -446,9 +446,8 @@ def initialize_weights(model: STIV) -> None:
     if model.input_skip is not None:  # a new skip starts as no change
         zero(model.input_skip.kernel)
         zero(model.input_skip.bias)
-    if model.word_pieces is not None:  # a new word-piece path starts as no change, unless
-        # word_pieces_zero_init=False (from scratch: its xavier kernel binds sooner, §22)
-        if model.cfg.get("word_pieces_zero_init", True):
+    if model.word_pieces is not None:  # a new word-piece path starts as no change
+        if model.cfg.get("word_pieces_zero_init", True):  # False: xavier (from scratch, §22)
             zero(model.word_pieces.proj.kernel)
         zero(model.word_pieces.proj.bias)
     if model.text_window is not None:  # a new window starts as no change
