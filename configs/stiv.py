@@ -169,6 +169,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Binding drill: starts where either object could take either direction, so only the
     # caption says which object moves which way (docs/quality.md §21).
     d.shapes.drill_swappable = False
+    # Speeds of the drill's objects: "fast" (§9), or "slow,medium,fast" (the mix's speeds, so
+    # the motion score varies in the drill as in the mix; docs/quality.md §23).
+    d.shapes.drill_speeds = "fast"
     # Share of training clips whose objects start where their track fits in every direction
     # (still camera), so the start does not hint at the direction (docs/quality.md §19).
     d.shapes.free_start = 0.0  # share of training clips with direction-free starts (0 = none)

@@ -85,7 +85,7 @@ _FREE_START_STREAM = 9  # rng stream of ShapesSource's free_start draw
 # Which training samples of a bg_drop index lose the background phrase: all of them, or only
 # those whose task gives a frame (then the image is there to tell the background).
 BG_DROP_TASKS = ("all", "given")
-DRILL_SPEEDS = ("fast",)  # speeds of the direction drill (`generate_clip(drill=True)`)
+DRILL_SPEEDS = ("fast",)  # default speeds of the direction drill (`generate_clip(drill=True)`)
 SWAP_ATTEMPTS = 30  # start draws per direction pair of a swappable binding-drill clip
 SWAP_PAIRS = 20  # direction pairs tried before a swappable binding-drill clip is an error
 
@@ -264,12 +264,17 @@ def _draw(video: np.ndarray, shape: str, rgb, cx: np.ndarray, cy: np.ndarray, s:
 
 
 def _sample_object(
-    rng: np.random.Generator, res: int, n: int, colors: list[str], drill: bool = False
+    rng: np.random.Generator,
+    res: int,
+    n: int,
+    colors: list[str],
+    drill: bool = False,
+    drill_speeds: tuple[str, ...] = DRILL_SPEEDS,
 ) -> dict:
     color = str(rng.choice([c for c in COLORS if c not in colors]))
     shape = str(rng.choice(SHAPES))
     motion = str(rng.choice(tuple(DIRECTIONS) if drill else MOTIONS))
-    speeds = DRILL_SPEEDS if drill else tuple(SPEEDS)
+    speeds = drill_speeds if drill else tuple(SPEEDS)
     speed = "none" if motion == "still" else str(rng.choice(speeds))
     t = np.arange(n, dtype=np.float64)
     if motion in ("grow", "shrink"):
@@ -297,12 +302,28 @@ def _sample_object(
     }
 
 
-def _next_object(rng: np.random.Generator, res: int, n: int, objs: list[dict], drill: bool) -> dict:
+def _next_object(
+    rng: np.random.Generator,
+    res: int,
+    n: int,
+    objs: list[dict],
+    drill: bool,
+    drill_speeds: tuple[str, ...] = DRILL_SPEEDS,
+) -> dict:
     """An object to join `objs`: another colour, and in the binding drill another direction."""
-    obj = _sample_object(rng, res, n, [o["color"] for o in objs], drill)
+    colors = [o["color"] for o in objs]
+    obj = _sample_object(rng, res, n, colors, drill, drill_speeds)
     while drill and objs and obj["motion"] == objs[0]["motion"]:
-        obj = _sample_object(rng, res, n, [o["color"] for o in objs], drill)
+        obj = _sample_object(rng, res, n, colors, drill, drill_speeds)
     return obj
+
+
+def drill_speeds_tuple(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The drill's speeds from "fast" / "slow,medium,fast" or a sequence; one-line error if bad."""
+    names = tuple(v.strip() for v in value.split(",")) if isinstance(value, str) else tuple(value)
+    if not names or any(v not in SPEEDS for v in names):
+        raise ValueError(f"ShapesBench drill_speeds={value!r}; expected names from {tuple(SPEEDS)}")
+    return names
 
 
 def _place(
@@ -434,6 +455,7 @@ def generate_clip(
     drill: bool = False,
     drill_objects: int = 1,
     drill_swappable: bool = False,
+    drill_speeds: tuple[str, ...] | str = DRILL_SPEEDS,
     free_start: bool = False,
     caption_background: bool = True,
     caption_without_background: bool = False,
@@ -454,6 +476,8 @@ def generate_clip(
     track fits with either direction and the tracks never touch under either assignment
     (`_place_swappable`), so the starts say nothing about which object takes which
     direction; only the caption's binding does (docs/quality.md §21).
+    `drill_speeds`: the drill objects' speeds, drawn uniformly ("slow,medium,fast": the mix's
+    speeds, so the motion score varies in the drill as it does in the mix).
     `free_start`: every object whose track fits in every direction from some start (and
     the camera is still) starts there, as in the drill, so its start does not hint at its
     direction; a second object that keeps touching the first falls back to the default
@@ -466,6 +490,7 @@ def generate_clip(
     _check_args(index, res, frames, split, frame_stride)
     if drill_objects not in (1, 2):
         raise ValueError(f"drill_objects={drill_objects}; expected 1 or 2")
+    drill_speeds = drill_speeds_tuple(drill_speeds)
     rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_STREAM[split], index]))
     n = (frames - 1) * frame_stride + 1
     t = np.arange(n, dtype=np.float64)
@@ -484,7 +509,7 @@ def generate_clip(
     num_objects = drill_objects if drill else 2 if rng.random() < P_TWO_OBJECTS else 1
     objs: list[dict] = []
     for _ in range(num_objects):
-        obj = _next_object(rng, res, n, objs, drill)
+        obj = _next_object(rng, res, n, objs, drill, drill_speeds)
         if pan["direction"] != "none":  # objects are still in the world while the camera pans
             obj.update(motion="still", speed="none", velocity=(0.0, 0.0), growth=0.0)
             s0 = np.clip(obj["size"][0], SIZE_RANGE[0] * res, SIZE_RANGE[1] * res)
@@ -500,7 +525,7 @@ def generate_clip(
         for _ in range(SWAP_PAIRS):
             if _place_swappable(rng, objs, res, n):
                 break
-            objs[1] = _next_object(rng, res, n, objs[:1], drill)
+            objs[1] = _next_object(rng, res, n, objs[:1], drill, drill_speeds)
         else:
             raise ValueError(f"ShapesBench binding drill: res={res} has no swappable starts")
     for i, obj in enumerate(() if swappable else objs):
@@ -584,6 +609,7 @@ class ShapesSource:
         drill: bool = False,
         drill_objects: int = 1,
         drill_swappable: bool = False,
+        drill_speeds: tuple[str, ...] | str = DRILL_SPEEDS,
         drill_share: float = 0.0,
         free_start: float = 0.0,
         bg_drop: float = 0.0,
@@ -630,6 +656,7 @@ class ShapesSource:
             drill=drill,
             drill_objects=drill_objects,
             drill_swappable=drill_swappable,
+            drill_speeds=drill_speeds_tuple(drill_speeds),  # checked at construction
         )
 
     def __len__(self) -> int:
@@ -677,4 +704,5 @@ def config_kwargs(config: Any) -> dict[str, Any]:
         drill=bool(d.shapes.get("drill", False)),
         drill_objects=int(d.shapes.get("drill_objects", 1)),
         drill_swappable=bool(d.shapes.get("drill_swappable", False)),
+        drill_speeds=drill_speeds_tuple(d.shapes.get("drill_speeds", ",".join(DRILL_SPEEDS))),
     )

@@ -365,6 +365,35 @@ def test_swappable_binding_drill_starts_fit_either_assignment():
         generate_clip(0, frames=30, drill=True, drill_objects=2, drill_swappable=True)
 
 
+def test_drill_speeds_draw_the_mix_speeds_and_the_score_follows():
+    """drill_speeds="slow,medium,fast": every speed in the drill, the motion score ordered by it."""
+    scores: dict[str, list[float]] = {s: [] for s in shapes.SPEEDS}
+    for i in range(60):
+        c = generate_clip(
+            i, drill=True, drill_objects=2, drill_swappable=True, drill_speeds="slow,medium,fast"
+        )
+        a, b = c["truth"]["objects"]
+        assert a["motion"] != b["motion"] and _swap_fits(c), c["caption"]
+        if a["speed"] == b["speed"]:
+            scores[a["speed"]].append(float(c["motion_score"]))
+    means = [np.mean(scores[s]) for s in ("slow", "medium", "fast")]
+    assert all(scores.values()) and means[0] < means[1] < means[2], means
+    # The default is the fast drill, bit for bit; the config's string reaches the clips.
+    np.testing.assert_array_equal(
+        generate_clip(5, drill=True, drill_speeds="fast")["video"],
+        generate_clip(5, drill=True)["video"],
+    )
+    from configs.stiv import get_config
+
+    config = get_config("variant=S,stage=drill")
+    config.data.shapes.drill_speeds = "slow, fast"
+    assert shapes.config_kwargs(config)["drill_speeds"] == ("slow", "fast")
+    with pytest.raises(ValueError, match="drill_speeds='fast,zoom'"):
+        generate_clip(0, drill=True, drill_speeds="fast,zoom")
+    with pytest.raises(ValueError, match="drill_speeds=''"):
+        ShapesSource(4, drill=True, drill_speeds="")
+
+
 def test_drill_share_mixes_drill_clips_into_the_training_source():
     src = ShapesSource(400, drill_share=0.5)
     is_drill = [src[i]["caption"] == generate_clip(i, drill=True)["caption"] for i in range(400)]
