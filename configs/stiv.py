@@ -251,6 +251,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # conditions dropped) on ~1% of its samples; scale 4 breaks objects and shifts colours,
     # and 2 pulls plain backgrounds toward the caption's colour words (video PSNR -0.3 dB).
     s.cfg_scale = 1.5 if demo else 4.0  # joint image-text guidance scale
+    # Scale for requests that give frames (TI2V, prediction, keyframes): < 0 = cfg_scale.
+    # docs/quality.md §23: with a frame given, a trained S needs no guidance.
+    s.cfg_scale_given = -1.0
     s.cfg_mode = "joint"  # joint (one batched forward) | separate (3-pass, text/image scales)
     s.cfg_text = 4.0  # text scale for cfg_mode=separate
     s.cfg_image = 2.0  # image scale for cfg_mode=separate

@@ -62,7 +62,7 @@ from stiv_jax.data import tasks as tasks_lib
 from stiv_jax.data.motion import motion_score
 from stiv_jax.data.schema import normalize_uint8
 from stiv_jax.data.shapes import config_kwargs, generate_clip
-from stiv_jax.pipeline import restore_for_sampling
+from stiv_jax.pipeline import guidance_scale, restore_for_sampling
 
 # Evaluated tasks, in plan order: names (and given frames) from `stiv_jax.data.tasks`.
 TASKS = ("ti2v", "t2v")  # the default plan
@@ -267,7 +267,6 @@ def sample_items(
                     cond_frames=np.flatnonzero(given).tolist(),
                     motion_score=requested_motion(case, it),
                     seed=it.index,  # same noise across multipliers: only the request varies
-                    cfg_scale=float(config.sample.cfg_scale),
                     first_frame=normalize_uint8(case["video"][0]) if ti2v else None,
                     conditions=conds,
                 )
@@ -299,7 +298,6 @@ def _sample_long(config, comps, graphdef, params, items, cases, out_dir, gen_kwa
             first_frame=normalize_uint8(case["video"][0]),
             motion_score=requested_motion(case, it),
             seed=it.index,
-            cfg_scale=float(config.sample.cfg_scale),
             frames=int(case["video"].shape[0]),
             long_mode=LONG_TASKS[it.task],
         )
@@ -569,6 +567,7 @@ def evaluate_checkpoint(
         "frames": gen_kwargs["frames"],
         "ode_steps": int(config.sample.steps),
         "cfg_scale": float(config.sample.cfg_scale),
+        "cfg_scale_given": guidance_scale(config, True),
         "use_ema": bool(config.sample.use_ema),
         "motion_multipliers": sorted(set(multipliers)),
     }

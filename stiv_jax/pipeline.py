@@ -68,7 +68,7 @@ def default_seed(rid: str) -> int:
 class Request:
     """One video to generate. Media fields hold paths until `prepare_request` loads them.
     The defaults are the sample CLI's for a prompts line without the field: seed = crc32(id),
-    motion_score / cfg_scale = config.sample's (filled by `with_defaults`)."""
+    motion_score = config.sample's, cfg_scale = `guidance_scale` (filled by `with_defaults`)."""
 
     id: str
     prompt: str
@@ -76,7 +76,7 @@ class Request:
     cond_frames: list[int] = field(default_factory=list)
     motion_score: float | None = None  # None: config.sample.motion_score
     seed: int | None = None  # None: default_seed(id)
-    cfg_scale: float | None = None  # None: config.sample.cfg_scale
+    cfg_scale: float | None = None  # None: `guidance_scale(config, given)`
     first_frame: np.ndarray | None = None  # float [-1,1] [H, W, 3], set by the caller/loader
     conditions: list[Condition] = field(default_factory=list)  # media at pixel frames
     negative_prompt: str | None = None  # text of CFG's unconditional branch ("" = none)
@@ -93,14 +93,29 @@ class Request:
         if self.seed is None:
             self.seed = default_seed(self.id)
 
+    @property
+    def gives_frames(self) -> bool:
+        """Whether frames are given (TI2V, prediction, interpolation, keyframes; not V2V)."""
+        has_image = self.image is not None or self.first_frame is not None
+        return bool(self.conditions) or (has_image and bool(self.cond_frames))
+
     def with_defaults(self, config) -> Request:
         """This request with the fields left at None filled from `config.sample`."""
         s = config.sample
+        scale = guidance_scale(config, self.gives_frames)
         return replace(
             self,
             motion_score=float(s.motion_score if self.motion_score is None else self.motion_score),
-            cfg_scale=float(s.cfg_scale if self.cfg_scale is None else self.cfg_scale),
+            cfg_scale=float(scale if self.cfg_scale is None else self.cfg_scale),
         )
+
+
+def guidance_scale(config, given: bool) -> float:
+    """The default guidance scale: `sample.cfg_scale_given` for requests that give frames when
+    it is set (>= 0), else `sample.cfg_scale` (docs/quality.md §23)."""
+    s = config.sample
+    given_scale = float(s.get("cfg_scale_given", -1.0))
+    return given_scale if given and given_scale >= 0.0 else float(s.cfg_scale)
 
 
 def request_shape(config, r: Request) -> tuple[int, int, int]:
@@ -425,7 +440,7 @@ def generate(
 ) -> np.ndarray:
     """Loaded requests of one shape -> videos float [-1, 1] [B, T, H, W, 3] (the decoder's
     output, clipped to that range). `motion_score` / `cfg_scale` left at None take
-    config.sample's values. `mesh`: the sampler's (`make_sample_fn(..., mesh=mesh)`); the
+    config.sample's values (`guidance_scale`). `mesh`: the sampler's (`make_sample_fn(..., mesh=mesh)`); the
     inputs are placed on it with the batch over the data axes (every process of a
     multi-host mesh must make the same call)."""
     reqs = [r.with_defaults(config) for r in reqs]
@@ -456,7 +471,6 @@ def generate_cases(
             cond_frames=[0],
             motion_score=float(case["motion_score"]),
             seed=i,
-            cfg_scale=config.sample.cfg_scale,
             first_frame=normalize_uint8(case["video"][0]),
         )
         for i, case in enumerate(cases)
@@ -674,7 +688,7 @@ class STIVPipeline:
             long_mode=long_mode,
             motion_score=float(s.motion_score if motion_score is None else motion_score),
             seed=int(seed),
-            cfg_scale=float(s.cfg_scale if cfg_scale is None else cfg_scale),
+            cfg_scale=cfg_scale,  # None: `guidance_scale` (with_defaults)
         )
         if req.first_frame is not None:
             t, h, w = request_shape(self.config, req)

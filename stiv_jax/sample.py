@@ -147,10 +147,10 @@ def parse_prompts(path: str, config) -> tuple[list[Request], list[str]]:
                 cond_frames=frames,
                 motion_score=number_field(obj, "motion_score", config.sample.motion_score),
                 seed=number_field(obj, "seed", default_seed(rid)),
-                cfg_scale=number_field(obj, "cfg_scale", config.sample.cfg_scale),
+                cfg_scale=number_field(obj, "cfg_scale", None),  # None: guidance_scale
                 source=f"{path}:{n}",
                 **request_fields(obj),
-            )
+            ).with_defaults(config)  # the guidance scale follows whether frames are given
             if image is not None:
                 res = config.data.res
                 req.first_frame = load_image(_image_path(image, path, images_root), (res, res))

@@ -211,6 +211,22 @@ def test_request_defaults_are_the_cli_defaults(tmp_path, tiny_config):
         2.5 * 0 + 3.0,
     )
     assert (cli.motion_score, cli.cfg_scale) == (2.5, 3.0)
+    # sample.cfg_scale_given: the default scale of requests that give frames, CLI and API alike.
+    c.sample.cfg_scale_given = 1.0
+    frame = np.zeros((c.data.res, c.data.res, 3), np.uint8)
+    Image.fromarray(frame).save(tmp_path / "f.png")
+    lines = [{"id": "t", "prompt": "x"}, {"id": "i", "prompt": "x", "image": "f.png"},
+             {"id": "o", "prompt": "x", "image": "f.png", "cfg_scale": 2.0}]  # fmt: skip
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    reqs, _ = parse_prompts(str(path), c)
+    assert [r.cfg_scale for r in reqs] == [3.0, 1.0, 2.0]
+    given = Request(id="g", prompt="x", first_frame=frame, cond_frames=[0]).with_defaults(c)
+    assert given.cfg_scale == 1.0 and Request(id="t", prompt="x").with_defaults(c).cfg_scale == 3.0
+    c.sample.cfg_scale_given = -1.0  # unset: every request takes cfg_scale
+    assert (
+        Request(id="g", prompt="x", first_frame=frame, cond_frames=[0]).with_defaults(c).cfg_scale
+        == 3.0
+    )
 
 
 def test_generate_returns_videos_in_minus_one_to_one(setup):
