@@ -31,9 +31,12 @@ The argument string is comma-separated `key=value` pairs:
               drill (two swappable objects; word pieces and key_shift on), then 9,000 steps of
               the full mix with 30% binding-drill clips and 30% of the noise levels from the
               drill's law, the last 1,800 cooling down (~85-90 min on 2 idle CPU cores,
-              estimated; one command, resumable like any run):
+              estimated; one command, resumable like any run); it samples with guidance 2.5,
+              and 1.0 where a frame is given (§23.2), so evaluate it with this config too:
                 python -m stiv_jax.train --config configs/stiv.py:variant=S,recipe=long \
                     --workdir runs/stiv_s_long
+                python -m stiv_jax.evaluate --config configs/stiv.py:variant=S,recipe=long \
+                    --workdir runs/stiv_s_long --out runs/stiv_s_long/eval
   runlocal    shrink steps/batch for a laptop smoke run (flag, no value)
 Anything else is overridden with `--config.a.b=v`.
 """
@@ -324,6 +327,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         t.steps, o.decay_steps, t.ckpt_every = 9000, 1800, 1000
         d.shapes.drill_share = 0.3  # keeps the drill's clips in the mix (§11.2)
         f.noisy_share = 0.3  # and its noise law for 30% of the draws (§11.2)
+        # §23.2: this model needs no guidance where a frame is given, and more without one.
+        s.cfg_scale, s.cfg_scale_given = 2.5, 1.0
     if "runlocal" in args:
         t.steps, t.log_every, t.ckpt_every = 20, 5, 10
         o.decay_steps = 0
