@@ -32,8 +32,8 @@ The argument string is comma-separated `key=value` pairs:
               the full mix with 30% binding-drill clips and 30% of the noise levels from the
               drill's law, the last 1,800 cooling down (1 h 49 min from a fresh clone on 2
               CPU cores; one command, resumable like any run; its drill does not always bind
-              yet, §23.3); it samples with guidance 2.5,
-              and 1.0 where a frame is given (§23.2), so evaluate it with this config too:
+              yet, §23.3); it samples with guidance 2.5, and 1.0 where a frame is given
+              (§23.2), so evaluate it with this config too:
                 python -m stiv_jax.train --config configs/stiv.py:variant=S,recipe=long \
                     --workdir runs/stiv_s_long
                 python -m stiv_jax.evaluate --config configs/stiv.py:variant=S,recipe=long \
