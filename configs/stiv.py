@@ -324,6 +324,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         t.prelude = ("drill:3000",)
         d.shapes.drill_objects, d.shapes.drill_swappable = 2, True
         m.key_shift = True
+        m.word_pieces_zero_init = False  # xavier: bound by 1,000 steps in §22.1-22.2 (§24)
         word_pieces.set(1024)  # the model's path and the encoder's id channel (tied)
         t.steps, o.decay_steps, t.ckpt_every = 9000, 1800, 1000
         d.shapes.drill_share = 0.3  # keeps the drill's clips in the mix (§11.2)

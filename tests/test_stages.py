@@ -76,12 +76,13 @@ def test_long_recipe_is_the_main_config_with_the_drill_prelude_and_shares():
     assert (long.data.shapes.drill_share, long.diffusion.noisy_share) == (0.3, 0.3)
     assert (long.data.shapes.drill_objects, long.data.shapes.drill_swappable) == (2, True)
     assert long.model.key_shift and long.model.word_pieces == long.text_encoder.word_pieces == 1024
+    assert long.model.word_pieces_zero_init is False and main.model.word_pieces_zero_init
     assert (long.sample.cfg_scale, long.sample.cfg_scale_given) == (2.5, 1.0)
     changed = {"train", "optim", "data", "diffusion", "model", "text_encoder", "sample", "arg"}
     assert all(long[k] == main[k] for k in main.keys() if k not in changed)
     edits = {"cfg_scale", "cfg_scale_given"}
     assert all(long.sample[k] == main.sample[k] for k in main.sample.keys() if k not in edits)
-    edits = {"key_shift", "word_pieces"}
+    edits = {"key_shift", "word_pieces", "word_pieces_zero_init"}
     assert all(long.model[k] == main.model[k] for k in main.model.keys() if k not in edits)
     assert long.optim.lr == main.optim.lr
     assert get_config("variant=S,recipe=main") == get_config("variant=S,recipe=main")
