@@ -59,12 +59,15 @@ python benchmarks/quality_probes.py paths --workdir W
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from stiv_jax.binding import object_cosine, opposite_direction, swap_directions  # noqa: E402
 
 
 def spot() -> None:
@@ -231,32 +234,6 @@ def denoise(workdir: str, heldout: bool = False, step: int | None = None, ema: b
                   f"textured: still pixels): {', '.join(parts)} dB")  # fmt: skip
 
 
-def object_cosine(video: np.ndarray, obj: dict, direction: str) -> float:
-    """Cosine between an object's colour-tracked displacement (first to last visible frame)
-    and `direction`; NaN when it is seen in fewer than two frames, 0 when it moves < 0.5 px."""
-    import math
-
-    from stiv_jax.data.shapes import DIRECTIONS
-    from stiv_jax.metrics import track_color
-
-    tr = track_color(video, obj["rgb"])
-    idx = np.flatnonzero(tr["visible"])
-    if idx.size < 2:
-        return math.nan
-    dx, dy = tr["x"][idx[-1]] - tr["x"][idx[0]], tr["y"][idx[-1]] - tr["y"][idx[0]]
-    tx, ty = DIRECTIONS[direction]
-    norm = math.hypot(dx, dy)
-    return (dx * tx + dy * ty) / norm if norm > 0.5 else 0.0
-
-
-def opposite_direction(caption: str) -> str:
-    """The caption with every direction word swapped for its opposite."""
-    import re
-
-    swap = {"left": "right", "right": "left", "up": "down", "down": "up"}
-    return re.sub(r"\b(left|right|up|down)\b", lambda m: swap[m.group(1)], caption)
-
-
 def frame0_conditions(comps, x1, captions: list[str], clips: list[dict], res: int):
     """TI2V `Conditions` for latents x1 [B, F, H, W, C]: frame 0 given, these captions, the
     clips' motion scores, micro-conditions of an uncropped res x res frame."""
@@ -277,8 +254,6 @@ def frame0_conditions(comps, x1, captions: list[str], clips: list[dict], res: in
 
 
 def direction(workdir: str, num: int = 24, step: int | None = None) -> None:
-    import math
-
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -369,21 +344,6 @@ def direction(workdir: str, num: int = 24, step: int | None = None) -> None:
     print("sampled (default sampler)   " + "   ".join(row))
 
 
-def swap_directions(clip: dict) -> str:
-    """The clip's caption with its two objects' directions (and speeds) exchanged."""
-    from stiv_jax.data.shapes import TEMPLATES, _caption
-
-    truth = clip["truth"]
-    a, b = truth["objects"]
-    objs = [
-        dict(a, motion=b["motion"], speed=b["speed"]),
-        dict(b, motion=a["motion"], speed=a["speed"]),
-    ]
-    tpl = TEMPLATES[truth["split"]][truth["template"]]
-    still = {"direction": "none", "speed": "none"}  # the binding drill has no camera pan
-    return _caption(tpl, objs, truth["background"], still, background=True)
-
-
 def binding(
     workdir: str,
     num: int = 24,
@@ -391,45 +351,24 @@ def binding(
     t2v: bool = False,
     swappable: bool = False,
 ) -> None:
-    import math
-
-    from stiv_jax.data.shapes import generate_clip
+    from stiv_jax.binding import drill_clips, probe
     from stiv_jax.pipeline import STIVPipeline
 
     pipe = STIVPipeline.from_workdir(workdir, step=step)
-    config = pipe.config
-    seed, res, frames = config.data.shapes.heldout_seed, config.data.res, config.data.frames
-    clips = [generate_clip(i, split="heldout", seed=seed, res=res, frames=frames, drill=True,
-                           drill_objects=2, drill_swappable=swappable)
-             for i in range(num)]  # fmt: skip
-
+    clips = drill_clips(pipe.config, num, swappable)
     mode = ("T2V" if t2v else "TI2V") + (", swappable starts" if swappable else "")
     print(f"{workdir}: {num} held-out binding-drill clips, {mode}, e.g. {clips[0]['caption']!r}")
     exact = math.cos(math.pi / 8)
-    scores = {}
-    for name, caps in (("true", [c["caption"] for c in clips]),
-                       ("swapped", [swap_directions(c) for c in clips])):  # fmt: skip
-        own, other = [], []
-        for j, (cap, c) in enumerate(zip(caps, clips)):
-            image = None if t2v else c["video"][0]
-            video = pipe(cap, image=image, seed=j, motion_score=float(c["motion_score"]))
-            a, b = c["truth"]["objects"]
-            own += [object_cosine(video, a, a["motion"]), object_cosine(video, b, b["motion"])]
-            other += [object_cosine(video, a, b["motion"]), object_cosine(video, b, a["motion"])]
-        own, other = np.asarray(own), np.asarray(other)
+
+    def log(name, own, other):
         seen = np.isfinite(own)  # objects found by colour in at least two frames
         print(f"sampled, {name:7s} caption ({seen.sum()}/{seen.size} objects tracked): cos "
               f"with its own direction {np.nanmean(own):+.2f} (exact {np.mean(own[seen] > exact):.2f}), "
               f"with the other object's {np.nanmean(other):+.2f} "
               f"(exact {np.mean(other[seen] > exact):.2f})", flush=True)  # fmt: skip
-        scores[name] = own, other
-    # The same clips and seeds under both captions: what the swap changes is the binding. A
-    # model that binds trades own and other (effect 1 - cos between the two directions, 0.7
-    # on average); one that does not leaves both where they were (effect 0), whatever its
-    # own/other gap, which then comes from the clips and seeds, not the words.
-    (own_t, other_t), (own_s, other_s) = scores["true"], scores["swapped"]
-    effect = np.nanmean(((own_t - own_s) + (other_s - other_t)) / 2)
-    print(f"swap effect (own's drop + other's rise) / 2: {effect:+.2f}")
+
+    result = probe(pipe, clips, t2v=t2v, log=log)  # the swap effect: stiv_jax/binding.py
+    print(f"swap effect (own's drop + other's rise) / 2: {result.effect:+.2f}")
     tok, vel = swap_reach(pipe, clips[:6])
     print(f"the swap changes the caption tokens by {tok:.3f} and the velocity by {vel:.4f} "
           "(mean |difference| / mean |true|; 6 clips, frame 0 given, t = 0.3)")  # fmt: skip

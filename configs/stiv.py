@@ -231,6 +231,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     t.init_from = ""  # <workdir | workdir/checkpoints/N>[:params|ema]: start from its weights
     # Stages run before this one in the same command, "stage:steps" each (stiv_jax/stages.py).
     t.prelude = ()  # ("stage:steps", ...) run first; this run starts from the last one's EMA
+    # After a binding drill in the prelude (drill_objects=2) the command samples it and stops
+    # unless each object takes its own direction: swap effect >= bind_min (stiv_jax.binding,
+    # docs/quality.md §24; bound drills measure +0.6 to +1.2, unbound ones ~0); <= 0: no check.
+    t.bind_min = 0.3
     t.lora_rank = 0  # LoRA rank r (0 = train every weight); needs init_from (stiv_jax/lora.py)
     t.lora_alpha = 0.0  # LoRA scale alpha / r (0 = alpha = r)
     t.lora_targets = "attention,mlp"  # adapted kernels: attention and/or mlp

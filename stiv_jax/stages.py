@@ -80,9 +80,13 @@ def run_prelude(config, workdir: str, train_loop) -> bool:
     skipped) and points `config.train.init_from` at the last one's EMA weights. A main run
     that has already checkpointed resumes as is, so nothing runs then. Returns False when a
     stage stopped before its last step (SIGTERM or Ctrl-C: it saved), so the caller must not
-    start the next run; rerunning the command resumes that stage."""
+    start the next run; rerunning the command resumes that stage. After a binding drill
+    (two objects per clip) it checks the binding (stiv_jax.binding.check_drill) and raises
+    ValueError when the swap effect is under `train.bind_min` (<= 0: no check)."""
+    from stiv_jax import binding
     from stiv_jax import checkpoint as ckpt
 
+    bind_min = float(config.train.get("bind_min", 0.0))
     entries = parse_prelude(config.train.get("prelude", ()))
     if not entries:
         return True
@@ -103,6 +107,8 @@ def run_prelude(config, workdir: str, train_loop) -> bool:
                     i, stage, steps,
                 )  # fmt: skip
                 return False
+        if stage == "drill" and bind_min > 0 and binding.is_binding_drill(config):
+            binding.check_drill(sub_dir, steps, bind_min)  # ValueError: not bound
         source = f"{sub_dir}:ema"
     config.train.init_from = source
     return True

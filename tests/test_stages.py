@@ -1,5 +1,6 @@
 """Training stages (stiv_jax/stages.py): the stage rules and `train.prelude`."""
 
+import json
 import os
 import subprocess
 import sys
@@ -132,9 +133,24 @@ def test_prelude_runs_before_the_main_run_in_one_command(tmp_path):
         "--config.train.unmasked_steps=0", "--config.train.prelude=('drill:2',)",
     ]  # fmt: skip
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-2000:]
+    # A binding drill (two objects) is checked before the main run: at a bar no model meets,
+    # the command stops after the drill with one line (stiv_jax.binding, the real sampler).
+    binding_drill = [
+        "--config.data.shapes.drill_objects=2",
+        "--config.data.shapes.drill_swappable=True",
+    ]
+    out = subprocess.run(cmd + binding_drill + ["--config.train.bind_min=2.5"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert out.returncode == 1, out.stderr[-2000:]
     drill = os.path.join(wd, "prelude", "0-drill")
+    assert "has not bound at step 2: swap effect" in out.stderr.splitlines()[-1]
+    assert json.load(open(os.path.join(drill, "binding.json")))["step"] == 2
+    assert not os.path.isdir(os.path.join(wd, "checkpoints"))
+    # The same command at a bar of 0 (no check) goes on from the finished drill.
+    out = subprocess.run(cmd + binding_drill + ["--config.train.bind_min=0"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "already at step 2" in out.stderr
     assert os.path.isdir(os.path.join(drill, "checkpoints", "2"))
     assert os.path.isdir(os.path.join(wd, "checkpoints", "2"))
     assert f"{drill}:ema" in out.stderr  # the main run started from the drill's EMA
