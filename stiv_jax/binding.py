@@ -35,7 +35,7 @@ import numpy as np
 
 from stiv_jax.atomic import atomic_write
 
-NUM_CLIPS = 16  # held-out clips per probe: 32 objects, ~1.5 min for S on 2 CPU cores
+NUM_CLIPS = 16  # held-out clips per probe: 32 objects, ~50 s for S on 2 CPU cores
 RESULT_FILE = "binding.json"  # the check's result, beside the drill's checkpoints
 _SWAP = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
@@ -158,7 +158,9 @@ def check_drill(workdir: str, step: int, bind_min: float) -> Binding:
     """The probe on the binding drill in `workdir` at `step` (EMA weights, its own config and
     sampler); the result is kept in `workdir/binding.json`, so a rerun of the command reads it
     instead of probing again. Raises ValueError (one line, with what to do) when the swap
-    effect is under `bind_min` or no object could be tracked."""
+    effect is under `bind_min` or no object could be tracked. With several processes each
+    one probes the same clips and seeds (the same result; the pipeline restores a copy per
+    process, or samples in lockstep with `sample.shard_params`)."""
     path = os.path.join(workdir, RESULT_FILE)
     result = _read(path, step)
     if result is None:
