@@ -28,11 +28,12 @@ The argument string is comma-separated `key=value` pairs:
                     --workdir runs/s_ti2v --config.train.steps=300 --config.train.init_from=runs/s_t2v
   recipe      main | long (S only). main: the README main job (1,000 steps, ~8 min on 2 CPU
               cores). long: the longer recipe (docs/quality.md §22.3), a 3,000-step binding
-              drill (two swappable objects; word pieces and key_shift on), then 9,000 steps of
-              the full mix with 30% binding-drill clips and 30% of the noise levels from the
-              drill's law, the last 1,800 cooling down (1 h 49 min from a fresh clone on 2
-              CPU cores; one command, resumable like any run; its drill does not always bind
-              yet, §23.3); it samples with guidance 2.5, and 1.0 where a frame is given
+              drill (two swappable objects; xavier word pieces and key_shift on; the command
+              stops if it has not bound, train.bind_min), then 9,000 steps of the full mix
+              with 30% binding-drill clips and 30% of the noise levels from the drill's law,
+              the last 1,800 cooling down (1 h 49 min from a fresh clone on 2 CPU cores, its
+              drill shared; one command, resumable like any run; §24.3: TI2V direction
+              0.733, T2V 0.400); it samples with guidance 2.5, and 1.0 where a frame is given
               (§23.2), so evaluate it with this config too:
                 python -m stiv_jax.train --config configs/stiv.py:variant=S,recipe=long \
                     --workdir runs/stiv_s_long
