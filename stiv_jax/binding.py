@@ -134,10 +134,8 @@ def probe(pipe, clips: list[dict], *, t2v: bool = False, step: int = -1, log=Non
             log(name, *scores[name])
     (own_t, other_t), (own_s, other_s) = scores["true"], scores["swapped"]
     seen = np.isfinite(own_t)
-    with np.errstate(invalid="ignore"):  # an object seen under neither caption is NaN: skipped
-        effect = np.nanmean(((own_t - own_s) + (other_s - other_t)) / 2)
 
-    def mean(x) -> float:
+    def mean(x) -> float:  # over the objects tracked (NaN ones skipped); NaN when none is
         return float(np.nanmean(x)) if np.isfinite(x).any() else math.nan
 
     return Binding(
@@ -145,7 +143,7 @@ def probe(pipe, clips: list[dict], *, t2v: bool = False, step: int = -1, log=Non
         own_true=mean(own_t), other_true=mean(other_t),
         own_swapped=mean(own_s), other_swapped=mean(other_s),
         exact_true=float(np.mean(own_t[seen] > math.cos(math.pi / 8))) if seen.any() else 0.0,
-        effect=float(effect) if np.isfinite(effect) else math.nan,
+        effect=mean(((own_t - own_s) + (other_s - other_t)) / 2),
     )  # fmt: skip
 
 
