@@ -317,27 +317,33 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     recipe = args.get("recipe", "main")
     if recipe not in RECIPES:
         raise ValueError(f"config argument recipe={recipe!r} is unknown; expected one of {RECIPES}")
-    if recipe == "long":
-        if not demo or stage is not None:
-            raise ValueError(
-                f"config argument recipe=long is S's full-mix recipe; got variant={m.variant}"
-                f"{f' with stage={stage}' if stage is not None else ''}"
-            )
-        # docs/quality.md §22.3: the binding drill first (two swappable objects; the words
+    if recipe == "long" and (not demo or stage is not None):
+        raise ValueError(
+            f"config argument recipe=long is S's full-mix recipe; got variant={m.variant}"
+            f"{f' with stage={stage}' if stage is not None else ''}"
+        )
+    if demo and stage is None:
+        # docs/quality.md §22-25: the binding drill first (two swappable objects; the words
         # reach each object's colour word through the word pieces, key_shift lets its video
         # tokens push their keys along the direction), then the mix with 30% of its clips.
-        t.prelude = ("drill:3000",)
         d.shapes.drill_objects, d.shapes.drill_swappable = 2, True
         m.key_shift = True
-        m.word_pieces_zero_init = False  # xavier: bound by 1,000 steps in §22.1-22.2 (§24)
+        m.word_pieces_zero_init = False  # xavier: binds sooner than zero-init (§24.2)
         word_pieces.set(1024)  # the model's path and the encoder's id channel (tied)
-        t.steps, o.decay_steps, t.ckpt_every = 9000, 1800, 1000
         d.shapes.drill_share = 0.3  # keeps the drill's clips in the mix (§11.2)
         f.noisy_share = 0.3  # and its noise law for 30% of the draws (§11.2)
-        # §23.2: this model needs no guidance where a frame is given, and more without one.
-        s.cfg_scale, s.cfg_scale_given = 2.5, 1.0
+        # §23.2, §25: with a frame given these models need no guidance (PSNR and motion up).
+        s.cfg_scale_given = 1.0
+        if recipe == "main":  # §25: 1,000 drill steps, then 700 of the mix (~14 min)
+            t.prelude, t.steps = ("drill:1000",), 700
+            t.bind_min = 0.0  # the main job always finishes; evaluate says what it learned
+        else:  # §22.3, §24.3
+            t.prelude = ("drill:3000",)
+            t.steps, o.decay_steps, t.ckpt_every = 9000, 1800, 1000
+            s.cfg_scale = 2.5  # §23.2: more guidance without a frame
     if "runlocal" in args:
         t.steps, t.log_every, t.ckpt_every = 20, 5, 10
+        t.prelude = tuple(f"{entry.split(':')[0]}:10" for entry in t.prelude)
         o.decay_steps = 0
         d.batch_size = 2
     get_image_cond(m.image_cond)  # one clear error for an unknown method

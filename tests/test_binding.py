@@ -133,7 +133,8 @@ def test_run_prelude_checks_binding_drills_only(tmp_path, monkeypatch):
     run(1, 0.3, "b")  # a one-object drill has nothing to bind
     run(2, 0.0, "c")  # bind_min <= 0: no check
     assert len(checked) == 1
-    assert get_config("variant=S").train.bind_min == 0.3
+    assert get_config("variant=S,recipe=long").train.bind_min == 0.3
+    assert get_config("variant=S").train.bind_min == 0.0  # the main job always finishes
 
     def not_bound(wd, step, bar):
         raise ValueError("not bound")

@@ -28,7 +28,7 @@ MAX_AVG_ERR_PX = 1.5  # averaged over the objects
 def memorisation_config(steps: int):
     from configs.stiv import get_config
 
-    c = get_config("variant=S")
+    c = get_config("variant=S,stage=ti2v")  # the full mix, no binding drill or shares
     c.model.patch_size = 4
     c.model.mask_ratio = 0.0
     c.model.prediction = "data"

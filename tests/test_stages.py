@@ -38,7 +38,7 @@ def test_stage_config_keeps_overrides_and_applies_the_stage():
     assert (sub.diffusion.logit_mean, sub.diffusion.logit_std) == stages.DRILL_LAW
     assert (sub.train.steps, sub.train.ckpt_every, tuple(sub.train.prelude)) == (30, 30, ())
     assert sub.train.init_from == "runs/base:ema" and sub.sample.num_train_samples == 0
-    assert not c.data.shapes.drill and c.train.steps == 1000  # the main config is untouched
+    assert not c.data.shapes.drill and c.train.steps == 700  # the main config is untouched
     # The whole-run stage is the same rule: configs/stiv.py:stage=drill.
     whole = get_config("variant=S,stage=drill")
     assert whole.data.shapes.drill and whole.train.steps == stages.DRILL_STEPS
@@ -70,22 +70,34 @@ def test_a_prelude_stage_stopped_by_a_signal_stops_the_command(tmp_path, monkeyp
     assert calls[1:] == [(f"{wd}/prelude/0-drill", 7), (f"{wd}/prelude/1-ti2v", 3)]
 
 
-def test_long_recipe_is_the_main_config_with_the_drill_prelude_and_shares():
+def test_s_recipes_are_a_binding_drill_then_the_mix_with_its_shares():
+    base = get_config("variant=S,stage=ti2v")  # the full mix without a recipe's block
     main, long = get_config("variant=S"), get_config("variant=S,recipe=long")
-    assert tuple(long.train.prelude) == ("drill:3000",) and stages.parse_prelude(long.train.prelude)
+    for c in (main, long):
+        assert (c.data.shapes.drill_share, c.diffusion.noisy_share) == (0.3, 0.3)
+        assert (c.data.shapes.drill_objects, c.data.shapes.drill_swappable) == (2, True)
+        assert c.model.key_shift and c.model.word_pieces == c.text_encoder.word_pieces == 1024
+        assert c.model.word_pieces_zero_init is False and base.model.word_pieces_zero_init
+        assert c.optim.lr == base.optim.lr and stages.parse_prelude(c.train.prelude)
+        edits = {"key_shift", "word_pieces", "word_pieces_zero_init"}
+        assert all(c.model[k] == base.model[k] for k in base.model.keys() if k not in edits)
+    assert (tuple(main.train.prelude), main.train.steps, main.optim.decay_steps) == (
+        ("drill:1000",), 700, 200,
+    )  # fmt: skip
+    assert main.train.bind_min == 0.0 and main.sample.cfg_scale == base.sample.cfg_scale
+    assert tuple(long.train.prelude) == ("drill:3000",) and long.train.bind_min == 0.3
     assert (long.train.steps, long.optim.decay_steps) == (9000, 1800)
-    assert (long.data.shapes.drill_share, long.diffusion.noisy_share) == (0.3, 0.3)
-    assert (long.data.shapes.drill_objects, long.data.shapes.drill_swappable) == (2, True)
-    assert long.model.key_shift and long.model.word_pieces == long.text_encoder.word_pieces == 1024
-    assert long.model.word_pieces_zero_init is False and main.model.word_pieces_zero_init
     assert (long.sample.cfg_scale, long.sample.cfg_scale_given) == (2.5, 1.0)
+    assert (main.sample.cfg_scale_given, base.sample.cfg_scale_given) == (1.0, -1.0)
     changed = {"train", "optim", "data", "diffusion", "model", "text_encoder", "sample", "arg"}
-    assert all(long[k] == main[k] for k in main.keys() if k not in changed)
+    assert all(long[k] == main[k] == base[k] for k in main.keys() if k not in changed)
     edits = {"cfg_scale", "cfg_scale_given"}
-    assert all(long.sample[k] == main.sample[k] for k in main.sample.keys() if k not in edits)
-    edits = {"key_shift", "word_pieces", "word_pieces_zero_init"}
-    assert all(long.model[k] == main.model[k] for k in main.model.keys() if k not in edits)
-    assert long.optim.lr == main.optim.lr
+    assert all(
+        long.sample[k] == main.sample[k] == base.sample[k]
+        for k in main.sample.keys()
+        if k not in edits
+    )
+    assert tuple(get_config("variant=S,runlocal").train.prelude) == ("drill:10",)
     assert get_config("variant=S,recipe=main") == get_config("variant=S,recipe=main")
     for bad, match in (
         ("variant=S,recipe=longer", "recipe='longer' is unknown"),
