@@ -90,7 +90,8 @@ COMBINED_COLS = {
 
 
 def base_config(args: argparse.Namespace):
-    c = get_config(f"variant={args.variant},res=32,frames=8")
+    # stage=ti2v: the mix alone, without the S main job's drill prelude and shares (§25)
+    c = get_config(f"variant={args.variant},res=32,frames=8,stage=ti2v")
     c.train.steps = args.steps
     c.optim.decay_steps = 0  # the ablation tables' runs: constant after warmup
     c.train.log_every = 10

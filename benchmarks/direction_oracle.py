@@ -24,13 +24,14 @@ commands. Train and probe with the same ORACLE:
   ORACLE=pooled python benchmarks/direction_oracle.py probe direction \\
       --workdir runs/or_pooled --step 400
 
-The main job with an oracle (docs/quality.md §18: what would reading the words at once buy
-in the main job's 1,000 steps?), evaluated as in the README under the same oracle:
+The main job of the time with an oracle (docs/quality.md §18: what would reading the words
+at once buy in its 1,000 steps of the mix? Since §25 that config is `variant=S,stage=ti2v`),
+evaluated as in the README under the same oracle:
 
   ORACLE=pooled python benchmarks/direction_oracle.py train \\
-      --config configs/stiv.py:variant=S --workdir runs/main_or_pooled
+      --config configs/stiv.py:variant=S,stage=ti2v --workdir runs/main_or_pooled
   ORACLE=pooled python benchmarks/direction_oracle.py evaluate \\
-      --config configs/stiv.py:variant=S --workdir runs/main_or_pooled --out runs/main_or_pooled/eval
+      --config configs/stiv.py:variant=S,stage=ti2v --workdir runs/main_or_pooled --out runs/main_or_pooled/eval
 """
 
 from __future__ import annotations

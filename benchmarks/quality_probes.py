@@ -96,7 +96,7 @@ def spot() -> None:
 def memorise_config(steps: int, overrides: list[str]):
     from configs.stiv import get_config
 
-    c = get_config("variant=S")
+    c = get_config("variant=S,stage=ti2v")  # the mix alone: no drill prelude, no shares
     c.data.shapes.num_train = 4
     c.data.task_probs = {"t2v": 0.0, "ti2v": 1.0, "predict": 0.0, "interp": 0.0}
     c.train.steps, c.train.unmasked_steps, c.sample.num_train_samples = steps, 0, 0

@@ -96,7 +96,7 @@ def main() -> None:
         "t2i": (f"{v},stage=t2i", steps[0], ""),
         "t2v": (f"{v},stage=t2v,res={res},frames={frames}", steps[1], "t2i"),
         "ti2v": (f"{v},stage=ti2v", steps[2], "t2v"),
-        "scratch": (v, a.scratch_steps or sum(steps), ""),
+        "scratch": (f"{v},stage=ti2v", a.scratch_steps or sum(steps), ""),  # the mix, no prelude
     }
     # stage-specific shapes come from the argument string: keep data.res/frames overrides
     # for the full-size runs only

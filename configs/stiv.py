@@ -15,7 +15,7 @@ The argument string is comma-separated `key=value` pairs:
   res         square training resolution in pixels
   image_cond  frame_replace | frame_replace_ref | channel_concat | cross_attn
   stage       t2i | t2v | ti2v | drill: a stage of STIV's progressive recipe (default: the
-              full task mix). drill: the direction drill before the S main job (TI2V on
+              recipe below). drill: the direction drill (one object by default; TI2V on
               ShapesBench drill clips, t ~ logit-normal(-2.5, 0.5), 1,500 steps;
               docs/quality.md §9). t2i: frames=1 images (ShapesBench frames), temporal patch 1, text only;
               t2v: text only; ti2v: the full mix. Chain stages with train.init_from
@@ -26,12 +26,14 @@ The argument string is comma-separated `key=value` pairs:
                     --workdir runs/s_t2v --config.train.steps=200 --config.train.init_from=runs/s_t2i
                 python -m stiv_jax.train --config configs/stiv.py:variant=S,stage=ti2v \
                     --workdir runs/s_ti2v --config.train.steps=300 --config.train.init_from=runs/s_t2v
-  recipe      main | long (S only). main: the README main job (1,000 steps, ~8 min on 2 CPU
-              cores). long: the longer recipe (docs/quality.md §22.3), a 3,000-step binding
-              drill (two swappable objects; xavier word pieces and key_shift on; the command
-              stops if it has not bound, train.bind_min), then 9,000 steps of the full mix
-              with 30% binding-drill clips and 30% of the noise levels from the drill's law,
-              the last 1,800 cooling down (1 h 49 min from a fresh clone on 2 CPU cores, its
+  recipe      main | long (S only; a stage argument runs that stage alone, without them).
+              main: the README main job (docs/quality.md §25), a 1,000-step binding drill
+              (two swappable objects; xavier word pieces and key_shift on), then 700 steps
+              of the full mix with 30% binding-drill clips and 30% of the noise levels from
+              the drill's law, the last 200 cooling down; no guidance where a frame is
+              given; ~14 min on 2 CPU cores. long: the longer recipe (§22.3), the same with
+              a 3,000-step drill (the command stops if it has not bound, train.bind_min)
+              and 9,000 steps of the mix, the last 1,800 cooling down (1 h 49 min from a fresh clone on 2 CPU cores, its
               drill shared; one command, resumable like any run; §24.3: TI2V direction
               0.733, T2V 0.400); it samples with guidance 2.5, and 1.0 where a frame is given
               (§23.2), so evaluate it with this config too:
