@@ -221,7 +221,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     t = c.train = ml_collections.ConfigDict()
     t.steps = (
         1000 if demo else 360 if small else 400_000
-    )  # total optimizer steps (S: ~14 min, 2 CPUs)
+    )  # total optimizer steps (S: the main job sets 700 after its drill, recipe below)
     t.log_every = 10  # metrics.jsonl / TensorBoard cadence
     t.ckpt_every = 200 if demo else 120 if small else 2000  # checkpoint cadence
     t.sample_every = 0 if small else 10_000  # periodic sample videos (0 = only at the end)
