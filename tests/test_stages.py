@@ -73,30 +73,40 @@ def test_a_prelude_stage_stopped_by_a_signal_stops_the_command(tmp_path, monkeyp
 def test_s_recipes_are_a_binding_drill_then_the_mix_with_its_shares():
     base = get_config("variant=S,stage=ti2v")  # the full mix without a recipe's block
     main, long = get_config("variant=S"), get_config("variant=S,recipe=long")
-    for c in (main, long):
-        assert (c.data.shapes.drill_share, c.diffusion.noisy_share) == (0.3, 0.3)
-        assert (c.data.shapes.drill_objects, c.data.shapes.drill_swappable) == (2, True)
+
+    def edits(a, b) -> set[str]:
+        return {k for k in b.keys() if a[k] != b[k]}
+
+    for c in (main, long):  # the shared block: the binding drill and its shares in the mix
+        assert edits(c.model, base.model) == {"key_shift", "word_pieces", "word_pieces_zero_init"}
         assert c.model.key_shift and c.model.word_pieces == c.text_encoder.word_pieces == 1024
-        assert c.model.word_pieces_zero_init is False and base.model.word_pieces_zero_init
-        assert c.optim.lr == base.optim.lr and stages.parse_prelude(c.train.prelude)
-        edits = {"key_shift", "word_pieces", "word_pieces_zero_init"}
-        assert all(c.model[k] == base.model[k] for k in base.model.keys() if k not in edits)
-    assert (tuple(main.train.prelude), main.train.steps, main.optim.decay_steps) == (
-        ("drill:1000",), 700, 200,
-    )  # fmt: skip
-    assert main.train.bind_min == 0.0 and main.sample.cfg_scale == base.sample.cfg_scale
-    assert tuple(long.train.prelude) == ("drill:3000",) and long.train.bind_min == 0.3
-    assert (long.train.steps, long.optim.decay_steps) == (9000, 1800)
-    assert (long.sample.cfg_scale, long.sample.cfg_scale_given) == (2.5, 1.0)
-    assert (main.sample.cfg_scale_given, base.sample.cfg_scale_given) == (1.0, -1.0)
+        assert c.model.word_pieces_zero_init is False
+        assert edits(c.text_encoder, base.text_encoder) == {"word_pieces"}
+        assert edits(c.data, base.data) == {"shapes"}
+        assert edits(c.data.shapes, base.data.shapes) == {
+            "drill_objects", "drill_swappable", "drill_share"
+        }  # fmt: skip
+        assert (c.data.shapes.drill_objects, c.data.shapes.drill_swappable) == (2, True)
+        assert (c.data.shapes.drill_share, c.diffusion.noisy_share) == (0.3, 0.3)
+        assert edits(c.diffusion, base.diffusion) == {"noisy_share"}
+        assert stages.parse_prelude(c.train.prelude)
     changed = {"train", "optim", "data", "diffusion", "model", "text_encoder", "sample", "arg"}
     assert all(long[k] == main[k] == base[k] for k in main.keys() if k not in changed)
-    edits = {"cfg_scale", "cfg_scale_given"}
-    assert all(
-        long.sample[k] == main.sample[k] == base.sample[k]
-        for k in main.sample.keys()
-        if k not in edits
-    )
+    # main: 1,000 drill steps, 700 of the mix, no check, no guidance where a frame is given
+    assert edits(main.train, base.train) == {"prelude", "steps", "bind_min"}
+    assert (tuple(main.train.prelude), main.train.steps, main.train.bind_min) == (
+        ("drill:1000",), 700, 0.0,
+    )  # fmt: skip
+    assert edits(main.optim, base.optim) == set() and main.optim.decay_steps == 200
+    assert edits(main.sample, base.sample) == {"cfg_scale_given"}
+    assert (main.sample.cfg_scale_given, base.sample.cfg_scale_given) == (1.0, -1.0)
+    # long: 3,000 drill steps checked, 9,000 of the mix, more guidance without a frame
+    assert edits(long.train, base.train) == {"prelude", "steps", "ckpt_every"}
+    assert tuple(long.train.prelude) == ("drill:3000",) and long.train.bind_min == 0.3
+    assert (long.train.steps, long.optim.decay_steps) == (9000, 1800)
+    assert edits(long.optim, base.optim) == {"decay_steps"}
+    assert edits(long.sample, base.sample) == {"cfg_scale", "cfg_scale_given"}
+    assert (long.sample.cfg_scale, long.sample.cfg_scale_given) == (2.5, 1.0)
     assert tuple(get_config("variant=S,runlocal").train.prelude) == ("drill:10",)
     assert get_config("variant=S,recipe=main") == get_config("variant=S,recipe=main")
     for bad, match in (
