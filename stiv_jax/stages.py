@@ -37,9 +37,12 @@ def apply_stage(c: ml_collections.ConfigDict, stage: str, *, frames: int = 1) ->
         d.task_probs = ml_collections.ConfigDict({"t2v": 1.0})
     if stage == "drill":  # TI2V on drill clips, noise-heavy law: the caption is all there is
         d.shapes.drill, t.steps, t.ckpt_every = True, DRILL_STEPS, 250
-        # t2v is listed (at 0) so a binding drill can mix it in from the command line
-        # (--config.data.task_probs.t2v=0.5): there the first frame hints at the direction.
-        d.task_probs = ml_collections.ConfigDict({"t2v": 0.0, "ti2v": 1.0})
+        # data.shapes.drill_t2v: a share of text-only drill clips (no frame to start from:
+        # the caption alone places and moves the objects); a prelude's drill takes it too.
+        t2v = float(d.shapes.get("drill_t2v", 0.0))
+        if not 0.0 <= t2v < 1.0:
+            raise ValueError(f"data.shapes.drill_t2v={t2v} is not a share; expected 0 <= share < 1")
+        d.task_probs = ml_collections.ConfigDict({"t2v": t2v, "ti2v": 1.0 - t2v})
         f.logit_mean, f.logit_std = DRILL_LAW
 
 

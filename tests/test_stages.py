@@ -39,6 +39,12 @@ def test_stage_config_keeps_overrides_and_applies_the_stage():
     assert (sub.train.steps, sub.train.ckpt_every, tuple(sub.train.prelude)) == (30, 30, ())
     assert sub.train.init_from == "runs/base:ema" and sub.sample.num_train_samples == 0
     assert not c.data.shapes.drill and c.train.steps == 700  # the main config is untouched
+    c.data.shapes.drill_t2v = 0.3  # a share of text-only drill clips, in a prelude's drill too
+    sub = stages.stage_config(c, "drill", 30, "")
+    assert dict(sub.data.task_probs) == {"t2v": 0.3, "ti2v": 0.7}
+    c.data.shapes.drill_t2v = 1.0
+    with pytest.raises(ValueError, match=r"data.shapes.drill_t2v=1.0 is not a share"):
+        stages.stage_config(c, "drill", 30, "")
     # The whole-run stage is the same rule: configs/stiv.py:stage=drill.
     whole = get_config("variant=S,stage=drill")
     assert whole.data.shapes.drill and whole.train.steps == stages.DRILL_STEPS
