@@ -179,7 +179,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Speeds of the drill's objects: "fast" (§9), or "slow,medium,fast" (the mix's speeds, so
     # the motion score varies in the drill as in the mix; docs/quality.md §23).
     d.shapes.drill_speeds = "fast"
-    d.shapes.drill_t2v = 0.0  # share of text-only (T2V) clips in a drill (0 = TI2V only)
+    d.shapes.drill_t2v = 0.0  # share of text-only (T2V) clips in a prelude's drill (0 = none)
     # Share of training clips whose objects start where their track fits in every direction
     # (still camera), so the start does not hint at the direction (docs/quality.md §19).
     d.shapes.free_start = 0.0  # share of training clips with direction-free starts (0 = none)

@@ -44,6 +44,12 @@ def validate_train_config(config, workdir: str) -> None:
         v = config.diffusion.get(key, 0.0)
         if not (isinstance(v, (int, float)) and v >= 0):
             raise ValueError(f"diffusion.{key}={v!r}; expected a number >= 0 (0 = off)")
+    t2v = float(d.shapes.get("drill_t2v", 0.0))  # set by stages.apply_stage in a prelude
+    if d.shapes.get("drill", False) and t2v > 0 and float(d.task_probs.get("t2v", 0.0)) != t2v:
+        raise ValueError(
+            f"data.shapes.drill_t2v={t2v} reaches a prelude's drill only; a whole stage=drill "
+            "run takes its share from data.task_probs.t2v (and .ti2v)"
+        )
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ValueError(f"workdir {workdir!r} is a file; expected a directory (new or a run's)")
     _positive_int("data.res", d.res)

@@ -134,6 +134,18 @@ def test_bad_cool_down_is_one_line_error_and_writes_nothing(tmp_path, tiny_confi
     assert not workdir.exists()
 
 
+def test_drill_t2v_in_a_whole_drill_run_is_one_line_error(tmp_path, tiny_config):
+    """A whole stage=drill run set its task mix before the command line's overrides, so
+    data.shapes.drill_t2v there would be silently ignored: it is refused instead."""
+    from stiv_jax.train import train_loop
+
+    tiny_config.data.shapes.drill, tiny_config.data.shapes.drill_t2v = True, 0.3
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"drill_t2v=0.3 reaches a prelude's drill only"):
+        train_loop(tiny_config, str(workdir))
+    assert not workdir.exists()
+
+
 @pytest.mark.parametrize(
     "key, value, message",
     [
