@@ -4,9 +4,14 @@ Shapes: not applicable (whole training runs); the evaluation is `stiv_jax.evalua
 
   python benchmarks/ablations.py --out runs/ablations [--variant tiny --steps 200 \
       --num_cases 12 --ode_steps 10] [--only baseline,channel_concat]
+  python benchmarks/ablations.py --out runs/abl_main --recipe main --num_cases 16 [--seed 1]
 
-Every variant is the same base config (`configs/stiv.py:variant=<v>,res=32,frames=8` plus
-the budget flags below) with ONE override:
+Every variant is the same base config with ONE override. `--recipe mix` (default): the task
+mix alone, `configs/stiv.py:variant=<v>,res=32,frames=8,stage=ti2v` plus the budget flags
+(`--steps`, constant lr after warmup, `--ema_decay`, `--ode_steps`). `--recipe main`: the
+README main job itself (`variant=S`: its binding-drill prelude, then the mix with its shares
+and cool-down, its EMA and sampler; docs/quality.md §25), one command per variant; the
+override then holds in the drill too (it is the same model).
 
   baseline         frame_replace, image dropout 0.1, motion conditioning, MaskDiT 0.5
   channel_concat   model.image_cond=channel_concat   (Step-Video's image conditioning)
@@ -89,19 +94,43 @@ COMBINED_COLS = {
 }  # fmt: skip
 
 
+# --recipe mix's budget where a flag is not given
+MIX_DEFAULTS = {"variant": "tiny", "steps": 200, "ema_decay": 0.98, "ode_steps": 10}
+
+
+def budget_args(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with the recipe's budget filled in: the mix's defaults, or (main) the main
+    job's own steps, EMA and sampler steps; a budget flag given with `--recipe main` is an
+    error, since the main job's budget is its config's."""
+    if args.recipe == "main":
+        given = [k for k in MIX_DEFAULTS if k != "variant" and getattr(args, k) is not None]
+        if given or args.variant not in (None, "S"):
+            raise SystemExit(
+                f"error: --recipe main is the README main job's own budget (variant S); "
+                f"got {' '.join(f'--{k}' for k in given) or f'--variant={args.variant}'}"
+            )
+        return argparse.Namespace(**{**vars(args), "variant": "S"})
+    return argparse.Namespace(
+        **{**vars(args), **{k: v if getattr(args, k) is None else getattr(args, k)
+                            for k, v in MIX_DEFAULTS.items()}}
+    )  # fmt: skip
+
+
 def base_config(args: argparse.Namespace):
-    # stage=ti2v: the mix alone, without the S main job's drill prelude and shares (§25)
-    c = get_config(f"variant={args.variant},res=32,frames=8,stage=ti2v")
-    c.train.steps = args.steps
-    c.optim.decay_steps = 0  # the ablation tables' runs: constant after warmup
+    if args.recipe == "main":  # the README main job: drill prelude, then the mix (§25)
+        c = get_config("variant=S,res=32,frames=8")
+    else:  # stage=ti2v: the mix alone, without the main job's drill prelude and shares (§25)
+        c = get_config(f"variant={args.variant},res=32,frames=8,stage=ti2v")
+        c.train.steps = args.steps
+        c.optim.decay_steps = 0  # the ablation tables' runs: constant after warmup
+        c.train.ckpt_every = 50  # resumable within a variant
+        # A short run: the default 0.999 EMA would still be >80% the init after 200 steps.
+        c.optim.ema_decay = args.ema_decay
+        c.sample.steps = args.ode_steps
     c.train.log_every = 10
-    c.train.ckpt_every = 50  # resumable within a variant
     c.train.seed = args.seed
     c.data.seed = args.seed
     c.data.batch_size = args.batch
-    # A short run: the default 0.999 EMA would still be >80% the random init after 200 steps.
-    c.optim.ema_decay = args.ema_decay
-    c.sample.steps = args.ode_steps
     c.sample.num_train_samples = 2  # the trainer's own end-of-run samples (not scored)
     return c
 
@@ -152,6 +181,7 @@ def rescore(name: str, config, args: argparse.Namespace) -> dict:
 
 
 def run_variant(name: str, args: argparse.Namespace) -> dict | None:
+    from stiv_jax import stages
     from stiv_jax.train import train_loop
 
     workdir = os.path.join(args.out, name)
@@ -169,7 +199,8 @@ def run_variant(name: str, args: argparse.Namespace) -> dict | None:
     if args.rescore:
         return rescore(name, config, args) if finished else None
     wall, cpu = time.time(), time.process_time()
-    train_loop(config, workdir)
+    if stages.run_prelude(config, workdir, train_loop):  # the main job's drill (no-op: mix)
+        train_loop(config, workdir)
     train_wall, train_cpu = time.time() - wall, time.process_time() - cpu
     config = base_config(args)  # evaluate restores the architecture from the checkpoint
     apply(config, VARIANTS[name])
@@ -179,12 +210,14 @@ def run_variant(name: str, args: argparse.Namespace) -> dict | None:
     )
     budget = {
         "overrides": VARIANTS[name],
+        "recipe": args.recipe,
         "variant": args.variant,
-        "steps": args.steps,
+        "prelude": list(config.train.prelude),
+        "steps": int(config.train.steps),
         "batch": args.batch,
         "seed": args.seed,
-        "ema_decay": args.ema_decay,
-        "ode_steps": args.ode_steps,
+        "ema_decay": float(config.optim.ema_decay),
+        "ode_steps": int(config.sample.steps),
         "num_cases": args.num_cases,
         "final_loss": _final_loss(workdir),
         # Resumed runs only time the part done by this process.
@@ -266,17 +299,25 @@ def combined_table(outs: list[str]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--out", default="runs/ablations")
-    ap.add_argument("--variant", default="tiny")
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--variant", default=None, help="model variant (mix: tiny; main: S)")
+    ap.add_argument(
+        "--recipe",
+        choices=("mix", "main"),
+        default="mix",
+        help="mix: the task mix alone at --steps; main: the README main job",
+    )
+    ap.add_argument("--steps", type=int, default=None, help="mix: steps (200)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ema_decay", type=float, default=0.98)
-    ap.add_argument("--ode_steps", type=int, default=10)
+    ap.add_argument("--ema_decay", type=float, default=None, help="mix: EMA decay (0.98)")
+    ap.add_argument("--ode_steps", type=int, default=None, help="mix: sampler steps (10)")
     ap.add_argument("--num_cases", type=int, default=12)
     ap.add_argument("--rescore", action="store_true", help="re-score finished variants only")
     ap.add_argument("--only", default="", help="comma-separated variant names (default: all)")
     ap.add_argument("--combine", default="", help="DIR,DIR: the seed-combined table of sweeps")
     args = ap.parse_args()
+    if not args.combine:
+        args = budget_args(args)
     if args.combine:
         print(combined_table([d for d in args.combine.split(",") if d]))
         return

@@ -56,8 +56,8 @@ def test_pixel_split_separates_still_and_changing_pixels():
 
 def test_ablation_variant_sets_follow_the_base_config():
     def names(variant):
-        ns = type("A", (), dict(variant=variant, steps=10, seed=0, batch=8, ema_decay=0.98,
-                                ode_steps=5))  # fmt: skip
+        ns = type("A", (), dict(recipe="mix", variant=variant, steps=10, seed=0, batch=8,
+                                ema_decay=0.98, ode_steps=5))  # fmt: skip
         base = ablations.base_config(ns)
         return {
             n for n, o in ablations.VARIANTS.items() if not o or ablations.changes_base(base, o)
@@ -66,6 +66,37 @@ def test_ablation_variant_sets_follow_the_base_config():
     assert {"no_maskdit", "no_temporal_adaln", "channel_concat"} <= names("tiny")
     s = names("S")
     assert "maskdit" in s and "no_maskdit" not in s  # S does not mask: turning it off is a no-op
+
+
+def test_ablation_main_recipe_is_the_readme_main_job_with_the_seed():
+    import argparse
+
+    from configs.stiv import get_config
+
+    def args(**kw):
+        base = dict(recipe="main", variant=None, steps=None, ema_decay=None, ode_steps=None,
+                    seed=1, batch=8)  # fmt: skip
+        return ablations.budget_args(argparse.Namespace(**{**base, **kw}))
+
+    c = ablations.base_config(args())
+    main = get_config("variant=S")
+    assert tuple(c.train.prelude) == tuple(main.train.prelude) == ("drill:1000",)
+
+    def get(config, dotted):
+        for part in dotted.split("."):
+            config = config[part]
+        return config
+
+    for field in ("train.steps", "optim.decay_steps", "optim.ema_decay", "sample.steps",
+                  "data.shapes.drill_share", "diffusion.noisy_share", "model.key_shift"):  # fmt: skip
+        assert get(c, field) == get(main, field), field
+    assert c.train.seed == c.data.seed == 1
+    for bad in (dict(steps=400), dict(variant="tiny"), dict(ema_decay=0.9)):
+        with pytest.raises(SystemExit, match="--recipe main is the README main job's own"):
+            args(**bad)
+    mix = ablations.budget_args(argparse.Namespace(recipe="mix", variant=None, steps=None,
+                                                   ema_decay=None, ode_steps=7))  # fmt: skip
+    assert (mix.variant, mix.steps, mix.ema_decay, mix.ode_steps) == ("tiny", 200, 0.98, 7)
 
 
 def test_combined_table_means_the_seeds(tmp_path):
