@@ -7,7 +7,10 @@ object of every x1 TI2V and T2V video: background, pan, speed, the true directio
 measured one (the evaluator's own `metrics.score_clip`), the measured displacement relative
 to the background (px) and its angle error to the truth (degrees), the visible share and the
 colour stability. Then per task: exact-class accuracy, the share within one 45-degree sector,
-and the accuracy split by speed, background and object count. For TI2V also where the video
+and the accuracy split by speed, background and object count, and by axis (`axis_summary`:
+how often the measured direction has the truth's horizontal and vertical components, how
+often it adds one the truth lacks, and the measured share of the true displacement along
+each axis). For TI2V also where the video
 PSNR is lost (`pixel_split`): on pixels the clip keeps from frame 0 (copying it is exact) and
 on those that change (moving objects, pans), for the model and for the static floor; and
 what the still pixels' error is made of (`still_breakdown`): the share a per-video mean
@@ -55,6 +58,10 @@ def object_rows(video: np.ndarray, case: dict) -> list[dict]:
         rows.append(
             {
                 "truth": obj["motion"],
+                "dx": dx,
+                "dy": dy,
+                "true_dx": float(obj["x"][-1] - obj["x"][0]),
+                "true_dy": float(obj["y"][-1] - obj["y"][0]),
                 "measured": meas["direction"],
                 "speed": obj["speed"],
                 "background": truth["background"]["kind"],
@@ -67,6 +74,37 @@ def object_rows(video: np.ndarray, case: dict) -> list[dict]:
             }
         )
     return rows
+
+
+def _components(direction: str) -> tuple[int, int]:
+    """Sign of a direction class's (x, y) screen components; (0, 0) for still / lost."""
+    dx, dy = DIRECTIONS.get(direction, (0.0, 0.0))
+    return int(np.sign(dx)), int(np.sign(dy))
+
+
+def axis_summary(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per axis (x: horizontal, y: vertical), over the objects whose truth moves along it:
+    `kept` the share whose measured class has the same component, `gain` the measured over
+    the true displacement along it (sums over those objects); over the objects whose truth
+    does not move along it: `added` the share whose measured class does. Lost objects count
+    as not kept and not added; NaN where no object qualifies."""
+    out = {}
+    for axis, (d, t) in (("x", ("dx", "true_dx")), ("y", ("dy", "true_dy"))):
+        k = 0 if axis == "x" else 1
+        need = [r for r in rows if _components(r["truth"])[k]]
+        none = [r for r in rows if not _components(r["truth"])[k]]
+        kept = [_components(r["measured"])[k] == _components(r["truth"])[k] for r in need]
+        moved = [r for r in need if np.isfinite(r[d])]
+        true = sum(abs(r[t]) for r in moved)
+        out[axis] = {
+            "kept": float(np.mean(kept)) if need else math.nan,
+            "added": float(np.mean([_components(r["measured"])[k] != 0 for r in none]))
+            if none
+            else math.nan,
+            "gain": sum(r[d] * np.sign(r[t]) for r in moved) / true if true else math.nan,
+            "objects": len(need),
+        }
+    return out
 
 
 STILL_TOL = 8  # uint8 levels: a pixel within this of frame 0 in every channel is "still"
@@ -199,6 +237,11 @@ def main(argv=None) -> None:
         print(f"{task}: {len(rows)} objects, exact {np.mean(exact):.3f}, within one sector "
               f"{np.sum(near) / len(rows):.3f}, median angle error "
               f"{np.nanmedian([r['err'] for r in rows]):.0f} deg")  # fmt: skip
+        axes = axis_summary(rows)
+        print("  by axis: " + ", ".join(
+            f"{'horizontal' if a == 'x' else 'vertical'} kept {v['kept']:.2f} of {v['objects']}, "
+            f"added {v['added']:.2f}, moved {v['gain']:.2f} of the truth"
+            for a, v in axes.items()))  # fmt: skip
         for key in ("speed", "background", "objects"):
             groups = defaultdict(list)
             for r, ok in zip(rows, exact):

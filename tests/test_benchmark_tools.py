@@ -155,3 +155,21 @@ def test_quality_probes_binding_uses_the_library_probe():
     # One place for the probe (stiv_jax/binding.py, tests/test_binding.py); the benchmark prints it.
     assert quality_probes.swap_directions is binding.swap_directions
     assert quality_probes.object_cosine is binding.object_cosine
+
+
+def test_axis_summary_counts_kept_and_added_components_and_the_moved_share():
+    def row(truth, measured, dx, dy, tdx, tdy):
+        return dict(truth=truth, measured=measured, dx=dx, dy=dy, true_dx=tdx, true_dy=tdy)
+
+    rows = [
+        row("up-right", "right", 4.0, -1.0, 4.0, -4.0),  # keeps x, drops y
+        row("up", "up-left", -2.0, -3.0, 0.0, -6.0),  # keeps y, adds x
+        row("left", "lost", math.nan, math.nan, -6.0, 0.0),  # lost: not kept, not moved
+    ]
+    s = eval_objects.axis_summary(rows)
+    assert s["x"]["objects"] == 2 and s["x"]["kept"] == 0.5  # up-right kept, lost not
+    assert s["x"]["added"] == 1.0  # the one object without x ("up") gained it
+    assert s["x"]["gain"] == pytest.approx(4.0 / 4.0)  # the lost object has no track
+    assert s["y"]["objects"] == 2 and s["y"]["kept"] == 0.5 and s["y"]["added"] == 0.0
+    assert s["y"]["gain"] == pytest.approx((1.0 + 3.0) / (4.0 + 6.0))  # up is -y: signs match
+    assert math.isnan(eval_objects.axis_summary([])["x"]["kept"])
