@@ -3,7 +3,7 @@
   python benchmarks/eval_objects.py --eval runs/stiv_s/eval [--config variant=S]
 
 Reads `<eval>/videos` (the MP4s and truth JSONs `stiv_jax.evaluate` wrote) and prints, per
-object of every x1 TI2V and T2V video: background, pan, speed, the true direction, the
+object of every x1 TI2V and T2V video (`--multiplier`: of another motion request): background, pan, speed, the true direction, the
 measured one (the evaluator's own `metrics.score_clip`), the measured displacement relative
 to the background (px) and its angle error to the truth (degrees), the visible share and the
 colour stability. Then per task: exact-class accuracy, the share within one 45-degree sector,
@@ -202,6 +202,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="variant=S", help="configs/stiv.py argument string")
     ap.add_argument("--eval", required=True, help="the evaluate --out directory")
+    ap.add_argument("--multiplier", type=float, default=1.0,
+                    help="the motion-request multiplier whose videos to read (1, or 0.5 / 2)")  # fmt: skip
     args = ap.parse_args(argv)
     from configs.stiv import get_config
     from stiv_jax.evaluate import read_videos
@@ -211,7 +213,7 @@ def main(argv=None) -> None:
     for e in errors:
         print("skipped:", e)
     for task in ("ti2v", "t2v"):
-        items = sorted((i for i in videos if i.task == task and i.multiplier == 1.0),
+        items = sorted((i for i in videos if i.task == task and i.multiplier == args.multiplier),
                        key=lambda i: i.index)  # fmt: skip
         if not items:
             continue
