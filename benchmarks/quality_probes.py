@@ -350,11 +350,18 @@ def binding(
     step: int | None = None,
     t2v: bool = False,
     swappable: bool = False,
+    res: int = 0,
 ) -> None:
+    from stiv_jax import checkpoint as ckpt
     from stiv_jax.binding import drill_clips, probe
     from stiv_jax.pipeline import STIVPipeline
 
-    pipe = STIVPipeline.from_workdir(workdir, step=step)
+    config = ckpt.restore_config(workdir, step)
+    if res:  # probe at another resolution than the run's (e.g. a low-resolution drill)
+        with config.unlocked():
+            config.data.res = res
+            config.data.buckets.shapes = (f"{config.data.frames}x{res}x{res}",)
+    pipe = STIVPipeline.from_workdir(workdir, config, step=step)
     clips = drill_clips(pipe.config, num, swappable)
     mode = ("T2V" if t2v else "TI2V") + (", swappable starts" if swappable else "")
     print(f"{workdir}: {num} held-out binding-drill clips, {mode}, e.g. {clips[0]['caption']!r}")
@@ -807,6 +814,7 @@ if __name__ == "__main__":
         "--swappable", action="store_true", help="binding probe: starts that fit either direction"
     )
     ap.add_argument("--scales", default="1,1.5", help="trajectory probe: guidance scales")
+    ap.add_argument("--res", type=int, default=0, help="binding probe: resolution (0 = the run's)")
     a = ap.parse_args()
     if a.probe == "spot":
         spot()
@@ -815,7 +823,7 @@ if __name__ == "__main__":
     elif a.probe == "direction":
         direction(a.workdir, a.num or 24, a.step)
     elif a.probe == "binding":
-        binding(a.workdir, a.num or 24, a.step, a.t2v, a.swappable)
+        binding(a.workdir, a.num or 24, a.step, a.t2v, a.swappable, a.res)
     elif a.probe == "crossattn":
         crossattn(a.workdir, a.num or 24, a.step)
     elif a.probe == "background":
