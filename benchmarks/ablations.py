@@ -316,11 +316,10 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated variant names (default: all)")
     ap.add_argument("--combine", default="", help="DIR,DIR: the seed-combined table of sweeps")
     args = ap.parse_args()
-    if not args.combine:
-        args = budget_args(args)
     if args.combine:
         print(combined_table([d for d in args.combine.split(",") if d]))
         return
+    args = budget_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     base = base_config(args)
     masks = base.model.mask_ratio > 0  # MaskDiT is toggled off (tiny) or on (S), not both
