@@ -3,15 +3,15 @@
   python benchmarks/eval_objects.py --eval runs/stiv_s/eval [--config variant=S]
 
 Reads `<eval>/videos` (the MP4s and truth JSONs `stiv_jax.evaluate` wrote) and prints, per
-object of every x1 TI2V and T2V video (`--multiplier`: of another motion request): background, pan, speed, the true direction, the
-measured one (the evaluator's own `metrics.score_clip`), the measured displacement relative
-to the background (px) and its angle error to the truth (degrees), the visible share and the
-colour stability. Then per task: exact-class accuracy, the share within one 45-degree sector,
-and the accuracy split by speed, background and object count, and by axis (`axis_summary`:
-how often the measured direction has the truth's horizontal and vertical components, how
-often it adds one the truth lacks, and the measured share of the true displacement along
-each axis). For TI2V also where the video
-PSNR is lost (`pixel_split`): on pixels the clip keeps from frame 0 (copying it is exact) and
+object of every x1 TI2V and T2V video (`--multiplier`: of another motion request):
+background, pan, speed, the true direction, the measured one (the evaluator's own
+`metrics.score_clip`), the measured displacement relative to the background (px) and its
+angle error to the truth (degrees), the visible share and the colour stability. Then per
+task: exact-class accuracy, the share within one 45-degree sector, the accuracy split by
+speed, background and object count, and by axis (`axis_summary`: how often the measured
+direction has the truth's horizontal and vertical components, how often it adds one the
+truth lacks, and the measured share of the true displacement along each axis). For TI2V
+also where the video PSNR is lost (`pixel_split`): on pixels the clip keeps from frame 0 (copying it is exact) and
 on those that change (moving objects, pans), for the model and for the static floor; and
 what the still pixels' error is made of (`still_breakdown`): the share a per-video mean
 colour offset explains, and the still-pixel PSNR by background kind and by frame; and the
