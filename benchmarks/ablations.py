@@ -13,7 +13,7 @@ README main job itself (`variant=S`: its binding-drill prelude, then the mix wit
 and cool-down, its EMA and sampler; docs/quality.md §25), one command per variant; the
 override then holds in the drill too (it is the same model).
 
-  baseline         frame_replace, image dropout 0.1, motion conditioning, MaskDiT 0.5
+  baseline         the base config unchanged (tiny: frame_replace, MaskDiT 0.5; S: frame_replace_ref, no MaskDiT)
   channel_concat   model.image_cond=channel_concat   (Step-Video's image conditioning)
   cross_attn       model.image_cond=cross_attn       (STIV's rejected baseline)
   no_image_drop    diffusion.image_drop=0.0          (sampled with the same JIT-CFG)
