@@ -20,6 +20,8 @@ override then holds in the drill too (it is the same model).
   no_motion_cond   model.motion_cond=False
   no_maskdit       model.mask_ratio=0.0                (when the base masks: tiny)
   maskdit          model.mask_ratio=0.5, the last 100 steps unmasked (when it does not: S)
+  maskdit_equal_compute  maskdit with 1.25x the steps (prelude and cool-down too): the
+                   unmasked baseline's training compute (only with --only)
   no_temporal_adaln  model.temporal_adaln=False        (STIV Table 19: AdaLN on spatial + MLP only)
 
 By default every variant that changes the base config runs (`--only` picks some); one that
@@ -52,6 +54,8 @@ from configs.stiv import get_config  # noqa: E402
 from stiv_jax import evaluate  # noqa: E402
 from stiv_jax.atomic import write_text  # noqa: E402
 
+# Not a config field: multiplies the run's steps, each prelude stage's and the cool-down's.
+STEPS_SCALE = "steps_scale"
 VARIANTS: dict[str, dict[str, object]] = {
     "baseline": {},
     "frame_replace": {"model.image_cond": "frame_replace"},
@@ -61,6 +65,13 @@ VARIANTS: dict[str, dict[str, object]] = {
     "no_image_drop": {"diffusion.image_drop": 0.0},
     "no_maskdit": {"model.mask_ratio": 0.0},
     "maskdit": {"model.mask_ratio": 0.5, "train.unmasked_steps": 100},
+    # MaskDiT at the unmasked baseline's compute: a masked S step costs ~0.8 of an unmasked
+    # one (docs/ablations.md: 1,220 vs 1,520 training CPU s), so 1.25x the steps.
+    "maskdit_equal_compute": {
+        "model.mask_ratio": 0.5,
+        "train.unmasked_steps": 100,
+        STEPS_SCALE: 1.25,
+    },
     "cross_attn": {"model.image_cond": "cross_attn"},
     "no_temporal_adaln": {"model.temporal_adaln": False},
 }
@@ -135,8 +146,21 @@ def base_config(args: argparse.Namespace):
     return c
 
 
+def scale_steps(config, factor: float) -> None:
+    """`train.steps`, every prelude stage's steps and `optim.decay_steps` times `factor`."""
+    from stiv_jax import stages
+
+    config.train.steps = round(config.train.steps * factor)
+    config.optim.decay_steps = round(config.optim.decay_steps * factor)
+    entries = stages.parse_prelude(config.train.prelude)
+    config.train.prelude = tuple(f"{stage}:{round(n * factor)}" for stage, n in entries)
+
+
 def apply(config, overrides: dict[str, object]) -> None:
     for dotted, value in overrides.items():
+        if dotted == STEPS_SCALE:
+            scale_steps(config, float(value))
+            continue
         *path, key = dotted.split(".")
         node = config
         for p in path:
@@ -149,6 +173,10 @@ def apply(config, overrides: dict[str, object]) -> None:
 def changes_base(base, overrides: dict[str, object]) -> bool:
     """Whether `overrides` change any field of `base` (a no-op variant is not worth a run)."""
     for dotted, value in overrides.items():
+        if dotted == STEPS_SCALE:
+            if value != 1:
+                return True
+            continue
         node = base
         for p in dotted.split("."):
             node = node[p]
@@ -164,6 +192,14 @@ def _final_loss(workdir: str, last: int = 5) -> float:
         rows = [json.loads(line) for line in fh if line.strip()]
     vals = [r["loss_avg"] for r in rows[-last:]]
     return float(sum(vals) / len(vals)) if vals else math.nan
+
+
+def _finished(workdir: str, steps: int) -> bool:
+    """Whether `workdir` holds the checkpoint of its run's last step."""
+    from stiv_jax import checkpoint as ckpt
+
+    has = os.path.isdir(os.path.join(workdir, "checkpoints"))
+    return has and steps in ckpt.available_steps(workdir)
 
 
 def rescore(name: str, config, args: argparse.Namespace) -> dict:
@@ -202,6 +238,11 @@ def run_variant(name: str, args: argparse.Namespace) -> dict | None:
     if stages.run_prelude(config, workdir, train_loop):  # the main job's drill (no-op: mix)
         train_loop(config, workdir)
     train_wall, train_cpu = time.time() - wall, time.process_time() - cpu
+    if not _finished(workdir, config.train.steps):  # a signal stopped it (it saved)
+        raise SystemExit(
+            f"error: {name} stopped before step {config.train.steps}; "
+            "run the same command to resume"
+        )
     config = base_config(args)  # evaluate restores the architecture from the checkpoint
     apply(config, VARIANTS[name])
     wall, cpu = time.time(), time.process_time()
@@ -326,7 +367,9 @@ def main() -> None:
     names = [n for n in args.only.split(",") if n] or [
         n
         for n, o in VARIANTS.items()
-        if (not o or changes_base(base, o)) and not (n == "maskdit" and masks)
+        if (not o or changes_base(base, o))
+        and not (n.startswith("maskdit") and masks)
+        and n != "maskdit_equal_compute"
     ]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
