@@ -99,6 +99,34 @@ def test_ablation_main_recipe_is_the_readme_main_job_with_the_seed():
     assert (mix.variant, mix.steps, mix.ema_decay, mix.ode_steps) == ("tiny", 200, 0.98, 7)
 
 
+def test_maskdit_equal_compute_scales_every_step_count_and_a_stopped_run_is_not_scored(
+    tmp_path, monkeypatch
+):
+    import argparse
+
+    args = ablations.budget_args(argparse.Namespace(recipe="main", variant=None, steps=None,
+                                                    ema_decay=None, ode_steps=None, seed=0,
+                                                    batch=8, out=str(tmp_path), rescore=False,
+                                                    num_cases=1))  # fmt: skip
+    masked, equal = ablations.base_config(args), ablations.base_config(args)
+    ablations.apply(masked, ablations.VARIANTS["maskdit"])
+    ablations.apply(equal, ablations.VARIANTS["maskdit_equal_compute"])
+    assert (masked.train.steps, tuple(masked.train.prelude), masked.optim.decay_steps) == (
+        700, ("drill:1000",), 200)  # fmt: skip
+    assert (equal.train.steps, tuple(equal.train.prelude), equal.optim.decay_steps) == (
+        875, ("drill:1250",), 250)  # fmt: skip
+    assert equal.model.mask_ratio == masked.model.mask_ratio == 0.5
+    assert ablations.changes_base(ablations.base_config(args), {ablations.STEPS_SCALE: 1.25})
+
+    # A run a signal stopped (it saved before its last step) is reported, not evaluated.
+    from stiv_jax import evaluate, stages
+
+    monkeypatch.setattr(stages, "run_prelude", lambda *a: False)
+    monkeypatch.setattr(evaluate, "evaluate_checkpoint", lambda *a, **k: pytest.fail("scored"))
+    with pytest.raises(SystemExit, match="maskdit stopped before step 700; run the same"):
+        ablations.run_variant("maskdit", args)
+
+
 def test_combined_table_means_the_seeds(tmp_path):
     def sweep(name, value):
         rows = {"model": {"subject_consistency": value, "motion_control": value},
