@@ -94,14 +94,20 @@ def parse_module(text: str):
     return ops, frames
 
 
-def part_of(frame: str | None, frames: dict) -> str:
-    """The model part of an op: the first PARTS entry among its caller frames."""
+def caller_chain(frame: str | None, frames: dict) -> list[str]:
+    """Function names of an op's stack frame and its callers, innermost first."""
     chain, seen = [], set()
     while frame and frame in frames and frame not in seen:
         seen.add(frame)
         func, parent = frames[frame]
         chain.append(func)
         frame = parent
+    return chain
+
+
+def part_of(frame: str | None, frames: dict) -> str:
+    """The model part of an op: the first PARTS entry among its caller frames."""
+    chain = caller_chain(frame, frames)
     for key, part in PARTS:
         if any(func == key or func.startswith(key + ".") for func in chain):
             return part

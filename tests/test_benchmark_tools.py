@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "ben
 import ablations  # noqa: E402
 import eval_objects  # noqa: E402
 import quality_probes  # noqa: E402
+import step_profile  # noqa: E402
 
 from stiv_jax.data.shapes import DIRECTIONS, generate_clip  # noqa: E402
 
@@ -201,3 +202,27 @@ def test_axis_summary_counts_kept_and_added_components_and_the_moved_share():
     assert s["y"]["objects"] == 2 and s["y"]["kept"] == 0.5 and s["y"]["added"] == 0.0
     assert s["y"]["gain"] == pytest.approx((1.0 + 3.0) / (4.0 + 6.0))  # up is -y: signs match
     assert math.isnan(eval_objects.axis_summary([])["x"]["kept"])
+
+
+def test_step_profile_reads_each_ops_primitive_and_callers_from_the_compiled_module():
+    import jax
+    import jax.numpy as jnp
+
+    def inner(x):
+        return jnp.sin(x) @ x
+
+    def outer(x):
+        return inner(x) * 2.0
+
+    text = jax.jit(outer).lower(jnp.ones((8, 8))).compile().as_text()
+    ops, frames = step_profile.parse_module(text)
+    sin = [v for v in ops.values() if v[0] == "sin"]
+    assert sin and {v[1] for v in sin} == {"other"}  # no jvp: neither forward nor backward
+    chains = [step_profile.caller_chain(v[2], frames) for v in sin]
+    assert any(c[:2] == [inner.__qualname__, outer.__qualname__] for c in chains), chains
+    assert step_profile.kind_of("dot_general") == "GEMM"
+    assert step_profile.kind_of("reduce_max") == "reduction"
+    assert step_profile.kind_of("concatenate") == "layout"
+    assert step_profile.kind_of("tanh") == "elementwise"
+    frames = {"1": ("MLP.__call__", "2"), "2": ("STIV.caption_tokens", "0")}  # id: (func, caller)
+    assert step_profile.part_of("1", frames) == "caption tokens, word pieces"
