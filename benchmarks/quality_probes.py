@@ -25,6 +25,12 @@ python benchmarks/quality_probes.py binding --workdir W [--num 24] [--step N] [-
     sampled displacement with its own and with the other object's direction; `--swappable`:
     the clips' starts fit either assignment (`drill_swappable`), so the swapped caption
     describes an equally possible clip
+python benchmarks/quality_probes.py axes --workdir W [--num 24] [--step N] [--swappable]
+    where directions miss, on the drill's own clips: TI2V with the true caption on held-out
+    binding-drill clips (as `binding`), each object's measured class and displacement
+    (the evaluator's `metrics.score_clip`) split by axis as `eval_objects.py`'s `by axis`
+    line: run on a drill's checkpoint and on the main run's to see whether a bias is there
+    after the drill or comes with the mix (docs/quality.md §27)
 python benchmarks/quality_probes.py crossattn --workdir W [--num 8]
     where does each object look among the words? TI2V on held-out binding-drill clips at
     t = 0.3: the cross-attention weight (heads and blocks averaged) from the object's
@@ -379,6 +385,28 @@ def binding(
     tok, vel = swap_reach(pipe, clips[:6])
     print(f"the swap changes the caption tokens by {tok:.3f} and the velocity by {vel:.4f} "
           "(mean |difference| / mean |true|; 6 clips, frame 0 given, t = 0.3)")  # fmt: skip
+
+
+def axes(workdir: str, num: int = 24, step: int | None = None, swappable: bool = False) -> None:
+    from eval_objects import axis_summary, object_rows
+
+    from stiv_jax.binding import drill_clips
+    from stiv_jax.pipeline import STIVPipeline
+
+    pipe = STIVPipeline.from_workdir(workdir, step=step)
+    clips = drill_clips(pipe.config, num, swappable)
+    rows = []
+    for j, c in enumerate(clips):  # the binding probe's seeds: its "true" samples
+        video = pipe(
+            c["caption"], image=c["video"][0], seed=j, motion_score=float(c["motion_score"])
+        )
+        rows += object_rows(video, {"truth": c["truth"]})
+    exact = np.mean([r["truth"] == r["measured"] for r in rows])
+    print(f"{workdir}: {num} held-out binding-drill clips, TI2V, true captions"
+          f"{', swappable starts' if swappable else ''}: {len(rows)} objects, exact {exact:.3f}")  # fmt: skip
+    for a, v in axis_summary(rows).items():
+        print(f"  {'horizontal' if a == 'x' else 'vertical':10s} kept {v['kept']:.2f} of "
+              f"{v['objects']}, added {v['added']:.2f}, moved {v['gain']:.2f} of the truth")  # fmt: skip
 
 
 def swap_reach(pipe, clips: list[dict]) -> tuple[float, float]:
@@ -796,6 +824,7 @@ if __name__ == "__main__":
             "heldout",
             "direction",
             "binding",
+            "axes",
             "paths",
             "crossattn",
             "background",
@@ -824,6 +853,8 @@ if __name__ == "__main__":
         direction(a.workdir, a.num or 24, a.step)
     elif a.probe == "binding":
         binding(a.workdir, a.num or 24, a.step, a.t2v, a.swappable, a.res)
+    elif a.probe == "axes":
+        axes(a.workdir, a.num or 24, a.step, a.swappable)
     elif a.probe == "crossattn":
         crossattn(a.workdir, a.num or 24, a.step)
     elif a.probe == "background":
