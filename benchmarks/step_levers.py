@@ -172,6 +172,14 @@ def norm_levers(reps: int) -> None:
         "layer_norm_modulate (custom VJP)": fwd_bwd(layers.layer_norm_modulate, x, shift, scale),
     }
     race(f"LayerNorm + modulate on x{tuple(x.shape)} fwd+bwd", variants, reps)
+    y, gate = rand(B, FP, S, D, seed=3), 0.1 * rand(B, 1, 1, D, seed=4)
+    variants = {
+        "reference: x + gate·layer_norm(y)": fwd_bwd(
+            layers.add_gated_layer_norm_reference, x, y, gate
+        ),
+        "add_gated_layer_norm (custom VJP)": fwd_bwd(layers.add_gated_layer_norm, x, y, gate),
+    }
+    race(f"residual + gate·LayerNorm on y{tuple(y.shape)} fwd+bwd", variants, reps)
 
 
 def _one_pass_ln(x, eps=1e-6):
@@ -271,17 +279,22 @@ def temporal_layout_levers(reps: int) -> None:
 
 
 # ---------------------------------------------------------------------------- step
-def reference_math():
-    """Patches the pre-issue-16 math (LayerNorm then modulate, autodiff backward) back in;
-    returns an undo function."""
+def reference_math(norms: tuple[str, ...] = ("pre", "post")):
+    """Patches the pre-issue-16 math back in for the sandwich's `norms`: pre (LayerNorm then
+    modulate, autodiff backward; session 4's change undone) and post (x + gate·LayerNorm(y),
+    autodiff backward; session 22's); returns an undo function."""
     from stiv_jax.model import block as block_mod
     from stiv_jax.model import layers
     from stiv_jax.model import stiv as stiv_mod
 
-    saved = [
-        (block_mod, "layer_norm_modulate", layers.layer_norm_modulate_reference),
-        (stiv_mod, "layer_norm_modulate", layers.layer_norm_modulate_reference),
-    ]
+    saved = []
+    if "pre" in norms:
+        saved += [
+            (block_mod, "layer_norm_modulate", layers.layer_norm_modulate_reference),
+            (stiv_mod, "layer_norm_modulate", layers.layer_norm_modulate_reference),
+        ]
+    if "post" in norms:
+        saved += [(block_mod, "add_gated_layer_norm", layers.add_gated_layer_norm_reference)]
     old = [(m, n, getattr(m, n)) for m, n, _ in saved]
     for m, n, f in saved:
         setattr(m, n, f)
@@ -308,8 +321,8 @@ def step_levers(reps: int, variant: str = "S", overrides: dict | None = None) ->
     )
     key = jax.random.key(0)
 
-    def build(reference: bool):
-        undo = reference_math() if reference else (lambda: None)
+    def build(norms: tuple[str, ...]):
+        undo = reference_math(norms)
         try:
             graphdef, state = init_state(comps.model(0), tx)
             fn = jax.jit(make_train_step(config, graphdef, tx, comps.null_text))
@@ -321,8 +334,9 @@ def step_levers(reps: int, variant: str = "S", overrides: dict | None = None) ->
     race(
         f"train step {variant} {overrides or ''} (fwd+bwd+AdaFactor+EMA)",
         {
-            "reference math (before issue 16)": build(True),
-            "current code": build(False),
+            "reference math (before issue 16)": build(("pre", "post")),
+            "fused pre-norm only (before session 22)": build(("post",)),
+            "current code": build(()),
         },
         reps,
     )

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from stiv_jax.model.attention import CrossAttention, SelfAttention
-from stiv_jax.model.layers import MLP, layer_norm, layer_norm_modulate
+from stiv_jax.model.layers import MLP, add_gated_layer_norm, layer_norm, layer_norm_modulate
 from stiv_jax.parallel.rules import SPATIAL_LAYOUT, TEMPORAL_LAYOUT, constrain
 
 MOD_ROWS = 12  # (shift, scale, gate) × (spatial, temporal, cross, mlp)
@@ -69,10 +69,11 @@ class STIVBlock(nnx.Module):
 
         def sandwich(x, i, fn):
             shift, scale, gate = m[:, 3 * i], m[:, 3 * i + 1], m[:, 3 * i + 2]
-            return x + gate * layer_norm(fn(layer_norm_modulate(x, shift, scale)))
+            return add_gated_layer_norm(x, fn(layer_norm_modulate(x, shift, scale)), gate)
 
         def plain(x, i, fn):  # unmodulated sub-layer (i: its rows stay unused)
-            return x + layer_norm(fn(layer_norm(x)))
+            one = jnp.ones((1,) * x.ndim, x.dtype)
+            return add_gated_layer_norm(x, fn(layer_norm(x)), one)
 
         mid = sandwich if self.temporal_adaln else plain
 

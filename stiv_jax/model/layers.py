@@ -128,6 +128,43 @@ def layer_norm_modulate_reference(x, shift, scale, eps: float = 1e-6) -> jax.Arr
     return modulate(layer_norm(x, eps), shift, scale)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def add_gated_layer_norm(
+    x: jax.Array, y: jax.Array, gate: jax.Array, eps: float = 1e-6
+) -> jax.Array:
+    """`x + gate · layer_norm(y)`: a sandwich sub-layer's output half with a hand-written
+    backward (the same two row reductions as `layer_norm_modulate`'s).
+
+    x, y [..., D] (the residual stream and the sub-layer's output); gate broadcastable to
+    them (e.g. [B, 1, 1, D]; ones of shape [1, ..., 1] for an ungated sub-layer).
+    """
+    return _add_gated_fwd(x, y, gate, eps)[0]
+
+
+def _add_gated_fwd(x, y, gate, eps):
+    yf, mean, inv = _ln_stats(y, eps)
+    out = x.astype(jnp.float32) + gate.astype(jnp.float32) * ((yf - mean) * inv)
+    return out.astype(x.dtype), (y, mean, inv, gate)
+
+
+def _add_gated_bwd(eps, res, dout):
+    y, mean, inv, gate = res
+    dout = dout.astype(jnp.float32)
+    yhat = (y.astype(jnp.float32) - mean) * inv
+    g = dout * gate.astype(jnp.float32)
+    dy = inv * (g - jnp.mean(g, -1, keepdims=True) - yhat * jnp.mean(g * yhat, -1, keepdims=True))
+    dgate = _sum_to(dout * yhat, gate.shape).astype(gate.dtype)
+    return dout.astype(y.dtype), dy.astype(y.dtype), dgate
+
+
+add_gated_layer_norm.defvjp(_add_gated_fwd, _add_gated_bwd)
+
+
+def add_gated_layer_norm_reference(x, y, gate, eps: float = 1e-6) -> jax.Array:
+    """The plain composition `add_gated_layer_norm` computes (autodiff backward)."""
+    return x + gate * layer_norm(y, eps)
+
+
 class RMSNorm(nnx.Module):
     """RMSNorm over the last axis with a learned scale [dim] (QK-norm uses dim = H).
 
