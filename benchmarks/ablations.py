@@ -30,8 +30,9 @@ would change nothing (no_maskdit on S, maskdit on tiny) is left out.
 Each trains with `stiv_jax.train.train_loop` in `OUT/<name>/` (same seeds, steps and batch),
 then `stiv_jax.evaluate.evaluate_checkpoint` samples the same held-out cases into
 `OUT/<name>/eval/`. Results are written after every variant (`OUT/results.json`,
-`OUT/table.md`, temp + rename); `--combine OUT0,OUT1` prints the mean of sweeps run with
-different `--seed`s, per seed in brackets. A variant whose `eval/scores.json` exists is
+`OUT/table.md`, temp + rename; variants of earlier runs into OUT stay in them); `--combine
+OUT0,OUT1` prints the mean of sweeps run with different `--seed`s, per seed in brackets. A
+variant whose `eval/scores.json` exists is
 skipped, and a killed run resumes (the trainer restores its last checkpoint, the evaluator
 skips videos already written). Wall and process-CPU seconds are recorded: on a shared machine
 the CPU figure is the one that transfers. `--rescore` scores the finished variants' saved
@@ -271,6 +272,18 @@ def run_variant(name: str, args: argparse.Namespace) -> dict | None:
     return {"budget": budget, "scores": scores}
 
 
+def _earlier_results(out: str) -> dict[str, dict]:
+    """OUT/results.json of earlier runs into OUT ({} if none); a damaged one is an error."""
+    path = os.path.join(out, "results.json")
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as fh:
+            return dict(json.load(fh))
+    except (ValueError, TypeError) as e:
+        raise SystemExit(f"error: {path} is not a results file ({e}); move it away") from None
+
+
 def _fmt(v) -> str:
     return evaluate._fmt(v)
 
@@ -375,7 +388,7 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown variants {unknown}; expected some of {list(VARIANTS)}")
     os.makedirs(args.out, exist_ok=True)
-    results: dict[str, dict] = {}
+    results = _earlier_results(args.out)  # another --only run's variants stay in the table
     for name in names:
         t0 = time.time()
         result = run_variant(name, args)

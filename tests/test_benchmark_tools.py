@@ -128,6 +128,24 @@ def test_maskdit_equal_compute_scales_every_step_count_and_a_stopped_run_is_not_
         ablations.run_variant("maskdit", args)
 
 
+def test_an_ablation_run_keeps_the_variants_of_earlier_runs_in_its_table(tmp_path, monkeypatch):
+    def result(value):
+        rows = {"model": {"direction_accuracy": value}, "static": {}, "ground_truth": {}}
+        return {"budget": {"final_loss": value},
+                "scores": {"scores": {"ti2v": {"rows": rows}, "t2v": {"rows": rows}}}}  # fmt: skip
+
+    (tmp_path / "results.json").write_text(json.dumps({"baseline": result(0.5)}))
+    monkeypatch.setattr(ablations, "run_variant", lambda name, args: result(0.25))
+    monkeypatch.setattr(sys, "argv", ["ablations.py", "--out", str(tmp_path), "--only", "maskdit"])
+    ablations.main()
+    kept = json.loads((tmp_path / "results.json").read_text())
+    assert set(kept) == {"baseline", "maskdit"}
+    assert "| baseline |" in (tmp_path / "table.md").read_text()
+    (tmp_path / "results.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="is not a results file"):
+        ablations.main()
+
+
 def test_combined_table_means_the_seeds(tmp_path):
     def sweep(name, value):
         rows = {"model": {"subject_consistency": value, "motion_control": value},
