@@ -396,6 +396,8 @@ def main() -> None:
             print(f"{name}: not finished, nothing to re-score", flush=True)
             continue
         results[name] = result
+        order = list(VARIANTS)  # the table in VARIANTS' order, whichever run added a row
+        results = dict(sorted(results.items(), key=lambda kv: order.index(kv[0])))
         evaluate._write_json(os.path.join(args.out, "results.json"), results)
         write_text(os.path.join(args.out, "table.md"), table(results))
         print(f"{name}: done in {time.time() - t0:.0f} s", flush=True)
