@@ -32,11 +32,12 @@ then `stiv_jax.evaluate.evaluate_checkpoint` samples the same held-out cases int
 `OUT/<name>/eval/`. Results are written after every variant (`OUT/results.json`,
 `OUT/table.md`, temp + rename; variants of earlier runs into OUT stay in them); `--combine
 OUT0,OUT1` prints the mean of sweeps run with different `--seed`s, per seed in brackets. A
-variant whose `eval/scores.json` exists is
-skipped, and a killed run resumes (the trainer restores its last checkpoint, the evaluator
-skips videos already written). Wall and process-CPU seconds are recorded: on a shared machine
-the CPU figure is the one that transfers. `--rescore` scores the finished variants' saved
-videos again with the current evaluator (no training or sampling) and rebuilds the table.
+variant whose `eval/scores.json` exists is skipped, and a killed run resumes (the trainer
+restores its last checkpoint, the evaluator skips videos already written); a run a signal
+stopped ends with one line saying so, unevaluated. Wall and process-CPU seconds are
+recorded: on a shared machine the CPU figure is the one that transfers. `--rescore` scores
+the finished variants' saved videos again with the current evaluator (no training or
+sampling) and rebuilds the table.
 """
 
 from __future__ import annotations
@@ -396,8 +397,9 @@ def main() -> None:
             print(f"{name}: not finished, nothing to re-score", flush=True)
             continue
         results[name] = result
-        order = list(VARIANTS)  # the table in VARIANTS' order, whichever run added a row
-        results = dict(sorted(results.items(), key=lambda kv: order.index(kv[0])))
+        # The table in VARIANTS' order, whichever run added a row (unknown names last).
+        rank = {n: i for i, n in enumerate(VARIANTS)}
+        results = dict(sorted(results.items(), key=lambda kv: rank.get(kv[0], len(rank))))
         evaluate._write_json(os.path.join(args.out, "results.json"), results)
         write_text(os.path.join(args.out, "table.md"), table(results))
         print(f"{name}: done in {time.time() - t0:.0f} s", flush=True)
