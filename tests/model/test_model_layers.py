@@ -13,64 +13,47 @@ from stiv_jax.model.layers import (
 )
 
 
-@pytest.mark.parametrize("param_shape", [(2, 1, 1, 16), (1, 5, 16), (16,)])
-def test_layer_norm_modulate_matches_reference_with_gradients(param_shape):
-    keys = jax.random.split(jax.random.key(0), 4)
-    x = 3.0 + 2.0 * jax.random.normal(keys[0], (2, 3, 5, 16))  # a mean off zero
-    shift = 0.3 * jax.random.normal(keys[1], param_shape)
-    scale = 0.3 * jax.random.normal(keys[2], param_shape)
-    cot = jax.random.normal(keys[3], x.shape)
+def _assert_parity(fused, reference, args, names):
+    """`fused(*args)` equals `reference(*args)`, and so do their gradients w.r.t. every arg."""
+    cot = jax.random.normal(jax.random.key(9), args[0].shape)
 
     def loss(fn):
-        return lambda x, sh, sc: jnp.sum(fn(x, sh, sc) * cot)
+        return lambda *a: jnp.sum(fn(*a) * cot)
 
-    got = layer_norm_modulate(x, shift, scale)
-    want = layer_norm_modulate_reference(x, shift, scale)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    g_got = jax.grad(loss(layer_norm_modulate), argnums=(0, 1, 2))(x, shift, scale)
-    g_want = jax.grad(loss(layer_norm_modulate_reference), argnums=(0, 1, 2))(x, shift, scale)
-    for name, a, b in zip(("dx", "dshift", "dscale"), g_got, g_want):
+    np.testing.assert_allclose(fused(*args), reference(*args), rtol=1e-5, atol=1e-5)
+    argnums = tuple(range(len(args)))
+    g_got = jax.grad(loss(fused), argnums=argnums)(*args)
+    g_want = jax.grad(loss(reference), argnums=argnums)(*args)
+    for name, a, b in zip(names, g_got, g_want):
         assert a.shape == b.shape, name
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
-def test_layer_norm_modulate_keeps_bfloat16():
-    x = jax.random.normal(jax.random.key(1), (2, 4, 8)).astype(jnp.bfloat16)
-    p = jnp.zeros((2, 1, 8), jnp.bfloat16)
-    assert layer_norm_modulate(x, p, p).dtype == jnp.bfloat16
-    g = jax.grad(lambda x: jnp.sum(layer_norm_modulate(x, p, p).astype(jnp.float32)))(x)
-    assert g.dtype == jnp.bfloat16
+@pytest.mark.parametrize("param_shape", [(2, 1, 1, 16), (1, 5, 16), (16,)])
+def test_layer_norm_modulate_matches_reference_with_gradients(param_shape):
+    keys = jax.random.split(jax.random.key(0), 3)
+    x = 3.0 + 2.0 * jax.random.normal(keys[0], (2, 3, 5, 16))  # a mean off zero
+    shift = 0.3 * jax.random.normal(keys[1], param_shape)
+    scale = 0.3 * jax.random.normal(keys[2], param_shape)
+    _assert_parity(layer_norm_modulate, layer_norm_modulate_reference, (x, shift, scale),
+                   ("dx", "dshift", "dscale"))  # fmt: skip
 
 
 @pytest.mark.parametrize("gate_shape", [(2, 1, 1, 16), (1, 1, 1, 1), (16,)])
 def test_add_gated_layer_norm_matches_reference_with_gradients(gate_shape):
-    keys = jax.random.split(jax.random.key(2), 4)
+    keys = jax.random.split(jax.random.key(2), 3)
     x = jax.random.normal(keys[0], (2, 3, 5, 16))
     y = -2.0 + 3.0 * jax.random.normal(keys[1], x.shape)  # a mean off zero
     gate = jax.random.normal(keys[2], gate_shape)
-    cot = jax.random.normal(keys[3], x.shape)
-
-    def loss(fn):
-        return lambda x, y, g: jnp.sum(fn(x, y, g) * cot)
-
-    np.testing.assert_allclose(
-        add_gated_layer_norm(x, y, gate),
-        add_gated_layer_norm_reference(x, y, gate),
-        rtol=1e-5,
-        atol=1e-5,
-    )
-    g_got = jax.grad(loss(add_gated_layer_norm), argnums=(0, 1, 2))(x, y, gate)
-    g_want = jax.grad(loss(add_gated_layer_norm_reference), argnums=(0, 1, 2))(x, y, gate)
-    for name, a, b in zip(("dx", "dy", "dgate"), g_got, g_want):
-        assert a.shape == b.shape, name
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=name)
+    _assert_parity(add_gated_layer_norm, add_gated_layer_norm_reference, (x, y, gate),
+                   ("dx", "dy", "dgate"))  # fmt: skip
 
 
-def test_add_gated_layer_norm_keeps_bfloat16():
-    x = jax.random.normal(jax.random.key(3), (2, 4, 8)).astype(jnp.bfloat16)
-    g = jnp.ones((2, 1, 8), jnp.bfloat16)
-    assert add_gated_layer_norm(x, x, g).dtype == jnp.bfloat16
-    dx, dy = jax.grad(
-        lambda x, y: jnp.sum(add_gated_layer_norm(x, y, g).astype(jnp.float32)), argnums=(0, 1)
-    )(x, x)
-    assert dx.dtype == dy.dtype == jnp.bfloat16
+@pytest.mark.parametrize("fused", [layer_norm_modulate, add_gated_layer_norm])
+def test_fused_norms_keep_bfloat16(fused):
+    x = jax.random.normal(jax.random.key(1), (2, 4, 8)).astype(jnp.bfloat16)
+    p = jnp.full((2, 1, 8), 0.5, jnp.bfloat16)  # shift and scale; or the gate (y = x)
+    args = (x, p, p) if fused is layer_norm_modulate else (x, x, p)
+    assert fused(*args).dtype == jnp.bfloat16
+    grads = jax.grad(lambda *a: jnp.sum(fused(*a).astype(jnp.float32)), argnums=(0, 1, 2))(*args)
+    assert all(g.dtype == jnp.bfloat16 for g in grads)
