@@ -196,14 +196,6 @@ def _final_loss(workdir: str, last: int = 5) -> float:
     return float(sum(vals) / len(vals)) if vals else math.nan
 
 
-def _finished(workdir: str, steps: int) -> bool:
-    """Whether `workdir` holds the checkpoint of its run's last step."""
-    from stiv_jax import checkpoint as ckpt
-
-    has = os.path.isdir(os.path.join(workdir, "checkpoints"))
-    return has and steps in ckpt.available_steps(workdir)
-
-
 def rescore(name: str, config, args: argparse.Namespace) -> dict:
     """Scores a finished variant's videos again with the current evaluator (no sampling)."""
     eval_dir = os.path.join(args.out, name, "eval")
@@ -240,7 +232,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict | None:
     if stages.run_prelude(config, workdir, train_loop):  # the main job's drill (no-op: mix)
         train_loop(config, workdir)
     train_wall, train_cpu = time.time() - wall, time.process_time() - cpu
-    if not _finished(workdir, config.train.steps):  # a signal stopped it (it saved)
+    if config.train.steps not in stages.saved_steps(workdir):  # a signal stopped it (it saved)
         raise SystemExit(
             f"error: {name} stopped before step {config.train.steps}; "
             "run the same command to resume"

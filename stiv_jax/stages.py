@@ -87,24 +87,23 @@ def run_prelude(config, workdir: str, train_loop) -> bool:
     (two objects per clip) it checks the binding (stiv_jax.binding.check_drill) and raises
     ValueError when the swap effect is under `train.bind_min` (<= 0: no check)."""
     from stiv_jax import binding
-    from stiv_jax import checkpoint as ckpt
 
     bind_min = float(config.train.get("bind_min", 0.0))
     entries = parse_prelude(config.train.get("prelude", ()))
     if not entries:
         return True
-    if _steps(workdir, ckpt):
+    if saved_steps(workdir):
         config.train.init_from = _stage_dir(workdir, len(entries) - 1, entries[-1][0]) + ":ema"
         return True
     source = config.train.get("init_from", "")
     for i, (stage, steps) in enumerate(entries):
         sub_dir = _stage_dir(workdir, i, stage)
-        if steps in _steps(sub_dir, ckpt):
+        if steps in saved_steps(sub_dir):
             logging.info("prelude %d (%s) already at step %d in %s", i, stage, steps, sub_dir)
         else:
             logging.info("prelude %d: %d steps of %s → %s", i, steps, stage, sub_dir)
             train_loop(stage_config(config, stage, steps, source), sub_dir)
-            if steps not in _steps(sub_dir, ckpt):  # stopped early by a signal; it saved
+            if steps not in saved_steps(sub_dir):  # stopped early by a signal; it saved
                 logging.warning(
                     "prelude %d (%s) stopped before step %d; run the same command to resume",
                     i, stage, steps,
@@ -121,7 +120,10 @@ def _stage_dir(workdir: str, i: int, stage: str) -> str:
     return os.path.join(workdir, "prelude", f"{i}-{stage}")
 
 
-def _steps(workdir: str, ckpt) -> list[int]:
+def saved_steps(workdir: str) -> list[int]:
+    """The steps of `workdir`'s complete checkpoints, ascending; [] before its first save."""
+    from stiv_jax import checkpoint as ckpt
+
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         return []
     return ckpt.available_steps(workdir)

@@ -113,7 +113,7 @@ def test_check_drill_stops_an_unbound_drill_and_keeps_its_result(clips, tmp_path
 
 def test_run_prelude_checks_binding_drills_only(tmp_path, monkeypatch):
     done: dict[str, list[int]] = {}
-    monkeypatch.setattr(stages, "_steps", lambda wd, ckpt: done.get(wd, []))
+    monkeypatch.setattr(stages, "saved_steps", lambda wd: done.get(wd, []))
     checked = []
     monkeypatch.setattr(
         binding, "check_drill", lambda wd, step, bar: checked.append((wd, step, bar))

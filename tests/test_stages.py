@@ -55,7 +55,7 @@ def test_a_prelude_stage_stopped_by_a_signal_stops_the_command(tmp_path, monkeyp
     the next stage and the main run must not start (session 14 found the main run starting
     from the cut stage), and the same command later resumes the cut stage."""
     done: dict[str, list[int]] = {}
-    monkeypatch.setattr(stages, "_steps", lambda wd, ckpt: done.get(wd, []))
+    monkeypatch.setattr(stages, "saved_steps", lambda wd: done.get(wd, []))
     calls = []
 
     def stopped_loop(config, workdir):  # saves at step 3 of 7, as a signal would
@@ -126,7 +126,7 @@ def test_s_recipes_are_a_binding_drill_then_the_mix_with_its_shares():
 
 def test_run_prelude_chains_stages_and_skips_finished_ones(tmp_path, monkeypatch):
     done: dict[str, list[int]] = {}
-    monkeypatch.setattr(stages, "_steps", lambda wd, ckpt: done.get(wd, []))
+    monkeypatch.setattr(stages, "saved_steps", lambda wd: done.get(wd, []))
     calls = []
 
     def fake_train_loop(config, workdir):

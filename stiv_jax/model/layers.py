@@ -109,12 +109,17 @@ def _ln_mod_fwd(x, shift, scale, eps):
     return y.astype(x.dtype), (x, mean, inv, shift, scale)
 
 
+def _ln_input_grad(g, xhat, inv):
+    """d/dx of a stateless LayerNorm whose output x̂ gets the cotangent g (float32 rows)."""
+    return inv * (g - jnp.mean(g, -1, keepdims=True) - xhat * jnp.mean(g * xhat, -1, keepdims=True))
+
+
 def _ln_mod_bwd(eps, res, dy):
     x, mean, inv, shift, scale = res
     dy = dy.astype(jnp.float32)
     xhat = (x.astype(jnp.float32) - mean) * inv
     g = dy * (1 + scale.astype(jnp.float32))
-    dx = inv * (g - jnp.mean(g, -1, keepdims=True) - xhat * jnp.mean(g * xhat, -1, keepdims=True))
+    dx = _ln_input_grad(g, xhat, inv)
     dscale = _sum_to(dy * xhat, scale.shape).astype(scale.dtype)
     dshift = _sum_to(dy, shift.shape).astype(shift.dtype)
     return dx.astype(x.dtype), dshift, dscale
@@ -148,13 +153,12 @@ def _add_gated_fwd(x, y, gate, eps):
 
 
 def _add_gated_bwd(eps, res, dout):
-    y, mean, inv, gate = res
-    dout = dout.astype(jnp.float32)
+    y, mean, inv, gate = res  # dout has x's dtype (the output's), so it is x's gradient as is
+    d = dout.astype(jnp.float32)
     yhat = (y.astype(jnp.float32) - mean) * inv
-    g = dout * gate.astype(jnp.float32)
-    dy = inv * (g - jnp.mean(g, -1, keepdims=True) - yhat * jnp.mean(g * yhat, -1, keepdims=True))
-    dgate = _sum_to(dout * yhat, gate.shape).astype(gate.dtype)
-    return dout.astype(y.dtype), dy.astype(y.dtype), dgate
+    dy = _ln_input_grad(d * gate.astype(jnp.float32), yhat, inv)
+    dgate = _sum_to(d * yhat, gate.shape).astype(gate.dtype)
+    return dout, dy.astype(y.dtype), dgate
 
 
 add_gated_layer_norm.defvjp(_add_gated_fwd, _add_gated_bwd)

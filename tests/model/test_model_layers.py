@@ -57,3 +57,11 @@ def test_fused_norms_keep_bfloat16(fused):
     assert fused(*args).dtype == jnp.bfloat16
     grads = jax.grad(lambda *a: jnp.sum(fused(*a).astype(jnp.float32)), argnums=(0, 1, 2))(*args)
     assert all(g.dtype == jnp.bfloat16 for g in grads)
+
+
+def test_add_gated_layer_norm_gradients_take_each_inputs_dtype():
+    x = jnp.ones((2, 4, 8), jnp.float32)  # a float32 residual stream, a bfloat16 sub-layer
+    y = jax.random.normal(jax.random.key(4), (2, 4, 8)).astype(jnp.bfloat16)
+    g = jnp.ones((1, 1, 8), jnp.bfloat16)
+    grads = jax.grad(lambda *a: jnp.sum(add_gated_layer_norm(*a)), argnums=(0, 1, 2))(x, y, g)
+    assert [a.dtype for a in grads] == [jnp.float32, jnp.bfloat16, jnp.bfloat16]
