@@ -42,14 +42,15 @@ class SelfAttention(nnx.Module):
         param_dtype,
         key_shift: bool = False,
         theta: float = 10000.0,
+        qk_norm_init: float = 1.0,
     ):
         if dim % heads:
             raise ValueError(f"width {dim} is not divisible by heads {heads}")
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.heads, self.impl, self.theta = heads, impl, theta
         self.qkv = dense(dim, 3 * dim, (EMBED, HEADS), **kw)
-        self.q_norm = RMSNorm(dim // heads, param_dtype=param_dtype)
-        self.k_norm = RMSNorm(dim // heads, param_dtype=param_dtype)
+        self.q_norm = RMSNorm(dim // heads, param_dtype=param_dtype, init=qk_norm_init)
+        self.k_norm = RMSNorm(dim // heads, param_dtype=param_dtype, init=qk_norm_init)
         self.out = dense(dim, dim, (HEADS, EMBED), **kw)
         zeros = nnx.initializers.zeros_init()
         self.key_shift = (
@@ -94,13 +95,23 @@ class SelfAttention(nnx.Module):
 class CrossAttention(nnx.Module):
     """x [B, L, D] attends to context [B, M, D] with key mask [B, M] -> [B, L, D]."""
 
-    def __init__(self, dim: int, heads: int, *, impl: str, rngs: nnx.Rngs, dtype, param_dtype):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        impl: str,
+        rngs: nnx.Rngs,
+        dtype,
+        param_dtype,
+        qk_norm_init: float = 1.0,
+    ):
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.heads, self.impl = heads, impl
         self.q = dense(dim, dim, (EMBED, HEADS), **kw)
         self.kv = dense(dim, 2 * dim, (EMBED, HEADS), **kw)
-        self.q_norm = RMSNorm(dim // heads, param_dtype=param_dtype)
-        self.k_norm = RMSNorm(dim // heads, param_dtype=param_dtype)
+        self.q_norm = RMSNorm(dim // heads, param_dtype=param_dtype, init=qk_norm_init)
+        self.k_norm = RMSNorm(dim // heads, param_dtype=param_dtype, init=qk_norm_init)
         self.out = dense(dim, dim, (HEADS, EMBED), **kw)
 
     def __call__(self, x: jax.Array, context: jax.Array, mask: jax.Array) -> jax.Array:

@@ -50,11 +50,14 @@ class STIVBlock(nnx.Module):
         temporal_adaln=True,
         key_shift=False,
         theta=10000.0,
+        qk_norm_init=1.0,
         rngs,
         dtype,
         param_dtype,
     ):
-        kw = dict(impl=impl, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        kw = dict(
+            impl=impl, rngs=rngs, dtype=dtype, param_dtype=param_dtype, qk_norm_init=qk_norm_init
+        )
         self.causal_temporal = causal_temporal
         self.temporal_adaln = temporal_adaln
         self.spatial = SelfAttention(dim, heads, **kw, key_shift=key_shift, theta=theta)

@@ -175,8 +175,8 @@ class RMSNorm(nnx.Module):
     The maths is `stiv_jax.kernels.prologue.rms_norm`, the one formula every attention
     kernel fuses."""
 
-    def __init__(self, dim: int, *, param_dtype=jnp.float32, eps: float = 1e-6):
-        self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
+    def __init__(self, dim: int, *, param_dtype=jnp.float32, eps: float = 1e-6, init: float = 1.0):
+        self.scale = nnx.Param(jnp.full((dim,), init, param_dtype))
         self.eps = eps
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -170,6 +170,7 @@ class STIV(nnx.Module):
             temporal_adaln=cfg.get("temporal_adaln", True),
             key_shift=bool(cfg.get("key_shift", False)),
             theta=cfg.rope_theta,
+            qk_norm_init=float(cfg.get("qk_norm_init", 1.0)),
             **kw,
         )
         if cfg.scan_blocks:
