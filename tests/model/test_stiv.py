@@ -495,3 +495,27 @@ def test_self_cond_starts_as_no_change_and_reads_the_estimate(tiny_config):
     assert float(jnp.abs(with_est - m(x, t, cond)).max()) > 1e-4
     zeros = {**cond, "self_cond": jnp.zeros_like(x)}
     np.testing.assert_allclose(m(x, t, zeros), m(x, t, cond), atol=1e-6)
+
+
+def test_qk_norm_init_sets_only_the_qk_scales_and_sharpens_the_logits(tiny_config):
+    base = STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0))
+    tiny_config.model.qk_norm_init = 2.0
+    sharp = STIV(tiny_config.model, in_channels=3, rngs=nnx.Rngs(0))
+    flat_base = dict(jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(base)))[0])
+    flat = dict(jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(sharp)))[0])
+    assert flat.keys() == flat_base.keys()
+    qk = [p for p in flat if any(getattr(k, "key", None) in ("q_norm", "k_norm") for k in p)]
+    assert len(qk) == 2 * 3 * (tiny_config.model.depth + tiny_config.model.decoder_depth)
+    for path, value in flat.items():
+        expected = np.full_like(flat_base[path], 2.0) if path in qk else flat_base[path]
+        np.testing.assert_array_equal(value, expected, err_msg=jax.tree_util.keystr(path))
+    # g on q and k multiplies every attention logit by g² (no RoPE here: 1D tokens)
+    attn = sharp.blocks[0].spatial
+    x = jax.random.normal(jax.random.key(1), (2, 6, tiny_config.model.width))
+    b, l, d = x.shape
+    n, h = attn.heads, d // attn.heads
+    q, k, v = jnp.moveaxis(attn.qkv(x).reshape(b, l, 3, n, h), 2, 0)
+    unit = lambda a: a / jnp.sqrt(jnp.mean(a * a, -1, keepdims=True) + 1e-6)  # noqa: E731
+    logits = 4.0 * jnp.einsum("blnh,bmnh->bnlm", unit(q), unit(k)) / np.sqrt(h)
+    want = jnp.einsum("bnlm,bmnh->blnh", jax.nn.softmax(logits, -1), v).reshape(b, l, d)
+    np.testing.assert_allclose(attn(x), attn.out(want), atol=1e-5)
