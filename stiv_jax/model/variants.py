@@ -19,7 +19,7 @@ class Variant:
 
 _SIZES = {
     "tiny": (2, 64, 2),
-    "S": (4, 128, 2),  # CPU demo size: trains in minutes on 2 cores (2 heads: §28)
+    "S": (4, 128, 4),  # CPU demo size: trains in minutes on 2 cores
     "XL": (28, 1152, 18),
     "XXL": (38, 1536, 24),
     "M": (46, 3072, 48),
