@@ -112,8 +112,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.key_shift = False
     m.causal_temporal = False  # causal temporal attention (ablation)
     m.rope_theta = 10000.0  # RoPE base
-    # Initial QK-norm scale g (q and k): attention logits start bounded by sqrt(H)·g², so a
-    # small head dim (S: H = 32, bound 5.7) gives soft attention until g grows.
+    # Initial QK-norm scale g (q and k): attention logits start bounded by sqrt(H)·g² (S: H =
+    # 32, bound 5.7). 1.41 broke the main job's binding drill (docs/quality.md §28.2).
     m.qk_norm_init = 1.0
     m.rope_interpolation = True  # scale positions to the training grid when the grid differs
     m.train_grid = (0, 0, 0)  # (F', h, w) token grid RoPE was trained on; 0 = from data shape

@@ -220,6 +220,9 @@ def test_axis_summary_counts_kept_and_added_components_and_the_moved_share():
     assert s["y"]["objects"] == 2 and s["y"]["kept"] == 0.5 and s["y"]["added"] == 0.0
     assert s["y"]["gain"] == pytest.approx((1.0 + 3.0) / (4.0 + 6.0))  # up is -y: signs match
     assert math.isnan(eval_objects.axis_summary([])["x"]["kept"])
+    # along the truth: (4·4 + 1·4) / 32 and (3·6) / 36 pooled; the lost object left out
+    assert eval_objects.along_gain(rows) == pytest.approx((20.0 + 18.0) / (32.0 + 36.0))
+    assert math.isnan(eval_objects.along_gain(rows[2:]))
 
 
 def test_step_profile_reads_each_ops_primitive_and_callers_from_the_compiled_module():
