@@ -89,7 +89,8 @@ def test_ablation_main_recipe_is_the_readme_main_job_with_the_seed():
         return config
 
     for field in ("train.steps", "optim.decay_steps", "optim.ema_decay", "sample.steps",
-                  "data.shapes.drill_share", "diffusion.noisy_share", "model.key_shift"):  # fmt: skip
+                  "data.shapes.drill_share", "diffusion.noisy_share", "model.key_shift",
+                  "model.heads"):  # fmt: skip
         assert get(c, field) == get(main, field), field
     assert c.train.seed == c.data.seed == 1
     for bad in (dict(steps=400), dict(variant="tiny"), dict(ema_decay=0.9)):
@@ -113,9 +114,9 @@ def test_maskdit_equal_compute_scales_every_step_count_and_a_stopped_run_is_not_
     ablations.apply(masked, ablations.VARIANTS["maskdit"])
     ablations.apply(equal, ablations.VARIANTS["maskdit_equal_compute"])
     assert (masked.train.steps, tuple(masked.train.prelude), masked.optim.decay_steps) == (
-        700, ("drill:1000",), 200)  # fmt: skip
+        870, ("drill:1000",), 200)  # fmt: skip
     assert (equal.train.steps, tuple(equal.train.prelude), equal.optim.decay_steps) == (
-        875, ("drill:1250",), 250)  # fmt: skip
+        1088, ("drill:1250",), 250)  # fmt: skip
     assert equal.model.mask_ratio == masked.model.mask_ratio == 0.5
     assert ablations.changes_base(ablations.base_config(args), {ablations.STEPS_SCALE: 1.25})
 
@@ -124,7 +125,7 @@ def test_maskdit_equal_compute_scales_every_step_count_and_a_stopped_run_is_not_
 
     monkeypatch.setattr(stages, "run_prelude", lambda *a: False)
     monkeypatch.setattr(evaluate, "evaluate_checkpoint", lambda *a, **k: pytest.fail("scored"))
-    with pytest.raises(SystemExit, match="maskdit stopped before step 700; run the same"):
+    with pytest.raises(SystemExit, match="maskdit stopped before step 870; run the same"):
         ablations.run_variant("maskdit", args)
 
 

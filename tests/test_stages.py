@@ -38,7 +38,7 @@ def test_stage_config_keeps_overrides_and_applies_the_stage():
     assert (sub.diffusion.logit_mean, sub.diffusion.logit_std) == stages.DRILL_LAW
     assert (sub.train.steps, sub.train.ckpt_every, tuple(sub.train.prelude)) == (30, 30, ())
     assert sub.train.init_from == "runs/base:ema" and sub.sample.num_train_samples == 0
-    assert not c.data.shapes.drill and c.train.steps == 700  # the main config is untouched
+    assert not c.data.shapes.drill and c.train.steps == 870  # the main config is untouched
     c.data.shapes.drill_t2v = 0.3  # a share of text-only drill clips, in a prelude's drill too
     sub = stages.stage_config(c, "drill", 30, "")
     assert dict(sub.data.task_probs) == {"t2v": 0.3, "ti2v": 0.7}
@@ -84,7 +84,11 @@ def test_s_recipes_are_a_binding_drill_then_the_mix_with_its_shares():
         return {k for k in b.keys() if a[k] != b[k]}
 
     for c in (main, long):  # the shared block: the binding drill and its shares in the mix
-        assert edits(c.model, base.model) == {"key_shift", "word_pieces", "word_pieces_zero_init"}
+        own = {"heads"} if c is main else set()  # main: 2 heads of 64 (quality.md §28.4)
+        assert (
+            edits(c.model, base.model)
+            == {"key_shift", "word_pieces", "word_pieces_zero_init"} | own
+        )
         assert c.model.key_shift and c.model.word_pieces == c.text_encoder.word_pieces == 1024
         assert c.model.word_pieces_zero_init is False
         assert edits(c.text_encoder, base.text_encoder) == {"word_pieces"}
@@ -98,10 +102,11 @@ def test_s_recipes_are_a_binding_drill_then_the_mix_with_its_shares():
         assert stages.parse_prelude(c.train.prelude)
     changed = {"train", "optim", "data", "diffusion", "model", "text_encoder", "sample", "arg"}
     assert all(long[k] == main[k] == base[k] for k in main.keys() if k not in changed)
-    # main: 1,000 drill steps, 700 of the mix, no check, no guidance where a frame is given
+    # main: 1,000 drill steps, 870 of the mix, no check, no guidance where a frame is given
+    assert (main.model.heads, long.model.heads, base.model.heads) == (2, 4, 4)
     assert edits(main.train, base.train) == {"prelude", "steps", "bind_min"}
     assert (tuple(main.train.prelude), main.train.steps, main.train.bind_min) == (
-        ("drill:1000",), 700, 0.0,
+        ("drill:1000",), 870, 0.0,
     )  # fmt: skip
     assert edits(main.optim, base.optim) == set() and main.optim.decay_steps == 200
     assert edits(main.sample, base.sample) == {"cfg_scale_given"}
