@@ -90,7 +90,10 @@ def _plain(model_cfg) -> dict:
 
 def model_diff(saved_model, requested_model) -> list[str]:
     """`model.<key>: checkpoint A, requested B` for every architecture key that differs."""
+    from stiv_jax.model.stiv import LEGACY_DEFAULTS
+
     a, b = _plain(saved_model), _plain(requested_model)
+    a = {**LEGACY_DEFAULTS, **a}  # a key the checkpoint predates: the model it then had
     missing = "(absent)"
     return [
         f"model.{k}: checkpoint {a.get(k, missing)!r}, requested {b.get(k, missing)!r}"

@@ -419,6 +419,26 @@ def test_resume_with_another_model_is_refused(tmp_path, key, value, same_shapes)
     assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["1", "2"]  # nothing moved
 
 
+def test_a_checkpoint_predating_a_model_key_compares_as_the_model_it_had(tiny_config):
+    from stiv_jax.model.stiv import LEGACY_DEFAULTS
+    from stiv_jax.run_checks import model_diff
+
+    requested = tiny_config.model
+    same = [k for k, v in LEGACY_DEFAULTS.items() if k in requested and requested[k] == v]
+    assert "qk_norm_init" in same and "key_shift" in same
+    saved = {k: v for k, v in requested.to_dict().items() if k not in same}  # predates them
+    assert model_diff(saved, requested) == []  # the model it had: resumes
+    requested.qk_norm_init = 1.41
+    assert model_diff(saved, requested) == [
+        "model.qk_norm_init: checkpoint 1.0, requested 1.41"
+    ]  # a real change is still one refused line
+    requested.qk_norm_init = 1.0
+    saved.pop("word_bag")  # tiny has a word bag, a checkpoint without the key had none
+    assert model_diff(saved, requested) == [
+        f"model.word_bag: checkpoint 0, requested {requested.word_bag}"
+    ]
+
+
 def _damage(step_dir, kind):
     if kind == "truncated_array":
         d = os.path.join(step_dir, "state", "ocdbt.process_0", "d")

@@ -111,10 +111,36 @@ def mask_restore(kept: jax.Array, perm: jax.Array, mask_token: jax.Array) -> jax
     return jnp.take_along_axis(full, jnp.argsort(perm, axis=1)[:, None, :, None], axis=2)
 
 
+# The value of each model key added after the first checkpoints, where a config (a saved
+# checkpoint's) lacks it: the model as it was before the key existed. `option` reads them, and
+# a resume compares a checkpoint without the key as if it had this value (run_checks).
+LEGACY_DEFAULTS = {
+    "ref_skip": False,
+    "ref_gate": False,
+    "ref_gate_init": 0.0,
+    "word_bag": 0,
+    "temporal_adaln": True,
+    "key_shift": False,
+    "qk_norm_init": 1.0,
+    "text_refiner": 0,
+    "text_window": 0,
+    "input_skip": False,
+    "input_mix": False,
+    "self_cond": False,
+    "word_pieces": 0,
+    "word_pieces_zero_init": True,
+}
+
+
+def option(cfg, key: str):
+    """config.model[key], or its `LEGACY_DEFAULTS` value when the config predates it."""
+    return cfg.get(key, LEGACY_DEFAULTS[key])
+
+
 def token_width(cfg) -> int:
     """Width of the text token states the model takes (config.model): the encoder's
     `text_dim`, plus the word-piece id channel when `word_pieces` is on."""
-    return int(cfg.text_dim) + (1 if int(cfg.get("word_pieces", 0)) else 0)
+    return int(cfg.text_dim) + (1 if int(option(cfg, "word_pieces")) else 0)
 
 
 class STIV(nnx.Module):
@@ -128,8 +154,8 @@ class STIV(nnx.Module):
             raise ValueError(f"model.temporal_patch={cfg.temporal_patch}; expected 1, 2 or 4")
         if not 0.0 <= cfg.mask_ratio < 1.0:
             raise ValueError(f"model.mask_ratio={cfg.mask_ratio}; expected a value in [0, 1)")
-        self.ref_skip = bool(cfg.get("ref_skip", False))
-        ref_gate = bool(cfg.get("ref_gate", False))
+        self.ref_skip = bool(option(cfg, "ref_skip"))
+        ref_gate = bool(option(cfg, "ref_gate"))
         for key, on in (("ref_skip", self.ref_skip), ("ref_gate", ref_gate)):
             if on and (cfg.get("prediction") != "data" or not image_cond.has_reference):
                 raise ValueError(
@@ -137,7 +163,7 @@ class STIV(nnx.Module):
                     f"reference (frame_replace_ref); got prediction={cfg.get('prediction')!r}, "
                     f"image_cond={cfg.image_cond!r}"
                 )
-        if float(cfg.get("ref_gate_init", 0.0)) and not ref_gate:
+        if float(option(cfg, "ref_gate_init")) and not ref_gate:
             raise ValueError(
                 f"model.ref_gate_init={cfg.ref_gate_init} sets the ref_gate's start; it needs "
                 "model.ref_gate=True"
@@ -155,7 +181,7 @@ class STIV(nnx.Module):
         # The pooled vector's last `word_bag` columns are the encoder's word-piece bag
         # (encoders.base.WordBag): a linear map of them is a learned embedding per word piece,
         # summed; it gets its own LN'd term so MiniLM's sentence vector cannot drown it.
-        self.word_bag = nb = int(cfg.get("word_bag", 0))
+        self.word_bag = nb = int(option(cfg, "word_bag"))
         self.pooled_proj = MLP(cfg.pooled_dim - nb, d, **kw, dout=d)
         self.word_proj = dense(nb, d, (None, EMBED), **kw) if nb else None
         self.micro_embed = ScalarEmbedder(5, d, scale=1.0, **emb_kw) if cfg.micro_cond else None
@@ -167,10 +193,10 @@ class STIV(nnx.Module):
         block_kw = dict(
             impl=cfg.attention_impl,
             causal_temporal=cfg.causal_temporal,
-            temporal_adaln=cfg.get("temporal_adaln", True),
-            key_shift=bool(cfg.get("key_shift", False)),
+            temporal_adaln=option(cfg, "temporal_adaln"),
+            key_shift=bool(option(cfg, "key_shift")),
             theta=cfg.rope_theta,
-            qk_norm_init=float(cfg.get("qk_norm_init", 1.0)),
+            qk_norm_init=float(option(cfg, "qk_norm_init")),
             **kw,
         )
         if cfg.scan_blocks:
@@ -192,11 +218,11 @@ class STIV(nnx.Module):
         self.final_table = nnx.Param(jnp.zeros((2, d), pdtype))
         self.final = dense(d, pt * p * p * in_channels, (EMBED, None), **kw)
         # Last, so that a refiner leaves every other weight of a seed as it was.
-        nr = int(cfg.get("text_refiner", 0))
+        nr = int(option(cfg, "text_refiner"))
         self.text_refiner = (
             TextRefiner(d, cfg.heads, nr, cfg.mlp_ratio, theta=cfg.rope_theta, **kw) if nr else None
         )
-        nw = int(cfg.get("text_window", 0))  # after the refiner, for the same reason
+        nw = int(option(cfg, "text_window"))  # after the refiner, for the same reason
         self.text_window = TextWindow(cfg.text_dim, d, nw, **kw) if nw else None
         # A linear map from each input patch (noisy latents + image-cond channels) straight
         # to its output patch, zero at init: the given frame's texture need not pass the
@@ -204,7 +230,7 @@ class STIV(nnx.Module):
         out_dim = pt * p * p * in_channels
         self.input_skip = (
             dense(pt * p * p * cin, out_dim, (None, None), **kw)
-            if cfg.get("input_skip", False)
+            if option(cfg, "input_skip")
             else None
         )
         # The head's second linear: a gate per output value, zero at init, that multiplies
@@ -218,17 +244,17 @@ class STIV(nnx.Module):
         # the reference, the nearly clean input at high t, a colour mix; the 4×4×2 patch's
         # values need not pass the width-D token (docs/quality.md §16-17). Last, as above.
         self.input_mix = (
-            dense(d, out_dim * cin, (EMBED, None), **kw) if cfg.get("input_mix", False) else None
+            dense(d, out_dim * cin, (EMBED, None), **kw) if option(cfg, "input_mix") else None
         )
         # Self-conditioning (Chen et al. 2022, "Analog Bits"): a second patch embedding of the
         # model's own previous estimate x̂1 (`cond["self_cond"]`, zeros when absent), added to
         # the tokens; zero at init, so it starts as no change. Last, as above.
         self.self_cond_embed = (
-            dense(out_dim, d, (None, EMBED), **kw) if cfg.get("self_cond", False) else None
+            dense(out_dim, d, (None, EMBED), **kw) if option(cfg, "self_cond") else None
         )
         # Hashed word pieces summed by relative position around each caption token (ids in
         # the tokens' last channel, encoders.base.WordPieceIds); zero at init. Last, as above.
-        nwp = int(cfg.get("word_pieces", 0))
+        nwp = int(option(cfg, "word_pieces"))
         self.word_pieces = WordPieces(nwp, d, **kw) if nwp else None
         initialize_weights(self)
 
@@ -440,7 +466,7 @@ def initialize_weights(model: STIV) -> None:
     if model.self_cond_embed is not None:  # a new input starts as no change
         zero(model.self_cond_embed.kernel)
         zero(model.self_cond_embed.bias)
-    if model.ref_gate is not None and model.cfg.get("ref_gate_init", 0.0):  # or half/fully open
+    if model.ref_gate is not None and option(model.cfg, "ref_gate_init"):  # or half/fully open
         bias = model.ref_gate.bias
         bias.set_value(jnp.full_like(bias.get_value(), float(model.cfg.ref_gate_init)))
     zero(model.final_table)
@@ -448,7 +474,7 @@ def initialize_weights(model: STIV) -> None:
         zero(model.input_skip.kernel)
         zero(model.input_skip.bias)
     if model.word_pieces is not None:  # a new word-piece path starts as no change
-        if model.cfg.get("word_pieces_zero_init", True):  # False: xavier (from scratch, §22)
+        if option(model.cfg, "word_pieces_zero_init"):  # False: xavier (from scratch, §22)
             zero(model.word_pieces.proj.kernel)
         zero(model.word_pieces.proj.bias)
     if model.text_window is not None:  # a new window starts as no change
