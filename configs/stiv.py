@@ -27,12 +27,11 @@ The argument string is comma-separated `key=value` pairs:
                 python -m stiv_jax.train --config configs/stiv.py:variant=S,stage=ti2v \
                     --workdir runs/s_ti2v --config.train.steps=300 --config.train.init_from=runs/s_t2v
   recipe      main | long (S only; a stage argument runs that stage alone, without them).
-              main: the README main job (docs/quality.md §25), a 1,000-step binding drill
-              (two swappable objects; xavier word pieces and key_shift on; 2 attention
-              heads of 64), then 870 steps
-              of the full mix with 30% binding-drill clips and 30% of the noise levels from
-              the drill's law, the last 200 cooling down; no guidance where a frame is
-              given; ~14 min on 2 CPU cores. long: the longer recipe (§22.3), the same with
+              main: the README main job (docs/quality.md §25, §28), a 1,000-step binding
+              drill (two swappable objects; xavier word pieces and key_shift on; 2
+              attention heads of 64), then 870 steps of the full mix with 30% binding-drill
+              clips and 30% of the noise levels from the drill's law, the last 200 cooling
+              down; no guidance where a frame is given; ~14 min on 2 CPU cores. long: the longer recipe (§22.3), the same with
               a 3,000-step drill (the command stops if it has not bound, train.bind_min)
               and 9,000 steps of the mix, the last 1,800 cooling down (1 h 49 min from a fresh clone on 2 CPU cores, its
               drill shared; one command, resumable like any run; §24.3: TI2V direction
