@@ -269,6 +269,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Scale for requests that give frames (TI2V, prediction, keyframes): < 0 = cfg_scale.
     # docs/quality.md §23: with a frame given, a trained S needs no guidance.
     s.cfg_scale_given = -1.0
+    # Emu Video's factorisation (Girdhar et al. 2023), docs/quality.md §29: twice the
+    # sampler's work for text-only requests.
+    s.t2v_image_first = False  # text-only: sampled twice, the 1st pass's frame 0 given to the 2nd
     s.cfg_mode = "joint"  # joint (one batched forward) | separate (3-pass, text/image scales)
     s.cfg_text = 4.0  # text scale for cfg_mode=separate
     s.cfg_image = 2.0  # image scale for cfg_mode=separate

@@ -569,6 +569,7 @@ def evaluate_checkpoint(
         "cfg_scale": float(config.sample.cfg_scale),
         "cfg_scale_given": guidance_scale(config, True),
         "use_ema": bool(config.sample.use_ema),
+        "t2v_image_first": bool(config.sample.get("t2v_image_first", False)),
         "motion_multipliers": sorted(set(multipliers)),
     }
     return evaluate_dir(config, video_dir, out, header=header)

@@ -442,18 +442,59 @@ def generate(
     output, clipped to that range). `motion_score` / `cfg_scale` left at None take
     config.sample's values (`guidance_scale`). `mesh`: the sampler's (`make_sample_fn(..., mesh=mesh)`); the
     inputs are placed on it with the batch over the data axes (every process of a
-    multi-host mesh must make the same call)."""
+    multi-host mesh must make the same call). With `sample.t2v_image_first` the text-only
+    requests are sampled twice: latent frame 0 of the first pass is given to the second, as
+    a TI2V request's image is, at that request's guidance (`image_first_rows`)."""
+    first = image_first_rows(config, reqs)
+    given_scale = [r.cfg_scale if r.cfg_scale is not None else guidance_scale(config, True)
+                   for r in reqs]  # fmt: skip
     reqs = [r.with_defaults(config) for r in reqs]
     cond, x0 = build_conditions(config, comps, reqs, frames)
     x0, t_start = start_state(comps, reqs, x0)
-    scale = jnp.asarray([r.cfg_scale for r in reqs], jnp.float32)
-    args = (x0, cond, negative_text(comps, reqs), scale, t_start)
-    if mesh is not None:
-        args = place_inputs(mesh, len(reqs), *args)
-    latents = sample_fn(params, *args)
-    if not latents.is_fully_addressable:  # replicated over several hosts: take the local copy
-        latents = latents.addressable_shards[0].data
+    scale = np.asarray([r.cfg_scale for r in reqs], np.float32)
+    null = negative_text(comps, reqs)
+
+    def run(cond, scale):
+        args = (x0, cond, null, jnp.asarray(scale), t_start)
+        if mesh is not None:
+            args = place_inputs(mesh, len(reqs), *args)
+        latents = sample_fn(params, *args)
+        if not latents.is_fully_addressable:  # replicated over several hosts: the local copy
+            latents = latents.addressable_shards[0].data
+        return np.array(latents, np.float32)  # a writable copy
+
+    latents = run(cond, scale)
+    if first:  # sample.t2v_image_first: the first pass's frame 0 given to a second pass
+        cond = given_first_frame(cond, latents, first)
+        scale[first] = np.asarray(given_scale, np.float32)[first]
+        latents[first] = run(cond, scale)[first]
     return np.clip(np.asarray(comps.autoencoder.decode(latents), np.float32), -1.0, 1.0)
+
+
+def image_first_rows(config, reqs: list[Request]) -> list[int]:
+    """Rows that `sample.t2v_image_first` samples twice: text-only requests (no given frame,
+    no V2V input) of a video with more than one latent frame; [] when it is off."""
+    if not bool(config.sample.get("t2v_image_first", False)):
+        return []
+    return [
+        i
+        for i, r in enumerate(reqs)
+        if not r.gives_frames
+        and r.video is None
+        and video_latent_shape(config, *request_shape(config, r))[0] > 1
+    ]
+
+
+def given_first_frame(cond, latents: np.ndarray, rows: list[int]):
+    """`cond` with latent frame 0 of `latents` [B, F, H, W, C] given (as a TI2V request's
+    first frame is) in `rows`; the other rows unchanged."""
+    mask = np.asarray(cond["cond_mask"]).copy()
+    given = np.asarray(cond["cond_latents"], np.float32).copy()
+    mask[rows, 0] = True
+    given[rows, 0] = latents[rows, 0]
+    out = dict(cond)
+    out["cond_mask"], out["cond_latents"] = jnp.asarray(mask), jnp.asarray(given)
+    return type(cond)(**out)
 
 
 def generate_cases(

@@ -59,6 +59,43 @@ def test_per_request_shapes_one_compiled_sampler_each(pipe):
         pipe.generate([Request(id="d", prompt="x", height=15)])
 
 
+def test_t2v_image_first_gives_the_first_pass_frame_0_to_a_second_pass(pipe):
+    prompt = "a red circle moves left"
+    frame = image(7).astype(np.float32) / 127.5 - 1.0
+    reqs = [
+        Request(id="t", prompt=prompt, seed=3),
+        Request(id="i", prompt=prompt, seed=4, first_frame=frame, cond_frames=[0]),
+    ]
+    off = pipe.generate(reqs)
+    pipe.config.sample.t2v_image_first = True
+    on = pipe.generate(reqs)
+    np.testing.assert_array_equal(on[1], off[1])  # a request that gives a frame: one pass
+    np.testing.assert_array_equal(on[0][0], off[0][0])  # frame 0 is the first pass's
+    assert np.abs(on[0][1:] - off[0][1:]).max() > 0.05  # the rest is sampled again
+    # The second pass: the same noise, latent frame 0 of the first pass's output given in
+    # the text-only row (the row that gave a frame keeps its inputs), at the guidance of
+    # requests that give frames.
+    calls, sample_fn = [], pipe.sample_fn
+
+    def spy(params, x0, cond, null, scale, t_start):
+        out = sample_fn(params, x0, cond, null, scale, t_start)
+        calls.append(
+            [np.asarray(a) for a in (x0, cond["cond_mask"], cond["cond_latents"], scale, out)]
+        )
+        return out
+
+    pipe._sample_fn = spy
+    pipe.config.sample.cfg_scale, pipe.config.sample.cfg_scale_given = 3.0, 1.0
+    pipe.generate(reqs)
+    (x0, mask0, given0, scale0, out0), (x1, mask1, given1, scale1, _) = calls
+    np.testing.assert_array_equal(x1, x0)
+    assert mask0[0].tolist() == [False] * len(mask0[0]) and mask1[0, 0] and not mask1[0, 1:].any()
+    np.testing.assert_array_equal(given1[0, 0], out0[0, 0])
+    np.testing.assert_array_equal(mask1[1], mask0[1])
+    np.testing.assert_array_equal(given1[1], given0[1])
+    assert scale0.tolist() == [3.0, 1.0] and scale1.tolist() == [1.0, 1.0]
+
+
 def test_request_fields_parse_and_refuse():
     f = request_fields({
         "conditions": [{"image": "a.png", "frame": 0}, {"video": "c.mp4", "frames": [2, 3]}],
