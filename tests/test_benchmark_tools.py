@@ -90,7 +90,7 @@ def test_ablation_main_recipe_is_the_readme_main_job_with_the_seed():
 
     for field in ("train.steps", "optim.decay_steps", "optim.ema_decay", "sample.steps",
                   "data.shapes.drill_share", "diffusion.noisy_share", "model.key_shift",
-                  "model.heads"):  # fmt: skip
+                  "model.heads", "model.rope_theta"):  # fmt: skip
         assert get(c, field) == get(main, field), field
     assert c.train.seed == c.data.seed == 1
     for bad in (dict(steps=400), dict(variant="tiny"), dict(ema_decay=0.9)):

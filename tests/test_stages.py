@@ -84,7 +84,8 @@ def test_s_recipes_are_a_binding_drill_then_the_mix_with_its_shares():
         return {k for k in b.keys() if a[k] != b[k]}
 
     for c in (main, long):  # the shared block: the binding drill and its shares in the mix
-        own = {"heads"} if c is main else set()  # main: 2 heads of 64 (quality.md §28.4)
+        # main: 2 heads of 64 (quality.md §28.4), RoPE base 100 (§29.1)
+        own = {"heads", "rope_theta"} if c is main else set()
         assert (
             edits(c.model, base.model)
             == {"key_shift", "word_pieces", "word_pieces_zero_init"} | own
@@ -104,6 +105,7 @@ def test_s_recipes_are_a_binding_drill_then_the_mix_with_its_shares():
     assert all(long[k] == main[k] == base[k] for k in main.keys() if k not in changed)
     # main: 1,000 drill steps, 870 of the mix, no check, no guidance where a frame is given
     assert (main.model.heads, long.model.heads, base.model.heads) == (2, 4, 4)
+    assert (main.model.rope_theta, long.model.rope_theta, base.model.rope_theta) == (100, 1e4, 1e4)
     assert edits(main.train, base.train) == {"prelude", "steps", "bind_min"}
     assert (tuple(main.train.prelude), main.train.steps, main.train.bind_min) == (
         ("drill:1000",), 870, 0.0,
