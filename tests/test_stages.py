@@ -106,12 +106,13 @@ def test_s_recipes_are_a_binding_drill_then_the_mix_with_its_shares():
     # main: 1,000 drill steps, 870 of the mix, no check, no guidance where a frame is given
     assert (main.model.heads, long.model.heads, base.model.heads) == (2, 4, 4)
     assert (main.model.rope_theta, long.model.rope_theta, base.model.rope_theta) == (100, 1e4, 1e4)
+    assert main.sample.t2v_image_first and not long.sample.t2v_image_first
     assert edits(main.train, base.train) == {"prelude", "steps", "bind_min"}
     assert (tuple(main.train.prelude), main.train.steps, main.train.bind_min) == (
         ("drill:1000",), 870, 0.0,
     )  # fmt: skip
     assert edits(main.optim, base.optim) == set() and main.optim.decay_steps == 200
-    assert edits(main.sample, base.sample) == {"cfg_scale_given"}
+    assert edits(main.sample, base.sample) == {"cfg_scale_given", "t2v_image_first"}
     assert (main.sample.cfg_scale_given, base.sample.cfg_scale_given) == (1.0, -1.0)
     # long: 3,000 drill steps checked, 9,000 of the mix, more guidance without a frame
     assert edits(long.train, base.train) == {"prelude", "steps", "ckpt_every"}
