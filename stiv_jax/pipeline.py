@@ -444,7 +444,8 @@ def generate(
     inputs are placed on it with the batch over the data axes (every process of a
     multi-host mesh must make the same call). With `sample.t2v_image_first` the text-only
     requests are sampled twice: latent frame 0 of the first pass is given to the second, as
-    a TI2V request's image is, at that request's guidance (`image_first_rows`)."""
+    a TI2V request's image is, at that request's guidance (`image_first_rows`); a batch
+    that holds one runs the sampler twice (one compiled shape)."""
     first = image_first_rows(config, reqs)
     given_scale = [r.cfg_scale if r.cfg_scale is not None else guidance_scale(config, True)
                    for r in reqs]  # fmt: skip
@@ -461,13 +462,14 @@ def generate(
         latents = sample_fn(params, *args)
         if not latents.is_fully_addressable:  # replicated over several hosts: the local copy
             latents = latents.addressable_shards[0].data
-        return np.array(latents, np.float32)  # a writable copy
+        return latents
 
     latents = run(cond, scale)
     if first:  # sample.t2v_image_first: the first pass's frame 0 given to a second pass
+        latents = np.array(latents, np.float32)  # a writable host copy
         cond = given_first_frame(cond, latents, first)
         scale[first] = np.asarray(given_scale, np.float32)[first]
-        latents[first] = run(cond, scale)[first]
+        latents[first] = np.asarray(run(cond, scale), np.float32)[first]
     return np.clip(np.asarray(comps.autoencoder.decode(latents), np.float32), -1.0, 1.0)
 
 
