@@ -494,9 +494,7 @@ def given_first_frame(cond, latents: np.ndarray, rows: list[int]):
     given = np.asarray(cond["cond_latents"], np.float32).copy()
     mask[rows, 0] = True
     given[rows, 0] = latents[rows, 0]
-    out = dict(cond)
-    out["cond_mask"], out["cond_latents"] = jnp.asarray(mask), jnp.asarray(given)
-    return type(cond)(**out)
+    return {**cond, "cond_mask": jnp.asarray(mask), "cond_latents": jnp.asarray(given)}
 
 
 def generate_cases(
