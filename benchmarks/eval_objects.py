@@ -10,7 +10,12 @@ angle error to the truth (degrees), the visible share and the colour stability. 
 task: exact-class accuracy, the share within one 45-degree sector, the accuracy split by
 speed, background and object count, and by axis (`axis_summary`: how often the measured
 direction has the truth's horizontal and vertical components, how often it adds one the
-truth lacks, and the measured share of the true displacement along each axis). For TI2V
+truth lacks, and the measured share of the true displacement along each axis), and a
+straight-line fit per axis (`axis_fit`: measured = gain · true + drift, in px over the clip:
+a drift is a displacement every object gets whatever it was asked). Then per task the
+evaluator's subject consistency split into its three factors (`consistency_terms`: visible
+share, colour stability, size stability), for the model and for the ground truth passed
+through the same MP4 encoding (the evaluator's ceiling row). For TI2V
 also where the video PSNR is lost (`pixel_split`): on pixels the clip keeps from frame 0 (copying it is exact) and
 on those that change (moving objects, pans), for the model and for the static floor; and
 what the still pixels' error is made of (`still_breakdown`): the share a per-video mean
@@ -116,6 +121,45 @@ def along_gain(rows: list[dict]) -> float:
     return dot / true if true else math.nan
 
 
+def axis_fit(rows: list[dict]) -> dict[str, tuple[float, float]]:
+    """Per axis, least squares over the measured (not lost) objects of measured = gain · true
+    + drift (px): gain < 1 is under-movement, drift a shift every object gets. (NaN, NaN)
+    with fewer than two objects or one true displacement."""
+    moved = [r for r in rows if np.isfinite(r["dx"])]
+    out = {}
+    for axis in ("x", "y"):
+        true = np.array([r[f"true_d{axis}"] for r in moved])
+        meas = np.array([r[f"d{axis}"] for r in moved])
+        if len(moved) < 2 or np.ptp(true) == 0:
+            out[axis] = (math.nan, math.nan)
+            continue
+        gain, drift = np.polyfit(true, meas, 1)
+        out[axis] = (float(gain), float(drift))
+    return out
+
+
+def consistency_terms(video: np.ndarray, truth: dict) -> list[tuple[float, float, float]]:
+    """Per object, the factors of the evaluator's subject consistency (`metrics.
+    evaluate_videos`): visible share, colour stability, size stability (1.0 for objects
+    asked to grow or shrink, which it skips)."""
+    out = []
+    for obj in metrics.score_clip(video, truth)["objects"]:
+        keep = obj["motion"] not in ("grow", "shrink")
+        out.append((obj["visible"], obj["color_stability"], obj["size_stability"] if keep else 1.0))
+    return out
+
+
+def print_consistency_terms(task: str, model: list, truth: list) -> None:
+    """model / truth: `consistency_terms` rows of every object (model videos, codec truth)."""
+    parts = []
+    for name, rows in (("model", model), ("ground truth through the codec", truth)):
+        t = np.asarray(rows, np.float64)
+        parts.append(f"{name} {t[:, 0].mean():.2f} x {t[:, 1].mean():.2f} x {t[:, 2].mean():.2f}"
+                     f" -> {t.prod(1).mean():.3f}")  # fmt: skip
+    print(f"{task} consistency (visible x colour x size, mean per object -> score): "
+          + "; ".join(parts))  # fmt: skip
+
+
 STILL_TOL = 8  # uint8 levels: a pixel within this of frame 0 in every channel is "still"
 
 
@@ -215,7 +259,7 @@ def main(argv=None) -> None:
                     help="the motion-request multiplier whose videos to read (1, or 0.5 / 2)")  # fmt: skip
     args = ap.parse_args(argv)
     from configs.stiv import get_config
-    from stiv_jax.evaluate import read_videos
+    from stiv_jax.evaluate import codec_roundtrip, read_videos
 
     config = get_config(args.config.split(":")[-1])
     videos, cases, errors = read_videos(os.path.join(args.eval, "videos"), config)
@@ -253,6 +297,19 @@ def main(argv=None) -> None:
             f"{'horizontal' if a == 'x' else 'vertical'} kept {v['kept']:.2f} of {v['objects']}, "
             f"added {v['added']:.2f}, moved {v['gain']:.2f} of the truth"
             for a, v in axes.items()))  # fmt: skip
+        print("  fit (measured = gain x true + drift px): " + ", ".join(
+            f"{'horizontal' if a == 'x' else 'vertical'} {g:.2f} x true {b:+.2f}"
+            for a, (g, b) in axis_fit(rows).items()))  # fmt: skip
+        truths = codec_roundtrip([cases[it.index]["video"] for it in items])
+        print_consistency_terms(
+            task,
+            [t for it in items for t in consistency_terms(videos[it], cases[it.index]["truth"])],
+            [
+                t
+                for it, v in zip(items, truths)
+                for t in consistency_terms(v, cases[it.index]["truth"])
+            ],
+        )
         for key in ("speed", "background", "objects"):
             groups = defaultdict(list)
             for r, ok in zip(rows, exact):

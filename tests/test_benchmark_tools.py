@@ -43,6 +43,25 @@ def test_object_rows_of_ground_truth_clips_match_their_truth():
     assert {r["objects"] for r in rows} <= {1, 2}
 
 
+def test_axis_fit_recovers_gain_and_drift_and_skips_lost_objects():
+    true = [(4.0, -2.0), (-3.0, 5.0), (1.0, 1.0), (0.0, -6.0)]
+    rows = [dict(true_dx=tx, true_dy=ty, dx=0.5 * tx + 0.2, dy=0.6 * ty + 1.5) for tx, ty in true]
+    rows.append(dict(true_dx=9.0, true_dy=9.0, dx=math.nan, dy=math.nan))  # lost: not fitted
+    fit = eval_objects.axis_fit(rows)
+    assert fit["x"] == pytest.approx((0.5, 0.2)) and fit["y"] == pytest.approx((0.6, 1.5))
+    assert all(math.isnan(v) for v in eval_objects.axis_fit(rows[:1])["x"])  # one object
+
+
+def test_consistency_terms_multiply_to_the_evaluators_score():
+    from stiv_jax import metrics
+
+    clips = [generate_clip(i, split="heldout", seed=1_000_003, res=32, frames=8) for i in range(6)]
+    terms = [t for c in clips for t in eval_objects.consistency_terms(c["video"], c["truth"])]
+    score = metrics.evaluate_videos([c["video"] for c in clips], clips)["subject_consistency"]
+    assert np.prod(terms, axis=1).mean() == pytest.approx(score)
+    assert all(v == 1.0 for v, _, _ in terms)  # the truth keeps every object visible
+
+
 def test_pixel_split_separates_still_and_changing_pixels():
     clip = np.zeros((3, 4, 4, 3), np.uint8)
     clip[1:, 0, 0] = 200  # one pixel changes after frame 0
