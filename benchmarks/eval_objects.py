@@ -139,14 +139,9 @@ def axis_fit(rows: list[dict]) -> dict[str, tuple[float, float]]:
 
 
 def consistency_terms(video: np.ndarray, truth: dict) -> list[tuple[float, float, float]]:
-    """Per object, the factors of the evaluator's subject consistency (`metrics.
-    evaluate_videos`): visible share, colour stability, size stability (1.0 for objects
-    asked to grow or shrink, which it skips)."""
-    out = []
-    for obj in metrics.score_clip(video, truth)["objects"]:
-        keep = obj["motion"] not in ("grow", "shrink")
-        out.append((obj["visible"], obj["color_stability"], obj["size_stability"] if keep else 1.0))
-    return out
+    """Per object, the factors of the evaluator's subject consistency
+    (`metrics.consistency_factors`): visible share, colour and size stability."""
+    return [metrics.consistency_factors(o) for o in metrics.score_clip(video, truth)["objects"]]
 
 
 def print_consistency_terms(task: str, model: list, truth: list) -> None:
@@ -300,7 +295,7 @@ def main(argv=None) -> None:
         print("  fit (measured = gain x true + drift px): " + ", ".join(
             f"{'horizontal' if a == 'x' else 'vertical'} {g:.2f} x true {b:+.2f}"
             for a, (g, b) in axis_fit(rows).items()))  # fmt: skip
-        truths = codec_roundtrip([cases[it.index]["video"] for it in items])
+        truths = codec_roundtrip([cases[it.index]["video"] for it in items], int(config.sample.fps))
         print_consistency_terms(
             task,
             [t for it in items for t in consistency_terms(videos[it], cases[it.index]["truth"])],

@@ -317,6 +317,13 @@ def static_baseline(video: np.ndarray) -> np.ndarray:
     return np.repeat(video[:1], video.shape[0], axis=0)
 
 
+def consistency_factors(obj: dict[str, Any]) -> tuple[float, float, float]:
+    """A `score_clip` object's subject consistency factors: visible share, colour stability,
+    size stability (1.0 for an object asked to grow or shrink); their product is its score."""
+    keep_size = obj["motion"] not in ("grow", "shrink")
+    return obj["visible"], obj["color_stability"], obj["size_stability"] if keep_size else 1.0
+
+
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else math.nan
 
@@ -371,12 +378,7 @@ def evaluate_videos(
                 still.append(obj["direction"] == "still")
             elif obj["motion"] in ("grow", "shrink"):
                 size.append(obj["size_change"] == obj["motion"])
-            keep_size = obj["motion"] not in ("grow", "shrink")
-            consistency.append(
-                obj["visible"]
-                * obj["color_stability"]
-                * (obj["size_stability"] if keep_size else 1.0)
-            )
+            consistency.append(math.prod(consistency_factors(obj)))
         (pan if clip["true_pan"] != "none" else no_pan).append(clip["pan"] == clip["true_pan"])
         p.append(min(psnr(video[0], case["video"][0]), 100.0))  # cap inf for averaging
         s.append(ssim(video[0], case["video"][0]))
