@@ -276,6 +276,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     s.cfg_mode = "joint"  # joint (one batched forward) | separate (3-pass, text/image scales)
     s.cfg_text = 4.0  # text scale for cfg_mode=separate
     s.cfg_image = 2.0  # image scale for cfg_mode=separate
+    # Guidance only where lo <= t < hi (t: 0 noise -> 1 data; Kynkäänniemi et al. 2024),
+    # the conditional velocity elsewhere; (0, 1): every step.
+    s.cfg_interval = (0.0, 1.0)
     s.cfg_renorm = True  # CFG renormalisation (off: plain CFG)
     s.cfg_renorm_mode = "scale_down"  # scale_down (norm <= conditional) | rescale (STIV: = it)
     s.use_ema = True  # sample with EMA weights

@@ -568,6 +568,7 @@ def evaluate_checkpoint(
         "ode_steps": int(config.sample.steps),
         "cfg_scale": float(config.sample.cfg_scale),
         "cfg_scale_given": guidance_scale(config, True),
+        "cfg_interval": list(config.sample.get("cfg_interval", (0.0, 1.0))),
         "use_ema": bool(config.sample.use_ema),
         "t2v_image_first": bool(config.sample.get("t2v_image_first", False)),
         "motion_multipliers": sorted(set(multipliers)),

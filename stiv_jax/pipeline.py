@@ -44,6 +44,7 @@ from stiv_jax.cond_media import (
 from stiv_jax.conditioning import drop_text, get_image_cond, make_conditions, null_conditions
 from stiv_jax.data.schema import normalize_uint8
 from stiv_jax.diffusion import (
+    check_interval,
     make_guided_fn,
     make_self_conditioned_fn,
     make_stateful_guided_fn,
@@ -285,6 +286,8 @@ def make_sample_fn(config, graphdef, *, mesh=None, with_stats: bool = False):
     image_cond = get_image_cond(config.model.image_cond)
     cached = bool(s.get("step_cache", False))
     threshold = float(s.get("cache_threshold", 0.0))
+    interval = s.get("cfg_interval")  # older configs: guidance at every step
+    interval = None if interval is None else check_interval(interval)
     prediction = config.model.get("prediction", "velocity")  # older checkpoints: velocity
     if with_stats and not cached:
         raise ValueError("make_sample_fn: with_stats needs sample.step_cache=True")
@@ -303,7 +306,10 @@ def make_sample_fn(config, graphdef, *, mesh=None, with_stats: bool = False):
 
         branches = (cond, null_conditions(cond, null_text))
         kw = dict(
-            mode=s.cfg_mode, renorm=s.cfg_renorm, renorm_mode=s.get("cfg_renorm_mode", "scale_down")
+            mode=s.cfg_mode,
+            renorm=s.cfg_renorm,
+            renorm_mode=s.get("cfg_renorm_mode", "scale_down"),
+            interval=interval,
         )
         sc = scale[:, None, None, None, None]
         if s.cfg_mode == "separate":

@@ -13,6 +13,7 @@ from stiv_jax.diffusion.flow import (
     velocity_target,
 )
 from stiv_jax.diffusion.guidance import (
+    check_interval,
     guided_velocity,
     make_guided_fn,
     make_self_conditioned_fn,
@@ -22,6 +23,7 @@ from stiv_jax.diffusion.guidance import (
 from stiv_jax.diffusion.samplers import sample_ode, time_grid
 
 __all__ = [
+    "check_interval",
     "flow_loss",
     "guided_velocity",
     "interpolate",

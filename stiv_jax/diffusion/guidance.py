@@ -9,6 +9,9 @@ float32; a condition `cond` is any pytree whose leaves all have leading dim B (t
   separate (Step-Video / InstructPix2Pix, k = 3), branches = (cond_full, cond_image, cond_null):
     v = v(∅) + image_scale·(v(c_I) − v(∅)) + text_scale·(v(c_T, c_I) − v(c_I))
 
+`interval=(lo, hi)` guides only where lo <= t < hi (t: 0 noise -> 1 data) and uses the fully
+conditional velocity elsewhere: guidance in a limited interval (Kynkäänniemi et al. 2024).
+
 Branches are stacked on the batch axis in the order given, so `model_fn` sees
 [full; (image;) null] and the result is split back in that order. Guidance math is float32.
 `make_stateful_guided_fn` carries a model's state (the step cache's, or with
@@ -64,6 +67,29 @@ def _per_sample(scale: float | jax.Array, x: jax.Array) -> jax.Array:
 RENORM_MODES = ("scale_down", "rescale")
 
 
+def check_interval(interval: tuple[float, float]) -> tuple[float, float]:
+    """(lo, hi) with 0 <= lo < hi <= 1, as floats; a one-line error naming the value otherwise."""
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance interval {interval!r}; expected (lo, hi) numbers") from None
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"guidance interval {interval!r}; expected 0 <= lo < hi <= 1")
+    return lo, hi
+
+
+def _in_interval(
+    scale: jax.Array, t: jax.Array, interval: tuple[float, float] | None, x: jax.Array
+) -> jax.Array:
+    """`scale` where the sample's t [B] lies in [lo, hi), 1 (no guidance) elsewhere; broadcastable
+    to x [B, ...]."""
+    if interval is None:
+        return scale
+    lo, hi = check_interval(interval)
+    inside = ((t >= lo) & (t < hi)).reshape(t.shape + (1,) * (x.ndim - 1))
+    return jnp.where(inside, scale, 1.0)
+
+
 def renormalize(v: jax.Array, v_full: jax.Array, mode: str = "scale_down") -> jax.Array:
     """CFG renormalisation of the guided velocity v against the conditional one v_full.
 
@@ -97,6 +123,7 @@ def guided_velocity(
     image_scale: float | jax.Array = 1.5,
     renorm: bool = False,
     renorm_mode: str = "scale_down",
+    interval: tuple[float, float] | None = None,
 ) -> jax.Array:
     """Guided velocity [B, ...] float32 from one `model_fn(x [kB, ...], t [kB], cond)` call.
 
@@ -104,6 +131,7 @@ def guided_velocity(
     `image_scale` and `text_scale` with branches (cond_full, cond_image_only, cond_null).
     scale = 1 (joint) or image_scale = text_scale = 1 (separate) gives the fully conditional
     velocity. `renorm=True` applies `renormalize(v, v_full, renorm_mode)`. t may be a scalar or [B].
+    `interval=(lo, hi)`: every scale is 1 for samples whose t is outside [lo, hi).
     Each scale is a float, a [B] array (one scale per sample) or an array broadcastable to x.
     """
     if mode not in MODES:
@@ -126,10 +154,11 @@ def guided_velocity(
     parts = jnp.split(v_all.astype(jnp.float32), k, axis=0)
     if mode == "joint":
         v_full, v_null = parts
-        v = v_null + _per_sample(scale, x) * (v_full - v_null)
+        v = v_null + _in_interval(_per_sample(scale, x), t, interval, x) * (v_full - v_null)
     else:
         v_full, v_img, v_null = parts
-        s_img, s_text = _per_sample(image_scale, x), _per_sample(text_scale, x)
+        s_img = _in_interval(_per_sample(image_scale, x), t, interval, x)
+        s_text = _in_interval(_per_sample(text_scale, x), t, interval, x)
         v = v_null + s_img * (v_img - v_null) + s_text * (v_full - v_img)
     return renormalize(v, v_full, renorm_mode) if renorm else v
 

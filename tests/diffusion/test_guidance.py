@@ -8,7 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stiv_jax.diffusion import guided_velocity, make_guided_fn, renormalize, sample_ode
+from stiv_jax.diffusion import (
+    check_interval,
+    guided_velocity,
+    make_guided_fn,
+    renormalize,
+    sample_ode,
+)
 
 B, F, H, W, C, L, D = 2, 3, 2, 2, 2, 4, 5
 
@@ -81,6 +87,38 @@ def test_separate_equals_three_pass_formula_in_one_call():
         model, x, t, (full, null, img), mode="separate", text_scale=5.0, image_scale=1.5
     )
     assert float(jnp.abs(swapped - v).max()) > 1e-2
+
+
+@pytest.mark.parametrize("mode", ["joint", "separate"])
+def test_interval_guides_inside_and_is_conditional_outside(mode):
+    model = CountingModel()
+    full, img, null, x, t = _conds()  # t = (0.3, 0.8): sample 0 inside [0, 0.5), sample 1 not
+    branches = (full, null) if mode == "joint" else (full, img, null)
+    kw = dict(scale=4.0) if mode == "joint" else dict(text_scale=5.0, image_scale=1.5)
+    v = guided_velocity(model, x, t, branches, mode=mode, interval=(0.0, 0.5), **kw)
+    every = guided_velocity(model, x, t, branches, mode=mode, **kw)
+    v_full = model(x, t, full)
+    np.testing.assert_allclose(v[0], every[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(v[1], v_full[1], rtol=1e-6, atol=1e-6)
+    assert float(jnp.abs(every[1] - v_full[1]).max()) > 1e-2  # guidance did change sample 1
+    # Per-sample scales and a scalar t follow the same rule; (0, 1) is every step.
+    both = guided_velocity(model, x, 0.6, branches, mode=mode, interval=(0.5, 1.0), **kw)
+    np.testing.assert_allclose(
+        both, guided_velocity(model, x, 0.6, branches, mode=mode, **kw), rtol=1e-6, atol=1e-6
+    )
+    scales = jnp.array([4.0, 2.0])
+    per = guided_velocity(model, x, t, (full, null), scale=scales, interval=(0.5, 1.0))
+    np.testing.assert_allclose(per[0], v_full[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        per[1], guided_velocity(model, x, t, (full, null), scale=scales)[1], rtol=1e-6, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("bad", [(0.5, 0.5), (-0.1, 0.5), (0.2, 1.5), ("a", 1.0), (0.1,)])
+def test_interval_rejects_bad_values_in_one_line(bad):
+    with pytest.raises(ValueError, match="guidance interval") as e:
+        check_interval(bad)
+    assert "\n" not in str(e.value)
 
 
 def test_jitted_guided_sampler_calls_model_once_per_step_trace():
