@@ -221,6 +221,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     o.clip_norm = 1.0  # global-norm gradient clip
     o.weight_decay = 0.0  # none, as in the paper
     o.ema_decay = 0.999 if small else 0.9999  # EMA of params
+    # Learning-rate scale per parameter group, "REGEX:SCALE,..." on paths such as
+    # "blocks/0/cross/q/kernel" (first match wins; 0 freezes; "" = every group at 1).
+    o.lr_groups = ""
 
     # ---------------------------------------------------------------- train
     t = c.train = ml_collections.ConfigDict()

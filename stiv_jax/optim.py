@@ -12,6 +12,8 @@ statistics are kept in the parameters' dtype (float32 with the default `param_dt
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -65,15 +67,59 @@ def lr_schedule(cfg, total_steps: int = 0) -> optax.Schedule:
     return learning_rate(cfg.lr, cfg.warmup_steps, cfg.get("decay_steps", 0), total_steps)
 
 
+def param_path(path) -> str:
+    """A pytree key path as "blocks/0/cross/q/kernel" (the names `optim.lr_groups` matches)."""
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def parse_lr_groups(spec: str) -> tuple[tuple[re.Pattern, float], ...]:
+    """`optim.lr_groups` "REGEX:SCALE,REGEX:SCALE" -> ((pattern, scale), ...); "" -> ().
+    One-line error naming the entry for a bad regex or scale."""
+    groups = []
+    for entry in (e.strip() for e in spec.split(",") if e.strip()):
+        rx, sep, scale = entry.rpartition(":")
+        try:
+            value = float(scale)
+            if not sep or not rx or not 0.0 <= value <= 10.0:
+                raise ValueError
+            groups.append((re.compile(rx), value))
+        except (ValueError, re.error):
+            raise ValueError(
+                f"optim.lr_groups entry {entry!r}; expected REGEX:SCALE with 0 <= SCALE <= 10"
+            ) from None
+    return tuple(groups)
+
+
+def scale_by_param_groups(spec: str) -> optax.GradientTransformation:
+    """Multiply each parameter's update by the scale of the first `spec` group whose regex
+    matches its path (`param_path`), 1 where none does: a learning rate per group
+    (0 freezes a group). Static per path: no state, nothing traced."""
+    groups = parse_lr_groups(spec)
+
+    def scale_of(path) -> float:
+        name = param_path(path)
+        return next((s for rx, s in groups if rx.search(name)), 1.0)
+
+    def update(updates, state, params=None):
+        del params
+        scaled = jax.tree_util.tree_map_with_path(lambda p, u: u * scale_of(p), updates)
+        return scaled, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(cfg, total_steps: int = 0) -> optax.GradientTransformation:
-    """cfg = config.optim; `total_steps` (config.train.steps) places `cfg.decay_steps`."""
+    """cfg = config.optim; `total_steps` (config.train.steps) places `cfg.decay_steps`;
+    `cfg.lr_groups` scales the learning rate of parameter groups (`scale_by_param_groups`)."""
     if cfg.weight_decay:
         raise ValueError(f"optim.weight_decay={cfg.weight_decay}; STIV trains with none (use 0.0)")
+    groups = str(cfg.get("lr_groups", ""))
     return optax.chain(
         optax.clip_by_global_norm(cfg.clip_norm),
         scale_by_adafactor(b2=cfg.b2),
         optax.ema(decay=cfg.b1, debias=True),  # first moment, as Adam's b1
         optax.scale_by_learning_rate(lr_schedule(cfg, total_steps)),
+        *((scale_by_param_groups(groups),) if groups else ()),
     )
 
 
