@@ -175,3 +175,44 @@ def test_cool_down_reaches_zero_at_the_last_step_and_bad_lengths_are_errors():
     for bad in (-1, 95):
         with pytest.raises(ValueError, match=f"optim.decay_steps={bad}"):
             learning_rate(1e-3, 10, decay_steps=bad, total_steps=100)
+
+
+def test_lr_groups_scale_each_groups_updates_and_freeze_at_zero():
+    base = dict(lr=1e-3, warmup_steps=2, b1=0.9, b2=0.999, clip_norm=1.0, weight_decay=0.0)
+    params = {
+        "blocks": {"0": {"cross": {"q": jnp.ones((4, 4))}, "mlp": {"fc1": jnp.ones((4, 4))}}},
+        "final": {"kernel": jnp.ones((4, 2))},
+    }
+    grads = jax.tree.map(lambda a: 0.3 * jnp.ones_like(a), params)
+    plain = make_optimizer(ml_collections.ConfigDict(base))
+    tx = make_optimizer(ml_collections.ConfigDict({**base, "lr_groups": "cross:0, mlp|fc:0.5"}))
+    s, r = tx.init(params), plain.init(params)
+    for _ in range(5):
+        u, s = tx.update(grads, s, params)
+        v, r = plain.update(grads, r, params)
+    assert float(jnp.abs(v["blocks"]["0"]["cross"]["q"]).min()) > 0  # the plain chain moves it
+    np.testing.assert_array_equal(u["blocks"]["0"]["cross"]["q"], 0.0)  # frozen
+    np.testing.assert_allclose(u["blocks"]["0"]["mlp"]["fc1"], 0.5 * v["blocks"]["0"]["mlp"]["fc1"])
+    np.testing.assert_allclose(u["final"]["kernel"], v["final"]["kernel"])  # no group: scale 1
+
+
+def test_lr_groups_bad_entries_are_one_line_errors():
+    for bad in ("cross", "cross:x", "cross:-1", ":0.5", "[:0.5"):
+        cfg = ml_collections.ConfigDict(
+            dict(
+                lr=1e-3,
+                warmup_steps=2,
+                b1=0.9,
+                b2=0.999,
+                clip_norm=1.0,
+                weight_decay=0.0,
+                lr_groups=bad,
+            )  # fmt: skip
+        )
+        try:
+            make_optimizer(cfg)
+        except ValueError as e:
+            assert "optim.lr_groups" in str(e) and repr(bad.strip()) in str(e)
+            assert "\n" not in str(e)
+        else:
+            raise AssertionError(f"lr_groups={bad!r} was accepted")
