@@ -112,8 +112,13 @@ def test_s_recipes_are_a_binding_drill_then_the_mix_with_its_shares():
         ("drill:1000",), 870, 0.0,
     )  # fmt: skip
     assert edits(main.optim, base.optim) == set() and main.optim.decay_steps == 200
-    assert edits(main.sample, base.sample) == {"cfg_scale_given", "t2v_image_first"}
+    assert edits(main.sample, base.sample) == {
+        "cfg_scale", "cfg_interval", "cfg_scale_given", "t2v_image_first",
+    }  # fmt: skip
     assert (main.sample.cfg_scale_given, base.sample.cfg_scale_given) == (1.0, -1.0)
+    # the text-only first pass: guidance 3 while t < 0.4 (the default guides every step)
+    assert (main.sample.cfg_scale, tuple(main.sample.cfg_interval)) == (3.0, (0.0, 0.4))
+    assert tuple(base.sample.cfg_interval) == tuple(long.sample.cfg_interval) == (0.0, 1.0)
     # long: 3,000 drill steps checked, 9,000 of the mix, more guidance without a frame
     assert edits(long.train, base.train) == {"prelude", "steps", "ckpt_every"}
     assert tuple(long.train.prelude) == ("drill:3000",) and long.train.bind_min == 0.3
