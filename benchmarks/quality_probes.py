@@ -60,6 +60,12 @@ python benchmarks/quality_probes.py paths --workdir W
     where the caption acts: change one word (direction, colour, background, shape) in the
     token states only (cross-attention) or in the pooled vector only (AdaLN) and print the
     RMS change of the model output at t = 0 and 0.3 on one held-out clip
+python benchmarks/quality_probes.py interpolate --workdir W --source S --alpha A --out DIR
+        [--groups REGEX] [--tasks ti2v,t2v]
+    which weights carry what the run before W had (WiSE-FT, Wortsman et al. 2022): evaluate
+    (`stiv_jax.evaluate`, 16 cases) the EMA weights (1 - A)·W + A·S on the parameters whose
+    path (`optim.param_path`, "blocks/0/cross/q/kernel") matches REGEX, W's elsewhere; S is
+    a run W started from (its `init_from`, e.g. W/prelude/0-drill) (docs/quality.md §31)
 """
 
 from __future__ import annotations
@@ -813,6 +819,45 @@ def trajectory(workdir: str, num: int = 16, scales: tuple[float, ...] = (1.0, 1.
         pipeline_lib.sample_ode = original
 
 
+def interpolate(
+    workdir: str, source: str, alpha: float, out: str, groups: str, tasks: tuple[str, ...]
+) -> None:
+    import re
+
+    import jax
+
+    from configs.stiv import get_config
+    from stiv_jax import evaluate
+    from stiv_jax.optim import param_path
+
+    pattern = re.compile(groups)
+    _, _, theirs, _ = evaluate.restore_for_sampling(get_config("variant=S"), source)
+    restore = evaluate.restore_for_sampling
+
+    def mixed(config, run, step=None, **kw):
+        comps, graphdef, params, step = restore(config, run, step, **kw)
+        moved = []
+
+        def mix(path, a, b):
+            if not pattern.search(param_path(path)):
+                return a
+            moved.append(a.size)
+            return (1.0 - alpha) * a + alpha * b.astype(a.dtype)
+
+        params = jax.tree_util.tree_map_with_path(mix, params, theirs)
+        print(f"interpolated {sum(moved):,} weights in {len(moved)} arrays ({groups!r}, a={alpha})")
+        return comps, graphdef, params, step
+
+    evaluate.restore_for_sampling = mixed
+    try:
+        report = evaluate.evaluate_checkpoint(get_config("variant=S"), workdir, out, tasks=tasks)
+    finally:
+        evaluate.restore_for_sampling = restore
+    for task, table in report["scores"].items():
+        model = table["rows"]["model"]
+        print(task, " ".join(f"{k}={v:.3f}" for k, v in model.items() if isinstance(v, float)))
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument(
@@ -830,6 +875,7 @@ if __name__ == "__main__":
             "background",
             "trajectory",
             "pan",
+            "interpolate",
         ),
     )
     ap.add_argument("--workdir", default="runs/memorise")
@@ -844,8 +890,17 @@ if __name__ == "__main__":
     )
     ap.add_argument("--scales", default="1,1.5", help="trajectory probe: guidance scales")
     ap.add_argument("--res", type=int, default=0, help="binding probe: resolution (0 = the run's)")
+    ap.add_argument("--source", default="", help="interpolate: the other run's workdir")
+    ap.add_argument("--alpha", type=float, default=0.5, help="interpolate: the source's weight")
+    ap.add_argument("--groups", default=".", help="interpolate: regex of parameter paths")
+    ap.add_argument("--tasks", default="ti2v", help="interpolate: evaluated tasks")
+    ap.add_argument("--out", default="", help="interpolate: the evaluation's output dir")
     a = ap.parse_args()
-    if a.probe == "spot":
+    if a.probe == "interpolate":
+        if not a.source or not a.out:
+            ap.error("interpolate needs --source and --out")
+        interpolate(a.workdir, a.source, a.alpha, a.out, a.groups, tuple(a.tasks.split(",")))
+    elif a.probe == "spot":
         spot()
     elif a.probe == "paths":
         paths(a.workdir)
