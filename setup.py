@@ -32,7 +32,7 @@ TORCH_REFS = [
 ]
 TPU = ["jax[tpu]==0.10.2"]  # jax 0.10.2's own [tpu] extra pins jaxlib 0.10.2 + libtpu 0.0.42.*
 DATA = ["scenedetect-headless>=0.7.2", "scikit-video>=1.1.11"]
-TEST = ["pytest>=8", "pytest-timeout", "ruff", "scipy"]
+TEST = ["pytest>=8", "pytest-timeout", "pytest-xdist>=3", "ruff", "scipy"]
 TENSORBOARD = ["tensorboard>=2.15"]
 
 setup(
