@@ -9,8 +9,9 @@ float32; a condition `cond` is any pytree whose leaves all have leading dim B (t
   separate (Step-Video / InstructPix2Pix, k = 3), branches = (cond_full, cond_image, cond_null):
     v = v(∅) + image_scale·(v(c_I) − v(∅)) + text_scale·(v(c_T, c_I) − v(c_I))
 
-`interval=(lo, hi)` guides only where lo <= t < hi (t: 0 noise -> 1 data) and uses the fully
-conditional velocity elsewhere: guidance in a limited interval (Kynkäänniemi et al. 2024).
+`interval=(lo, hi)` guides only where lo <= t < hi (t: 0 noise -> 1 data; hi = 1 includes
+t = 1) and uses the fully conditional velocity elsewhere: guidance in a limited interval
+(Kynkäänniemi et al. 2024).
 
 Branches are stacked on the batch axis in the order given, so `model_fn` sees
 [full; (image;) null] and the result is split back in that order. Guidance math is float32.
@@ -81,12 +82,13 @@ def check_interval(interval: tuple[float, float]) -> tuple[float, float]:
 def _in_interval(
     scale: jax.Array, t: jax.Array, interval: tuple[float, float] | None, x: jax.Array
 ) -> jax.Array:
-    """`scale` where the sample's t [B] lies in [lo, hi), 1 (no guidance) elsewhere; broadcastable
-    to x [B, ...]."""
+    """`scale` where the sample's t [B] lies in [lo, hi) ([lo, 1] when hi = 1: Heun's last
+    corrector evaluates t = 1), 1 (no guidance) elsewhere; broadcastable to x [B, ...]."""
     if interval is None:
         return scale
     lo, hi = check_interval(interval)
-    inside = ((t >= lo) & (t < hi)).reshape(t.shape + (1,) * (x.ndim - 1))
+    inside = (t >= lo) & ((t < hi) if hi < 1.0 else (t <= 1.0))
+    inside = inside.reshape(t.shape + (1,) * (x.ndim - 1))
     return jnp.where(inside, scale, 1.0)
 
 

@@ -101,7 +101,12 @@ def test_interval_guides_inside_and_is_conditional_outside(mode):
     np.testing.assert_allclose(v[0], every[0], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(v[1], v_full[1], rtol=1e-6, atol=1e-6)
     assert float(jnp.abs(every[1] - v_full[1]).max()) > 1e-2  # guidance did change sample 1
-    # Per-sample scales and a scalar t follow the same rule; (0, 1) is every step.
+    # hi = 1 includes t = 1 (Heun's last corrector evaluates there): (0, 1) is every step.
+    at_one = guided_velocity(model, x, 1.0, branches, mode=mode, interval=(0.0, 1.0), **kw)
+    np.testing.assert_allclose(
+        at_one, guided_velocity(model, x, 1.0, branches, mode=mode, **kw), rtol=1e-6, atol=1e-6
+    )
+    # Per-sample scales and a scalar t follow the same rule.
     both = guided_velocity(model, x, 0.6, branches, mode=mode, interval=(0.5, 1.0), **kw)
     np.testing.assert_allclose(
         both, guided_velocity(model, x, 0.6, branches, mode=mode, **kw), rtol=1e-6, atol=1e-6
