@@ -69,7 +69,7 @@ def lr_schedule(cfg, total_steps: int = 0) -> optax.Schedule:
 
 def param_path(path) -> str:
     """A pytree key path as "blocks/0/cross/q/kernel" (the names `optim.lr_groups` matches)."""
-    return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+    return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
 def parse_lr_groups(spec: str) -> tuple[tuple[re.Pattern, float], ...]:
