@@ -286,7 +286,7 @@ def make_sample_fn(config, graphdef, *, mesh=None, with_stats: bool = False):
     image_cond = get_image_cond(config.model.image_cond)
     cached = bool(s.get("step_cache", False))
     threshold = float(s.get("cache_threshold", 0.0))
-    interval = check_interval(s.get("cfg_interval", (0.0, 1.0)))  # older configs: every step
+    interval = check_interval(s.get("cfg_interval", (0.0, 1.0)), "sample.cfg_interval")
     interval = None if interval == (0.0, 1.0) else interval  # every step: the plain formula
     prediction = config.model.get("prediction", "velocity")  # older checkpoints: velocity
     if with_stats and not cached:

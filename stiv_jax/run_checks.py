@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 
+from stiv_jax.diffusion import check_interval
 from stiv_jax.runtime import latent_shape
 
 NONFINITE_POLICIES = ("abort", "skip")
@@ -50,6 +51,8 @@ def validate_train_config(config, workdir: str) -> None:
             f"data.shapes.drill_t2v={t2v} reaches a prelude's drill only; a whole stage=drill "
             "run takes its share from data.task_probs.t2v (and .ti2v)"
         )
+    # The run samples at its end (and every train.sample_every): a bad sampler value fails now.
+    check_interval(config.sample.get("cfg_interval", (0.0, 1.0)), "sample.cfg_interval")
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ValueError(f"workdir {workdir!r} is a file; expected a directory (new or a run's)")
     _positive_int("data.res", d.res)

@@ -68,14 +68,17 @@ def _per_sample(scale: float | jax.Array, x: jax.Array) -> jax.Array:
 RENORM_MODES = ("scale_down", "rescale")
 
 
-def check_interval(interval: tuple[float, float]) -> tuple[float, float]:
-    """(lo, hi) with 0 <= lo < hi <= 1, as floats; a one-line error naming the value otherwise."""
+def check_interval(
+    interval: tuple[float, float], name: str = "guidance interval"
+) -> tuple[float, float]:
+    """(lo, hi) with 0 <= lo < hi <= 1, as floats; a one-line error naming `name` and the
+    value otherwise."""
     try:
         lo, hi = (float(v) for v in interval)
     except (TypeError, ValueError):
-        raise ValueError(f"guidance interval {interval!r}; expected (lo, hi) numbers") from None
+        raise ValueError(f"{name}={interval!r}; expected (lo, hi) numbers") from None
     if not 0.0 <= lo < hi <= 1.0:
-        raise ValueError(f"guidance interval {interval!r}; expected 0 <= lo < hi <= 1")
+        raise ValueError(f"{name}={interval!r}; expected 0 <= lo < hi <= 1")
     return lo, hi
 
 
