@@ -223,6 +223,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     o.ema_decay = 0.999 if small else 0.9999  # EMA of params
     # Paths look like "blocks/0/cross/q/kernel"; the first matching group wins.
     o.lr_groups = ""  # learning-rate scale per param group "REGEX:SCALE,..." (0 freezes; "": all 1)
+    # Pull per param group toward the weights the run started from (init_from's), each step
+    # lr · RATE of the way (L2-SP as decoupled weight decay; stiv_jax.optim.decay_toward_anchor).
+    o.anchor_decay = ""  # "REGEX:RATE,..." (rate · lr < 1; "": none)
 
     # ---------------------------------------------------------------- train
     t = c.train = ml_collections.ConfigDict()

@@ -13,6 +13,7 @@ statistics are kept in the parameters' dtype (float32 with the default `param_dt
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -72,22 +73,32 @@ def param_path(path) -> str:
     return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
-def parse_lr_groups(spec: str) -> tuple[tuple[re.Pattern, float], ...]:
-    """`optim.lr_groups` "REGEX:SCALE,REGEX:SCALE" -> ((pattern, scale), ...); "" -> ().
-    One-line error naming the entry for a bad regex or scale."""
+def parse_groups(spec: str, field: str, top: float) -> tuple[tuple[re.Pattern, float], ...]:
+    """A per-group field "REGEX:VALUE,REGEX:VALUE" -> ((pattern, value), ...); "" -> ().
+    One-line error naming `field` and the entry for a bad regex or a value outside [0, top]."""
     groups = []
     for entry in (e.strip() for e in spec.split(",") if e.strip()):
-        rx, sep, scale = entry.rpartition(":")
+        rx, sep, value = entry.rpartition(":")
         try:
-            value = float(scale)
-            if not sep or not rx or not 0.0 <= value <= 10.0:
+            number = float(value)
+            if not sep or not rx or not 0.0 <= number <= top:
                 raise ValueError
-            groups.append((re.compile(rx), value))
+            groups.append((re.compile(rx), number))
         except (ValueError, re.error):
             raise ValueError(
-                f"optim.lr_groups entry {entry!r}; expected REGEX:SCALE with 0 <= SCALE <= 10"
+                f"{field} entry {entry!r}; expected REGEX:VALUE with 0 <= VALUE <= {top:g}"
             ) from None
     return tuple(groups)
+
+
+def parse_lr_groups(spec: str) -> tuple[tuple[re.Pattern, float], ...]:
+    """`optim.lr_groups` "REGEX:SCALE,REGEX:SCALE" -> ((pattern, scale), ...); "" -> ()."""
+    return parse_groups(spec, "optim.lr_groups", 10.0)
+
+
+def _group_value(groups, path, default: float) -> float:
+    name = param_path(path)
+    return next((v for rx, v in groups if rx.search(name)), default)
 
 
 def scale_by_param_groups(spec: str) -> optax.GradientTransformation:
@@ -96,28 +107,84 @@ def scale_by_param_groups(spec: str) -> optax.GradientTransformation:
     (0 freezes a group). Static per path: no state, nothing traced."""
     groups = parse_lr_groups(spec)
 
-    def scale_of(path) -> float:
-        name = param_path(path)
-        return next((s for rx, s in groups if rx.search(name)), 1.0)
-
     def update(updates, state, params=None):
         del params
-        scaled = jax.tree_util.tree_map_with_path(lambda p, u: u * scale_of(p), updates)
-        return scaled, state
+        scale = lambda path, u: u * _group_value(groups, path, 1.0)
+        return jax.tree_util.tree_map_with_path(scale, updates), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+class AnchorState(NamedTuple):
+    anchor: dict  # the weights at init of the parameters a group matches (the params' nesting)
+
+
+def _matched_subtree(tree: dict, keep, path: tuple = ()) -> dict:
+    """The nested-dict params `tree` with only the leaves whose key path `keep(path)` accepts
+    (empty branches dropped). Keeping the params' nesting lets the anchor shard like them
+    (`stiv_jax.parallel.mesh.state_specs` matches a leaf by its path's parameter suffix)."""
+    out = {}
+    for k, v in tree.items():
+        p = path + (jax.tree_util.DictKey(k),)
+        sub = _matched_subtree(v, keep, p) if isinstance(v, dict) else (v if keep(p) else None)
+        if sub is not None and not (isinstance(sub, dict) and not sub):
+            out[k] = sub
+    return out
+
+
+def decay_toward_anchor(spec: str) -> optax.GradientTransformation:
+    """Add rate · (param − anchor) to the update of each parameter whose path matches a
+    `spec` group ("REGEX:RATE,...", the first match wins; none: no pull), where the anchor
+    is the parameter's value when the optimizer was initialised: decoupled weight decay
+    toward the weights a stage started from instead of toward 0 (L2-SP, Li et al. 2018,
+    in AdamW's decoupled form). Placed before the learning rate, so each step moves a
+    parameter lr · rate of the way back. The anchor lives in the optimizer state: it is
+    checkpointed with it and resumes exactly; only matched parameters are stored.
+    Params are nested dicts (`nnx.to_pure_dict`)."""
+    groups = parse_groups(spec, "optim.anchor_decay", 1e4)
+    rate_of = lambda path: _group_value(groups, path, 0.0)
+
+    def init(params):
+        kept = _matched_subtree(params, lambda p: rate_of(p) > 0)
+        return AnchorState(jax.tree.map(jnp.copy, kept))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("optim.anchor_decay needs the params: tx.update(grads, state, params)")
+
+        def pull(path, u, p):
+            rate = rate_of(path)
+            if rate == 0.0:
+                return u
+            anchor = state.anchor
+            for key in path:
+                anchor = anchor[key.key]
+            return u + rate * (p - anchor).astype(u.dtype)
+
+        return jax.tree_util.tree_map_with_path(pull, updates, params), state
+
+    return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(cfg, total_steps: int = 0) -> optax.GradientTransformation:
     """cfg = config.optim; `total_steps` (config.train.steps) places `cfg.decay_steps`;
-    `cfg.lr_groups` scales the learning rate of parameter groups (`scale_by_param_groups`)."""
+    `cfg.anchor_decay` pulls parameter groups toward their initial weights
+    (`decay_toward_anchor`); `cfg.lr_groups` scales the learning rate of parameter groups
+    (`scale_by_param_groups`)."""
     if cfg.weight_decay:
         raise ValueError(f"optim.weight_decay={cfg.weight_decay}; STIV trains with none (use 0.0)")
     groups = str(cfg.get("lr_groups", ""))
+    anchor = str(cfg.get("anchor_decay", ""))
+    for _, rate in parse_groups(anchor, "optim.anchor_decay", 1e4):
+        if rate * cfg.lr >= 1.0:  # one step would overshoot the anchor
+            raise ValueError(
+                f"optim.anchor_decay rate {rate:g} with optim.lr={cfg.lr:g}; expected rate * lr < 1"
+            )
     return optax.chain(
         optax.clip_by_global_norm(cfg.clip_norm),
         scale_by_adafactor(b2=cfg.b2),
         optax.ema(decay=cfg.b1, debias=True),  # first moment, as Adam's b1
+        *((decay_toward_anchor(anchor),) if anchor else ()),
         optax.scale_by_learning_rate(lr_schedule(cfg, total_steps)),
         *((scale_by_param_groups(groups),) if groups else ()),
     )

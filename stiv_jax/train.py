@@ -407,6 +407,10 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
         state = init()
         if t.get("init_from"):  # progressive training / fine-tuning: fresh step + optimizer
             state = transfer.init_state_from(config, state, shardings)
+            # The optimizer starts at the transferred weights (optim.anchor_decay's anchor).
+            trained = state["lora"] if "lora" in state else state["params"]
+            opt_init = jax.jit(tx.init, out_shardings=shardings["opt"])
+            state["opt"] = mesh_lib.in_mesh(opt_init, mesh)(trained)
     start = int(state["step"])
     log = MetricsLog(workdir, resume_step=start, process_index=jax.process_index())
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))

@@ -216,3 +216,49 @@ def test_lr_groups_bad_entries_are_one_line_errors():
             assert "\n" not in str(e)
         else:
             raise AssertionError(f"lr_groups={bad!r} was accepted")
+
+
+def test_anchor_decay_pulls_matched_groups_toward_their_initial_weights():
+    """update = the plain chain's − lr · rate · (param − anchor) on matched params, the same
+    elsewhere; the anchor is the params at `init` and stores only the matched ones."""
+    base = dict(lr=1e-2, warmup_steps=0, b1=0.9, b2=0.999, clip_norm=1.0, weight_decay=0.0)
+    p0 = {
+        "blocks": {0: {"cross": {"q": jnp.ones((4, 4))}, "mlp": {"fc1": jnp.ones((4, 4))}}},
+        "final": {"kernel": jnp.ones((4, 2))},
+    }
+    grads = jax.tree.map(lambda a: 0.3 * jnp.ones_like(a), p0)
+    moved = jax.tree.map(lambda a: a + 0.5 * jnp.arange(a.size, dtype=a.dtype).reshape(a.shape), p0)
+    plain = make_optimizer(ml_collections.ConfigDict(base))
+    tx = make_optimizer(ml_collections.ConfigDict({**base, "anchor_decay": "cross:20, mlp:0"}))
+    s, r = tx.init(p0), plain.init(p0)
+    anchor = s[3].anchor  # clip, adafactor, momentum, then the anchor
+    assert jax.tree_util.tree_structure(anchor) == jax.tree_util.tree_structure(
+        {"blocks": {0: {"cross": {"q": 0}}}}
+    )  # only the matched parameter is stored
+    for _ in range(3):
+        u, s = tx.update(grads, s, moved)
+        v, r = plain.update(grads, r, moved)
+    delta = moved["blocks"][0]["cross"]["q"] - p0["blocks"][0]["cross"]["q"]
+    np.testing.assert_allclose(
+        u["blocks"][0]["cross"]["q"], v["blocks"][0]["cross"]["q"] - 1e-2 * 20 * delta, rtol=1e-5
+    )
+    np.testing.assert_allclose(u["blocks"][0]["mlp"]["fc1"], v["blocks"][0]["mlp"]["fc1"])
+    np.testing.assert_allclose(u["final"]["kernel"], v["final"]["kernel"])
+    np.testing.assert_array_equal(s[3].anchor["blocks"][0]["cross"]["q"], 1.0)  # fixed
+
+
+def test_anchor_decay_bad_entries_are_one_line_errors():
+    base = dict(lr=1e-3, warmup_steps=2, b1=0.9, b2=0.999, clip_norm=1.0, weight_decay=0.0)
+    for bad, says in (
+        ("cross", "optim.anchor_decay entry 'cross'"),
+        ("cross:-1", "optim.anchor_decay entry 'cross:-1'"),
+        ("(:3", "optim.anchor_decay entry '(:3'"),
+        ("cross:1000", "optim.anchor_decay rate 1000 with optim.lr=0.001; expected rate * lr < 1"),
+    ):
+        cfg = ml_collections.ConfigDict({**base, "anchor_decay": bad})
+        try:
+            make_optimizer(cfg)
+        except ValueError as e:
+            assert says in str(e) and "\n" not in str(e), str(e)
+        else:
+            raise AssertionError(f"anchor_decay={bad!r} was accepted")

@@ -130,3 +130,36 @@ def _abstract(c):
     return jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), nnx.to_pure_dict(p)
     )
+
+
+def test_init_from_anchors_the_optimizer_at_the_transferred_weights(tmp_path):
+    """optim.anchor_decay's anchor is the init_from source's weights (the optimizer starts
+    after the transfer), and it is checkpointed with the optimizer state."""
+    from stiv_jax import checkpoint as ckpt
+    from stiv_jax.optim import make_optimizer
+    from stiv_jax.runtime import Components
+    from stiv_jax.train import init_state, train_loop
+
+    c = get_config("variant=tiny,stage=t2v,frames=4,res=16")
+    c.data.batch_size, c.train.steps, c.train.ckpt_every = 2, 1, 1
+    c.train.async_checkpoint, c.sample.num_train_samples = False, 0
+    _, src = init_state(Components(c).model(3), make_optimizer(c.optim))
+    mngr = ckpt.manager(str(tmp_path / "src"), max_to_keep=1, async_save=False)
+    ckpt.save(mngr, 5, src, None, c, force=True)
+    mngr.wait_until_finished()
+
+    c.optim.anchor_decay = r"^blocks/.*cross/q/:10"
+    c.train.init_from = str(tmp_path / "src") + ":params"
+    train_loop(c, str(tmp_path / "dst"))
+    tx = make_optimizer(c.optim)
+    comps = Components(c)
+    abstract = jax.eval_shape(lambda: init_state(comps.model(0), tx)[1])
+    got = ckpt.restore(ckpt.manager(str(tmp_path / "dst"), max_to_keep=1), 1, abstract)
+    anchor = got["opt"][3].anchor
+    blocks = src["params"]["blocks"]
+    assert sorted(anchor) == ["blocks"] and sorted(anchor["blocks"]) == sorted(blocks)
+    for i, block in anchor["blocks"].items():
+        assert list(block) == ["cross"] and list(block["cross"]) == ["q"]
+        np.testing.assert_array_equal(
+            block["cross"]["q"]["kernel"], blocks[i]["cross"]["q"]["kernel"]
+        )
