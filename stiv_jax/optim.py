@@ -73,7 +73,9 @@ def param_path(path) -> str:
     return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
-def parse_groups(spec: str, field: str, top: float) -> tuple[tuple[re.Pattern, float], ...]:
+def parse_groups(
+    spec: str, field: str, top: float, value_name: str = "VALUE"
+) -> tuple[tuple[re.Pattern, float], ...]:
     """A per-group field "REGEX:VALUE,REGEX:VALUE" -> ((pattern, value), ...); "" -> ().
     One-line error naming `field` and the entry for a bad regex or a value outside [0, top]."""
     groups = []
@@ -86,14 +88,15 @@ def parse_groups(spec: str, field: str, top: float) -> tuple[tuple[re.Pattern, f
             groups.append((re.compile(rx), number))
         except (ValueError, re.error):
             raise ValueError(
-                f"{field} entry {entry!r}; expected REGEX:VALUE with 0 <= VALUE <= {top:g}"
+                f"{field} entry {entry!r}; expected REGEX:{value_name} with "
+                f"0 <= {value_name} <= {top:g}"
             ) from None
     return tuple(groups)
 
 
 def parse_lr_groups(spec: str) -> tuple[tuple[re.Pattern, float], ...]:
     """`optim.lr_groups` "REGEX:SCALE,REGEX:SCALE" -> ((pattern, scale), ...); "" -> ()."""
-    return parse_groups(spec, "optim.lr_groups", 10.0)
+    return parse_groups(spec, "optim.lr_groups", 10.0, "SCALE")
 
 
 def _group_value(groups, path, default: float) -> float:
@@ -141,7 +144,7 @@ def decay_toward_anchor(spec: str) -> optax.GradientTransformation:
     parameter lr · rate of the way back. The anchor lives in the optimizer state: it is
     checkpointed with it and resumes exactly; only matched parameters are stored.
     Params are nested dicts (`nnx.to_pure_dict`)."""
-    groups = parse_groups(spec, "optim.anchor_decay", 1e4)
+    groups = parse_groups(spec, "optim.anchor_decay", 1e4, "RATE")
     rate_of = lambda path: _group_value(groups, path, 0.0)
 
     def init(params):
@@ -175,7 +178,7 @@ def make_optimizer(cfg, total_steps: int = 0) -> optax.GradientTransformation:
         raise ValueError(f"optim.weight_decay={cfg.weight_decay}; STIV trains with none (use 0.0)")
     groups = str(cfg.get("lr_groups", ""))
     anchor = str(cfg.get("anchor_decay", ""))
-    for _, rate in parse_groups(anchor, "optim.anchor_decay", 1e4):
+    for _, rate in parse_groups(anchor, "optim.anchor_decay", 1e4, "RATE"):
         if rate * cfg.lr >= 1.0:  # one step would overshoot the anchor
             raise ValueError(
                 f"optim.anchor_decay rate {rate:g} with optim.lr={cfg.lr:g}; expected rate * lr < 1"

@@ -407,7 +407,10 @@ def train_loop(config, workdir: str, *, comps: Components | None = None) -> dict
         state = init()
         if t.get("init_from"):  # progressive training / fine-tuning: fresh step + optimizer
             state = transfer.init_state_from(config, state, shardings)
-            # The optimizer starts at the transferred weights (optim.anchor_decay's anchor).
+            # The optimizer starts at the transferred weights (optim.anchor_decay's anchor);
+            # the first one's buffers go first, so the state is never held twice.
+            for leaf in jax.tree.leaves(state.pop("opt")):
+                leaf.delete()
             trained = state["lora"] if "lora" in state else state["params"]
             opt_init = jax.jit(tx.init, out_shardings=shardings["opt"])
             state["opt"] = mesh_lib.in_mesh(opt_init, mesh)(trained)

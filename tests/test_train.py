@@ -158,6 +158,8 @@ def test_drill_t2v_in_a_whole_drill_run_is_one_line_error(tmp_path, tiny_config)
         ("diffusion.input_perturb", -0.1, r"diffusion.input_perturb=-0.1; expected a number"),
         ("sample.cfg_interval", (0.5, 0.2), r"sample.cfg_interval=\(0.5, 0.2\); expected 0 <="),
         ("optim.lr_groups", "cross", r"optim.lr_groups entry 'cross'; expected REGEX:SCALE"),
+        ("optim.anchor_decay", "cross", r"optim.anchor_decay entry 'cross'; expected REGEX:RATE"),
+        ("optim.anchor_decay", "cross:5000", r"optim.anchor_decay rate 5000 with optim.lr="),
     ],
 )
 def test_bad_model_or_data_value_is_one_line_error_and_writes_nothing(
