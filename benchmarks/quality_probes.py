@@ -66,6 +66,11 @@ python benchmarks/quality_probes.py interpolate --workdir W --source S --alpha A
     (`stiv_jax.evaluate`, 16 cases) the EMA weights (1 - A)·W + A·S on the parameters whose
     path (`optim.param_path`, "blocks/0/cross/q/kernel") matches REGEX, W's elsewhere; S is
     a run W started from (its `init_from`, e.g. W/prelude/0-drill) (docs/quality.md §31)
+python benchmarks/quality_probes.py distance --workdir W --source S [--groups NAME=REGEX,...]
+    how far W's EMA weights are from S's, per parameter group: RMS of S's weights, RMS of
+    W - S and their ratio over the parameters whose path matches each group's REGEX (the
+    first match wins; the rest are "other"); default groups: text path, spatial and
+    temporal attention, MLPs (docs/quality.md §32.1)
 """
 
 from __future__ import annotations
@@ -858,6 +863,46 @@ def interpolate(
         print(task, " ".join(f"{k}={v:.3f}" for k, v in model.items() if isinstance(v, float)))
 
 
+DISTANCE_GROUPS = "text=cross|text_proj|word_|pooled_proj,spatial=spatial,temporal=temporal,mlp=mlp"
+
+
+def distance(workdir: str, source: str, groups: str) -> None:
+    import re
+
+    import jax
+
+    from configs.stiv import get_config
+    from stiv_jax import evaluate
+    from stiv_jax.optim import param_path
+
+    named = []
+    for entry in groups.split(","):
+        name, sep, rx = entry.partition("=")
+        if not sep or not name or not rx:
+            raise SystemExit(f"--groups entry {entry!r}; expected NAME=REGEX")
+        named.append((name, re.compile(rx)))
+    config = get_config("variant=S")
+    _, _, ours, _ = evaluate.restore_for_sampling(config, workdir)
+    _, _, theirs, _ = evaluate.restore_for_sampling(config, source)
+    sums: dict[str, list[float]] = {}
+
+    def add(path, a, b):
+        name = param_path(path)
+        group = next((g for g, rx in named if rx.search(name)), "other")
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        row = sums.setdefault(group, [0.0, 0.0, 0])
+        row[0] += float(((a - b) ** 2).sum())
+        row[1] += float((b**2).sum())
+        row[2] += b.size
+
+    jax.tree_util.tree_map_with_path(add, ours, theirs)
+    print(f"{workdir} against {source} (EMA weights)")
+    print(f"{'group':10s} {'weights':>9s} {'rms(S)':>8s} {'rms(W-S)':>9s} {'ratio':>6s}")
+    for group, (d2, s2, n) in sums.items():
+        print(f"{group:10s} {n:9d} {math.sqrt(s2 / n):8.4f} {math.sqrt(d2 / n):9.4f} "
+              f"{math.sqrt(d2 / s2):6.3f}")  # fmt: skip
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument(
@@ -876,6 +921,7 @@ if __name__ == "__main__":
             "trajectory",
             "pan",
             "interpolate",
+            "distance",
         ),
     )
     ap.add_argument("--workdir", default="runs/memorise")
@@ -892,14 +938,22 @@ if __name__ == "__main__":
     ap.add_argument("--res", type=int, default=0, help="binding probe: resolution (0 = the run's)")
     ap.add_argument("--source", default="", help="interpolate: the other run's workdir")
     ap.add_argument("--alpha", type=float, default=0.5, help="interpolate: the source's weight")
-    ap.add_argument("--groups", default=".", help="interpolate: regex of parameter paths")
+    ap.add_argument(
+        "--groups", default=None, help="interpolate: regex of parameter paths (default '.'); "
+        "distance: NAME=REGEX,... (default: text, spatial, temporal, mlp)"
+    )  # fmt: skip
     ap.add_argument("--tasks", default="ti2v", help="interpolate: evaluated tasks")
     ap.add_argument("--out", default="", help="interpolate: the evaluation's output dir")
     a = ap.parse_args()
     if a.probe == "interpolate":
         if not a.source or not a.out:
             ap.error("interpolate needs --source and --out")
-        interpolate(a.workdir, a.source, a.alpha, a.out, a.groups, tuple(a.tasks.split(",")))
+        groups = a.groups or "."
+        interpolate(a.workdir, a.source, a.alpha, a.out, groups, tuple(a.tasks.split(",")))
+    elif a.probe == "distance":
+        if not a.source:
+            ap.error("distance needs --source")
+        distance(a.workdir, a.source, a.groups or DISTANCE_GROUPS)
     elif a.probe == "spot":
         spot()
     elif a.probe == "paths":
