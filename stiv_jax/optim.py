@@ -169,6 +169,27 @@ def decay_toward_anchor(spec: str) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
+def state_layout_diff(saved, requested) -> list[str]:
+    """`optim.<key>: checkpoint A, requested B` for each optimizer field whose change changes
+    the optimizer state's layout (a resume could not restore it): `lr_groups` on or off
+    (its chain element), `anchor_decay`'s groups (which parameters have an anchor).
+    saved / requested: config.optim of the checkpoint and of the run; rates and scales may
+    change on resume."""
+
+    def layout(cfg) -> dict:
+        anchor = str(cfg.get("anchor_decay", ""))
+        regexes = tuple(rx.pattern for rx, r in parse_groups(anchor, "", 1e30) if r > 0)
+        return {"lr_groups": bool(str(cfg.get("lr_groups", ""))), "anchor_decay": regexes}
+
+    a, b = layout(saved), layout(requested)
+    shown = lambda cfg, k: str(cfg.get(k, ""))
+    return [
+        f"optim.{k}: checkpoint {shown(saved, k)!r}, requested {shown(requested, k)!r}"
+        for k in a
+        if a[k] != b[k]
+    ]
+
+
 def make_optimizer(cfg, total_steps: int = 0) -> optax.GradientTransformation:
     """cfg = config.optim; `total_steps` (config.train.steps) places `cfg.decay_steps`;
     `cfg.anchor_decay` pulls parameter groups toward their initial weights

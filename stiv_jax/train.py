@@ -55,7 +55,7 @@ from stiv_jax.diffusion import (
 )
 from stiv_jax.model import STIV
 from stiv_jax.model.stiv import visible_pixels
-from stiv_jax.optim import ema_decay, ema_update, lr_schedule, make_optimizer
+from stiv_jax.optim import ema_decay, ema_update, lr_schedule, make_optimizer, state_layout_diff
 from stiv_jax.parallel import host_data
 from stiv_jax.parallel import mesh as mesh_lib
 from stiv_jax.run_checks import model_diff, validate_train_config
@@ -323,7 +323,15 @@ def _resume(config, workdir: str, mngr, target):
     ckpt_dir = str(mngr.directory)
 
     def restore_step(s: int):
-        diff = model_diff(ckpt.saved_config(mngr, s).model, config.model)
+        saved = ckpt.saved_config(mngr, s)
+        optim_diff = state_layout_diff(saved.get("optim", {}), config.optim)
+        if optim_diff:  # the optimizer state could not restore: not damage
+            raise ckpt.Refusal(
+                f"checkpoint step {s} in {ckpt_dir} was trained with another optimizer state "
+                f"({'; '.join(optim_diff)}); resume with its optim config, or start a new "
+                f"--workdir with --config.train.init_from={workdir}"
+            )
+        diff = model_diff(saved.model, config.model)
         if diff and not config.train.allow_model_change:
             raise ckpt.Refusal(
                 f"checkpoint step {s} in {ckpt_dir} was trained with another model "

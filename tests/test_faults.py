@@ -419,6 +419,37 @@ def test_resume_with_another_model_is_refused(tmp_path, key, value, same_shapes)
     assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["1", "2"]  # nothing moved
 
 
+@pytest.mark.parametrize(
+    "key,saved,requested",
+    [
+        ("anchor_decay", "", "cross:2"),
+        ("anchor_decay", "cross:2", "mlp:2"),
+        ("anchor_decay", "cross:2", ""),
+        ("lr_groups", "", "cross:0.5"),
+    ],
+)
+def test_resume_with_another_optimizer_state_is_refused(tmp_path, key, saved, requested):
+    """A change that changes the optimizer state's layout is a one-line refusal, not damage:
+    nothing is moved aside; a changed rate alone resumes."""
+    from stiv_jax.train import train_loop
+
+    c = _tiny(steps=3)
+    c.optim[key] = saved
+    wd = _saved_run(tmp_path, c)
+    c = _tiny(steps=3)
+    c.optim[key] = requested
+    with pytest.raises(ValueError) as e:
+        train_loop(c, wd)
+    msg = str(e.value)
+    assert "\n" not in msg and f"optim.{key}: checkpoint {saved!r}, requested {requested!r}" in msg
+    assert "init_from" in msg
+    assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["1", "2"]  # nothing moved
+    if saved:  # the same groups at another rate restore
+        c.optim[key] = saved.replace(":2", ":3")
+        step, state, _, _ = _try_resume(c, wd)
+        assert step == 2 and int(state["step"]) == 2
+
+
 def test_a_checkpoint_predating_a_model_key_compares_as_the_model_it_had(tiny_config):
     from stiv_jax.model.stiv import LEGACY_DEFAULTS
     from stiv_jax.run_checks import model_diff
