@@ -100,6 +100,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.input_skip = False  # a zero-initialised linear map from each input patch to its output
     m.ref_gate = False  # x-prediction adds the nearest given latent times a gate the head predicts
     m.ref_gate_init = 0.0  # the ref_gate's value at init (1 = start as the static video)
+    # Conditional image leakage (Zhao et al. 2024): noise on the reference channel, σ·(1 − t).
+    m.ref_noise = 0.0  # σ at the noise end (0 = a clean reference; frame_replace_ref only)
     m.input_mix = False  # the head also predicts per-pixel weights over the input's channels
     m.self_cond = False  # self-conditioning: the model also reads its previous x̂1 (half the steps)
     m.mask_ratio = (

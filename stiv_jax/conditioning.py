@@ -19,6 +19,9 @@ nor supervised. `frame_replace_ref` adds a reference on C: every frame also sees
 of its nearest given frame (zeros when none is given), as Stable Video Diffusion concatenates
 the conditioning image to every frame (Blattmann et al. 2023), here at any given positions.
 What stays put in the video is then one patch-embedding away instead of one attention hop;
+`model.ref_noise` hides the reference under noise that grows with the noise level, so where
+the motion is decided the model reads the given frame through attention instead of copying
+it (conditional image leakage, Zhao et al. 2024);
 with `model.ref_skip` (x-prediction only) the model's output is added to that reference, so
 an untrained model already predicts "the video holds the given frame" and learns the change.
 Channel concat (Step-Video-TI2V) and the cross-attention ablation leave x_t untouched, so
@@ -47,6 +50,8 @@ class Conditions(TypedDict):
     cond_mask: NotRequired[jax.Array]  # [B, F] bool, True = this latent frame is given
     cond_latents: NotRequired[jax.Array]  # [B, F, H, W, C] clean (or augmented) given latents
     self_cond: NotRequired[jax.Array]  # [B, F, H, W, C] the model's previous x̂1 (model.self_cond)
+    ref_eps: NotRequired[jax.Array]  # [B, F, H, W, C] unit noise for the reference (training)
+    ref_noise: NotRequired[jax.Array]  # [B, F, H, W, C] noise the reference carries at this t
 
 
 def frames_mask(cond_mask: jax.Array) -> jax.Array:
@@ -152,7 +157,13 @@ class FrameReplaceRef(FrameReplace):
         return jnp.concatenate([replaced, self.reference(cond).astype(x.dtype)], -1)
 
     def reference(self, cond):
-        return nearest_given(cond)
+        """Each frame's nearest given latent, plus `cond["ref_noise"]` where one is given
+        (`model.ref_noise`, set by the model from t)."""
+        ref = nearest_given(cond)
+        if "ref_noise" not in cond:
+            return ref
+        given = frames_mask(cond["cond_mask"].any(axis=1, keepdims=True))
+        return jnp.where(given, ref + cond["ref_noise"].astype(ref.dtype), 0)
 
 
 class ChannelConcat(ImageCond):

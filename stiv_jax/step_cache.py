@@ -73,6 +73,7 @@ def cached_call(model, x, t, cond, state: CacheState, threshold: float):
     """(velocity [B, F, H, W, C] float32, new state): the model's unmasked forward with the
     later blocks reused when the first block's residual changed < `threshold` (see module
     docstring). threshold <= 0 always computes (the output equals the model's)."""
+    cond = model.noised_reference(cond, t, x.shape)
     h0, args, cvec = model.embed(x, t, cond)
     h1 = model.run_blocks(h0, *args, stop=1)
     r = h1 - h0

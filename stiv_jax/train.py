@@ -54,7 +54,7 @@ from stiv_jax.diffusion import (
     velocity_target,
 )
 from stiv_jax.model import STIV
-from stiv_jax.model.stiv import visible_pixels
+from stiv_jax.model.stiv import option, visible_pixels
 from stiv_jax.optim import ema_decay, ema_update, lr_schedule, make_optimizer, state_layout_diff
 from stiv_jax.parallel import host_data
 from stiv_jax.parallel import mesh as mesh_lib
@@ -115,6 +115,7 @@ def prepare_batch(batch: dict[str, np.ndarray], comps: Components) -> dict[str, 
 
 
 SELF_COND_STREAM = 7  # fold_in index of the self-conditioning draw (the other keys unchanged)
+REF_NOISE_STREAM = 8  # fold_in index of the reference-noise draw (model.ref_noise)
 
 
 def make_loss_fn(config, graphdef, null_text, *, masked: bool = True):
@@ -136,6 +137,9 @@ def make_loss_fn(config, graphdef, null_text, *, masked: bool = True):
             image_drop=f.image_drop,
         )
         cond = image_cond.augment(k_aug, cond, f)
+        if float(option(m, "ref_noise")) > 0:  # per-sample unit noise for the reference
+            k_ref = jax.random.fold_in(k_aug, REF_NOISE_STREAM)
+            cond = {**cond, "ref_eps": jax.random.normal(k_ref, x1.shape, jnp.float32)}
         t = sample_time(
             k_t,
             x1.shape[0],

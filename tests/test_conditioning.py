@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from stiv_jax.conditioning import (
     IMAGE_CONDS,
@@ -179,4 +180,55 @@ def test_ref_skip_starts_from_the_reference_and_refuses_other_setups(tiny_config
         bad = tiny_config.copy_and_resolve_references()
         bad.model[key] = value
         with pytest.raises(ValueError, match=r"ref_skip=True needs .*" + value):
+            Components(bad).model(0)
+
+
+def test_ref_noise_hides_the_reference_by_noise_level_only_where_a_frame_is_given(tiny_config):
+    """`model.ref_noise` = σ: the reference channel carries σ·(1 − t)·ε — clean at t = 1, the
+    whole σ at t = 0, nothing where no frame is given; without `ref_eps` one fixed draw
+    serves every sample (a sample's output does not depend on its batch); σ = 0 is the
+    model as before; a negative σ or one without a reference is a one-line error."""
+    from stiv_jax.conditioning import get_image_cond
+    from stiv_jax.runtime import Components
+
+    c = tiny_config
+    c.model.image_cond = "frame_replace_ref"
+    comps = Components(c)
+    f, h, w, ch = comps.latent_shape
+    cond = _cond(b=2, f=f, hw=h, c=ch, given=((0,), ()))
+    cond["text_tokens"] = jnp.zeros((2, 5, c.model.text_dim))
+    cond["text_pooled"] = jnp.zeros((2, c.model.pooled_dim))
+    x = jax.random.normal(jax.random.key(3), (2, f, h, w, ch))
+
+    def trained_like(model):  # at init the zero-initialised gates and head hide the input
+        graphdef, params = nnx.split(model, nnx.Param)
+        keys = iter(jax.random.split(jax.random.key(5), len(jax.tree.leaves(params))))
+        params = jax.tree.map(lambda a: a + 0.2 * jax.random.normal(next(keys), a.shape), params)
+        return nnx.merge(graphdef, params)
+
+    plain = trained_like(comps.model(0))
+    c.model.ref_noise = 0.5
+    noisy = trained_like(Components(c).model(0))
+    method = get_image_cond("frame_replace_ref")
+    eps = jax.random.normal(jax.random.key(4), x.shape)
+    for t, scale in ((1.0, 0.0), (0.25, 0.375), (0.0, 0.5)):
+        tt = jnp.full((2,), t)
+        ref = method.reference(noisy.noised_reference({**cond, "ref_eps": eps}, tt, x.shape))
+        want = jnp.where(
+            jnp.arange(2)[:, None, None, None, None] == 0,
+            cond["cond_latents"][:, :1] + scale * eps,
+            0,
+        )
+        np.testing.assert_allclose(np.asarray(ref), np.asarray(want), atol=1e-6)
+        out_plain, out_noisy = plain(x, tt, cond), noisy(x, tt, cond)
+        np.testing.assert_allclose(np.asarray(out_noisy[1]), np.asarray(out_plain[1]), atol=1e-5)
+        same = np.allclose(np.asarray(out_noisy[0]), np.asarray(out_plain[0]), atol=1e-5)
+        assert same == (scale == 0.0), t  # T2V untouched; TI2V hidden by its noise level
+    one = noisy(x[:1], jnp.full((1,), 0.3), jax.tree.map(lambda a: a[:1], cond))
+    two = noisy(x, jnp.full((2,), 0.3), cond)
+    np.testing.assert_allclose(np.asarray(one[0]), np.asarray(two[0]), atol=1e-5)
+    for image_cond, value in (("frame_replace_ref", -0.1), ("frame_replace", 0.5)):
+        bad = tiny_config.copy_and_resolve_references()
+        bad.model.image_cond, bad.model.ref_noise = image_cond, value
+        with pytest.raises(ValueError, match=r"model.ref_noise=.*expected 0, or > 0"):
             Components(bad).model(0)

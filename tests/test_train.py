@@ -250,6 +250,36 @@ def test_self_cond_feeds_the_models_own_estimate_on_half_the_steps(tiny_config):
     assert any(used) and not all(used), used
 
 
+def test_ref_noise_loss_draws_the_reference_noise_per_sample(tiny_config):
+    """model.ref_noise: the loss reads a reference noised by its own per-sample draw (the
+    fixed sampling draw is not used in training): the same params give another loss than
+    with ref_noise 0, and the loss follows the key's draw."""
+    from stiv_jax.data.pipeline import make_dataset
+    from stiv_jax.train import make_loss_fn
+
+    c = tiny_config
+    c.model.mask_ratio, c.model.image_cond = 0.0, "frame_replace_ref"
+    c.diffusion.image_drop = 0.0
+    comps = Components(c)
+    batch = next(iter(make_dataset(c, latent_frames=comps.latent_shape[0])))
+    batch = prepare_batch(batch, comps)
+    batch["cond_mask"] = batch["cond_mask"].at[:, 0].set(True)  # every sample gives frame 0
+    graphdef, state = init_state(comps.model(0), make_optimizer(c.optim))
+    params = jax.tree.map(
+        lambda p: p + 0.05 * jax.random.normal(jax.random.key(3), p.shape, p.dtype),
+        state["params"],
+    )
+    plain = jax.jit(make_loss_fn(c, graphdef, comps.null_text, masked=False))
+    c.model.ref_noise = 1.0
+    noisy_def, _ = init_state(Components(c).model(0), make_optimizer(c.optim))
+    noisy = jax.jit(make_loss_fn(c, noisy_def, comps.null_text, masked=False))
+    key = jax.random.key(1)
+    a, b = float(plain(params, batch, key)), float(noisy(params, batch, key))
+    assert a != pytest.approx(b, rel=1e-4)
+    assert float(noisy(params, batch, key)) == b  # deterministic given the key
+    assert float(noisy(params, batch, jax.random.key(2))) != pytest.approx(b, rel=1e-6)
+
+
 def test_self_cond_run_trains_and_samples_end_to_end(tmp_path):
     """model.self_cond through the CLI: the trainer's steps and its end-of-run sampling (the
     sampler carrying each branch's estimate) run and write a video."""

@@ -129,7 +129,10 @@ LEGACY_DEFAULTS = {
     "self_cond": False,
     "word_pieces": 0,
     "word_pieces_zero_init": True,
+    "ref_noise": 0.0,
 }
+
+REF_NOISE_SEED = 20_241_205  # the fixed unit noise of the reference when cond has no ref_eps
 
 
 def option(cfg, key: str):
@@ -163,6 +166,12 @@ class STIV(nnx.Module):
                     f"reference (frame_replace_ref); got prediction={cfg.get('prediction')!r}, "
                     f"image_cond={cfg.image_cond!r}"
                 )
+        self.ref_noise = float(option(cfg, "ref_noise"))
+        if self.ref_noise < 0 or (self.ref_noise and not image_cond.has_reference):
+            raise ValueError(
+                f"model.ref_noise={self.ref_noise}; expected 0, or > 0 with an image_cond that "
+                f"has a reference (frame_replace_ref), not {cfg.image_cond!r}"
+            )
         if float(option(cfg, "ref_gate_init")) and not ref_gate:
             raise ValueError(
                 f"model.ref_gate_init={cfg.ref_gate_init} sets the ref_gate's start; it needs "
@@ -393,6 +402,7 @@ class STIV(nnx.Module):
         """The output for noisy latents x at times t: the velocity, or the clean latents x1
         with `prediction='data'` (plus the reference with `ref_skip`). `mask_key` turns on
         MaskDiT (training)."""
+        cond = self.noised_reference(cond, t, x.shape)
         h, (mod, ctx, ctx_mask, rope_s, rope_t), cvec = self.embed(x, t, cond)
         masked = mask_key is not None and self.cfg.mask_ratio > 0
         if masked:
@@ -406,6 +416,19 @@ class STIV(nnx.Module):
         for block in self.decoder:
             h = block(h, mod, ctx, ctx_mask, rope_s, rope_t)
         return self.finish(self.head(h, cvec, x.shape), x, cond)
+
+    def noised_reference(self, cond: Conditions, t: jax.Array, shape) -> Conditions:
+        """With `model.ref_noise` = σ: cond plus `ref_noise` = σ·(1 − t)·ε for the reference
+        channel (t: 0 noise → 1 data), so the reference is hidden where x_t is, and clean at
+        the data end. ε is `cond["ref_eps"]` (training draws it per sample) or one fixed draw
+        (`REF_NOISE_SEED`; sampling: deterministic, the same in every sampling path)."""
+        if not self.ref_noise:
+            return cond
+        eps = cond.get("ref_eps")
+        if eps is None:  # one draw for every sample: independent of the batch's size
+            eps = jax.random.normal(jax.random.key(REF_NOISE_SEED), shape[1:], jnp.float32)[None]
+        scale = self.ref_noise * (1.0 - t.astype(jnp.float32))[:, None, None, None, None]
+        return {**cond, "ref_noise": scale * eps}
 
     def patched_input(self, x: jax.Array, cond: Conditions) -> jax.Array:
         """x [B, F, H, W, C] and its (defaulted) conditions -> the image-cond method's input in
