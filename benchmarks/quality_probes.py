@@ -71,6 +71,14 @@ python benchmarks/quality_probes.py distance --workdir W --source S [--groups NA
     W - S and their ratio over the parameters whose path matches each group's REGEX (the
     first match wins; the rest are "other"); default groups: text path, spatial and
     temporal attention, MLPs (docs/quality.md §32.1)
+python benchmarks/quality_probes.py speed --workdir W [--num 12] [--step N]
+    where fast objects lose their travel: held-out single-object clips (plain, no pan, one of
+    the 8 directions), --num per speed; per speed, how far the object's mass centroid moves
+    along the truth's own centroid track (sum model.truth / sum truth^2, last frame and per
+    frame) in the one-step x1-hat at t = 0 / 0.2 / 0.4 / 0.6 (frame 0 given, the true
+    caption and motion score; t = 0 is the model's mean guess from the first frame and the
+    words alone) and in full samples (default sampler): does the regression already move fast
+    objects short, or does sampling lose what the mean has? (docs/quality.md §33)
 """
 
 from __future__ import annotations
@@ -903,6 +911,86 @@ def distance(workdir: str, source: str, groups: str) -> None:
               f"{math.sqrt(d2 / s2):6.3f}")  # fmt: skip
 
 
+def centroid_track(videos: np.ndarray, clips: list[dict]) -> np.ndarray:
+    """[B, T] shift of the object's mass centroid along its true direction (px; as
+    `mass_track`, per clip): mass is |pixel - frame 0's median colour|."""
+    from stiv_jax.data.shapes import DIRECTIONS
+
+    v = videos.astype(np.float32)
+    bg = np.median(v[:, 0].reshape(len(v), -1, 3), axis=1)
+    m = np.abs(v - bg[:, None, None, None]).sum(-1)
+    w = m / np.maximum(m.sum((2, 3), keepdims=True), 1e-6)
+    ys, xs = np.mgrid[: v.shape[2], : v.shape[3]]
+    cx, cy = (w * xs).sum((2, 3)), (w * ys).sum((2, 3))
+    d = np.array([DIRECTIONS[c["truth"]["objects"][0]["motion"]] for c in clips], np.float32)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    return (cx - cx[:, :1]) * d[:, :1] + (cy - cy[:, :1]) * d[:, 1:]
+
+
+def speed(workdir: str, num: int = 12, step: int | None = None) -> None:
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from stiv_jax.data.schema import normalize_uint8
+    from stiv_jax.data.shapes import DIRECTIONS, SPEEDS, generate_clip
+    from stiv_jax.diffusion import to_velocity
+    from stiv_jax.pipeline import STIVPipeline
+    from stiv_jax.video import to_uint8
+
+    pipe = STIVPipeline.from_workdir(workdir, step=step)
+    config, comps = pipe.config, pipe.comps
+    model = nnx.merge(pipe.graphdef, pipe.params)
+    seed, res, frames = config.data.shapes.heldout_seed, config.data.res, config.data.frames
+    groups: dict[str, list[dict]] = {s: [] for s in SPEEDS}
+    i = 0
+    while min(len(g) for g in groups.values()) < num:
+        c = generate_clip(i, split="heldout", seed=seed, res=res, frames=frames,
+                          textured=False, camera_pan=False)  # fmt: skip
+        i += 1
+        objs = c["truth"]["objects"]
+        if len(objs) == 1 and objs[0]["motion"] in DIRECTIONS:
+            g = groups[objs[0]["speed"]]
+            if len(g) < num:
+                g.append(c)
+    clips = [c for g in groups.values() for c in g]
+    speeds = np.array([c["truth"]["objects"][0]["speed"] for c in clips])
+    truth = centroid_track(np.stack([c["video"] for c in clips]), clips)
+    x1 = comps.autoencoder.encode(
+        jnp.asarray(normalize_uint8(np.stack([c["video"] for c in clips])))
+    )
+    b, f = x1.shape[:2]
+    given = (jnp.arange(f) == 0)[None, :, None, None, None]
+    prediction = config.model.get("prediction", "velocity")
+    cond = frame0_conditions(comps, x1, [c["caption"] for c in clips], clips, res)
+    print(f"{workdir}: {num} held-out single-object clips per speed (plain, no pan); truth's "
+          f"last-frame shift (px): " + ", ".join(
+              f"{s} {truth[speeds == s, -1].mean():.1f}" for s in SPEEDS))  # fmt: skip
+
+    def row(name: str, videos: np.ndarray) -> None:
+        track = centroid_track(videos, clips)
+        cells = []
+        for s in SPEEDS:
+            k = speeds == s
+            last = (track[k, -1] * truth[k, -1]).sum() / (truth[k, -1] ** 2).sum()
+            per = (track[k] * truth[k]).sum(0)[1:] / (truth[k] ** 2).sum(0)[1:]
+            cells.append(f"{s} {last:4.2f} [{' '.join(f'{g:4.2f}' for g in per)}]")
+        print(f"{name:18s} " + "   ".join(cells), flush=True)
+
+    print("moved along the truth, last frame [frames 1..]:")
+    eps = jax.random.normal(jax.random.key(0), x1.shape)
+    for t in (0.0, 0.2, 0.4, 0.6):
+        xt = jnp.where(given, x1, t * x1 + (1 - t) * eps)
+        tt = jnp.full((b,), t)
+        xh = xt + (1 - t) * to_velocity(model(xt, tt, cond), xt, tt, prediction)
+        row(f"x1-hat at t={t:.1f}", to_uint8(np.asarray(comps.autoencoder.decode(xh))))
+    vids = np.stack([
+        pipe(c["caption"], image=c["video"][0], seed=j, motion_score=float(c["motion_score"]))
+        for j, c in enumerate(clips)
+    ])  # fmt: skip
+    row("sampled", vids)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument(
@@ -922,6 +1010,7 @@ if __name__ == "__main__":
             "pan",
             "interpolate",
             "distance",
+            "speed",
         ),
     )
     ap.add_argument("--workdir", default="runs/memorise")
@@ -956,6 +1045,8 @@ if __name__ == "__main__":
         distance(a.workdir, a.source, a.groups or DISTANCE_GROUPS)
     elif a.probe == "spot":
         spot()
+    elif a.probe == "speed":
+        speed(a.workdir, a.num or 12, a.step)
     elif a.probe == "paths":
         paths(a.workdir)
     elif a.probe == "direction":

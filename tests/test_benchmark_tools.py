@@ -216,6 +216,28 @@ def test_kind_psnr_splits_pans_plain_and_textured_cases(capsys):
     assert f"plain {one_off:.2f} / {want:.2f} (1), textured {want:.2f} / {want:.2f} (1)" in line
 
 
+def test_centroid_track_of_a_true_clip_is_its_speed_times_frames():
+    from stiv_jax.data.shapes import SPEEDS
+
+    clips = []
+    for i in range(200):
+        c = generate_clip(i, split="heldout", seed=1_000_003, res=32, frames=8,
+                          textured=False, camera_pan=False)  # fmt: skip
+        objs = c["truth"]["objects"]
+        if len(objs) == 1 and objs[0]["motion"] in DIRECTIONS:
+            clips.append(c)
+        if len(clips) == 6:
+            break
+    track = quality_probes.centroid_track(np.stack([c["video"] for c in clips]), clips)
+    assert track.shape == (6, 8) and np.all(track[:, 0] == 0)
+    want = np.array([SPEEDS[c["truth"]["objects"][0]["speed"]] * 32 for c in clips])
+    # the mass centroid moves along the true direction at the clip's rate, frame by frame
+    np.testing.assert_allclose(track, want[:, None] * np.arange(8), atol=0.35)
+    # the opposite direction's video reads as moving backwards
+    back = quality_probes.centroid_track(np.stack([c["video"][::-1] for c in clips]), clips)
+    np.testing.assert_allclose(back[:, -1], -track[:, -1], atol=0.35)
+
+
 def test_quality_probes_binding_uses_the_library_probe():
     from stiv_jax import binding
 
