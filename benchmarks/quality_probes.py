@@ -75,7 +75,8 @@ python benchmarks/quality_probes.py speed --workdir W [--num 12] [--step N]
     where fast objects lose their travel: held-out single-object clips (plain, no pan, one of
     the 8 directions), --num per speed; per speed, how far the object's mass centroid moves
     along the truth's own centroid track (sum model.truth / sum truth^2, last frame and per
-    frame) in the one-step x1-hat at t = 0 / 0.2 / 0.4 / 0.6 (frame 0 given, the true
+    frame; and the shift's length over the truth's, its mean cosine with the true direction)
+    in the one-step x1-hat at t = 0 / 0.2 / 0.4 / 0.6 / 0.8 (frame 0 given, the true
     caption and motion score; t = 0 is the model's mean guess from the first frame and the
     words alone) and in full samples (default sampler): does the regression already move fast
     objects short, or does sampling lose what the mean has? (docs/quality.md §33)
@@ -911,20 +912,44 @@ def distance(workdir: str, source: str, groups: str) -> None:
               f"{math.sqrt(d2 / s2):6.3f}")  # fmt: skip
 
 
-def centroid_track(videos: np.ndarray, clips: list[dict]) -> np.ndarray:
-    """[B, T] shift of the object's mass centroid along its true direction (px; as
-    `mass_track`, per clip): mass is |pixel - frame 0's median colour|."""
+def centroid_track(
+    videos: np.ndarray, clips: list[dict], floor: float = 48.0, across: bool = False
+) -> np.ndarray:
+    """[B, T] shift of the object's mass centroid along its true direction (px; per clip;
+    `across`: [B, T, 2], along and across it, the across axis the direction turned +90°):
+    mass is |pixel - that frame's median colour| summed over RGB, where over `floor` levels,
+    so a background that shifts its colour or a faint haze does not pull the centroid."""
     from stiv_jax.data.shapes import DIRECTIONS
 
     v = videos.astype(np.float32)
-    bg = np.median(v[:, 0].reshape(len(v), -1, 3), axis=1)
-    m = np.abs(v - bg[:, None, None, None]).sum(-1)
+    b, t = v.shape[:2]
+    bg = np.median(v.reshape(b, t, -1, 3), axis=2)  # [B, T, 3]
+    m = np.abs(v - bg[:, :, None, None]).sum(-1)
+    m = np.where(m > floor, m, 0.0)
     w = m / np.maximum(m.sum((2, 3), keepdims=True), 1e-6)
     ys, xs = np.mgrid[: v.shape[2], : v.shape[3]]
     cx, cy = (w * xs).sum((2, 3)), (w * ys).sum((2, 3))
     d = np.array([DIRECTIONS[c["truth"]["objects"][0]["motion"]] for c in clips], np.float32)
     d /= np.linalg.norm(d, axis=1, keepdims=True)
-    return (cx - cx[:, :1]) * d[:, :1] + (cy - cy[:, :1]) * d[:, 1:]
+    dx, dy = cx - cx[:, :1], cy - cy[:, :1]
+    along = dx * d[:, :1] + dy * d[:, 1:]
+    return np.stack([along, dy * d[:, :1] - dx * d[:, 1:]], -1) if across else along
+
+
+# Median motion score of training clips with one object moving at each speed, no pan
+# (indices 0-399; docs/quality.md §32.3).
+MOTION_MEDIANS = {"slow": 0.72, "medium": 1.50, "fast": 2.56}
+
+
+def with_speed_words(caption: str, old: str, new: str) -> str:
+    """The caption with one speed's words (adverb "quickly", adjective "fast pace") said as
+    another's; ShapesBench's templates (stiv_jax/data/shapes.py) are the vocabulary."""
+    import re
+
+    from stiv_jax.data.shapes import _SPEED_ADV
+
+    caption = caption.replace(_SPEED_ADV[old], _SPEED_ADV[new])
+    return re.sub(rf"\b{old}\b", new, caption)
 
 
 def speed(workdir: str, num: int = 12, step: int | None = None) -> None:
@@ -968,22 +993,48 @@ def speed(workdir: str, num: int = 12, step: int | None = None) -> None:
               f"{s} {truth[speeds == s, -1].mean():.1f}" for s in SPEEDS))  # fmt: skip
 
     def row(name: str, videos: np.ndarray) -> None:
-        track = centroid_track(videos, clips)
+        both = centroid_track(videos, clips, across=True)
+        track, size = both[..., 0], np.linalg.norm(both[:, -1], axis=-1)
         cells = []
         for s in SPEEDS:
             k = speeds == s
             last = (track[k, -1] * truth[k, -1]).sum() / (truth[k, -1] ** 2).sum()
             per = (track[k] * truth[k]).sum(0)[1:] / (truth[k] ** 2).sum(0)[1:]
-            cells.append(f"{s} {last:4.2f} [{' '.join(f'{g:4.2f}' for g in per)}]")
+            cos = np.mean(track[k, -1] / np.maximum(size[k], 1e-6))
+            cells.append(f"{s} {last:4.2f} [{' '.join(f'{g:4.2f}' for g in per)}] "
+                         f"|shift| {size[k].sum() / truth[k, -1].sum():4.2f} cos {cos:+.2f}")  # fmt: skip
         print(f"{name:18s} " + "   ".join(cells), flush=True)
 
-    print("moved along the truth, last frame [frames 1..]:")
+    print(
+        "moved along the truth, last frame [frames 1..]; last-frame |shift| / truth's, "
+        "mean cosine with the true direction:"
+    )
     eps = jax.random.normal(jax.random.key(0), x1.shape)
-    for t in (0.0, 0.2, 0.4, 0.6):
+    for t in (0.0, 0.2, 0.4, 0.6, 0.8):
         xt = jnp.where(given, x1, t * x1 + (1 - t) * eps)
         tt = jnp.full((b,), t)
         xh = xt + (1 - t) * to_velocity(model(xt, tt, cond), xt, tt, prediction)
+        xh = jnp.where(given, x1, xh)  # the given frame, as the sampler keeps it
         row(f"x1-hat at t={t:.1f}", to_uint8(np.asarray(comps.autoencoder.decode(xh))))
+    # Which signal says how fast: the t = 0 guess (its last-frame shift in px, by true speed)
+    # with the caption's speed words, or the motion score, set to each speed's.
+    xt, tt = jnp.where(given, x1, eps), jnp.zeros((b,))
+    print("x1-hat at t=0.0, last-frame |shift| (px) by the true speed, with the request's "
+          "speed words or motion score set to each speed's:")  # fmt: skip
+    for s_new in SPEEDS:
+        caps = [with_speed_words(c["caption"], str(k), s_new) for c, k in zip(clips, speeds)]
+        requests = {
+            f"words say {s_new}": frame0_conditions(comps, x1, caps, clips, res),
+            f"motion {MOTION_MEDIANS[s_new]:.2f}": {
+                **cond, "motion": jnp.full((b,), MOTION_MEDIANS[s_new], jnp.float32)
+            },
+        }  # fmt: skip
+        for name, c_new in requests.items():
+            xh = xt + to_velocity(model(xt, tt, c_new), xt, tt, prediction)
+            vids = to_uint8(np.asarray(comps.autoencoder.decode(jnp.where(given, x1, xh))))
+            size = np.linalg.norm(centroid_track(vids, clips, across=True)[:, -1], axis=-1)
+            print(f"  {name:18s} " + "   ".join(
+                f"{s} {size[speeds == s].mean():4.1f}" for s in SPEEDS), flush=True)  # fmt: skip
     vids = np.stack([
         pipe(c["caption"], image=c["video"][0], seed=j, motion_score=float(c["motion_score"]))
         for j, c in enumerate(clips)

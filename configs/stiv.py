@@ -280,6 +280,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Emu Video's factorisation (Girdhar et al. 2023), docs/quality.md §29: twice the
     # sampler's work for text-only requests.
     s.t2v_image_first = False  # text-only: sampled twice, the 1st pass's frame 0 given to the 2nd
+    # docs/quality.md §33: the 1st pass sampled N times, the candidate of highest caption
+    # score (the model's own implicit classifier, stiv_jax/candidates.py) kept; 1 = off.
+    s.t2v_candidates = 1
     s.cfg_mode = "joint"  # joint (one batched forward) | separate (3-pass, text/image scales)
     s.cfg_text = 4.0  # text scale for cfg_mode=separate
     s.cfg_image = 2.0  # image scale for cfg_mode=separate

@@ -227,7 +227,7 @@ def sample_items(
     `cases` is keyed by `case_key` (long-video cases are `long_frames`-frame clips)."""
     from tqdm import tqdm
 
-    from stiv_jax.pipeline import Request, generate, make_sample_fn
+    from stiv_jax.pipeline import Request, generate, make_sample_fn, score_fn_for
     from stiv_jax.video import write_mp4
 
     os.makedirs(out_dir, exist_ok=True)
@@ -247,7 +247,7 @@ def sample_items(
     todo = [it for it in todo if it.task not in LONG_TASKS]
     if not todo:
         return len(long_items)
-    sample_fn = make_sample_fn(config, graphdef)
+    sample_fn, score_fn = make_sample_fn(config, graphdef), score_fn_for(config, graphdef)
     latent_frames = comps.latent_shape[0]
     bs = int(config.sample.batch_size)
     for i in tqdm(range(0, len(todo), bs), desc="evaluate: sample"):
@@ -273,7 +273,7 @@ def sample_items(
             )
         # Pad to a fixed batch so the jitted sampler compiles once.
         reqs += [reqs[-1]] * (bs - len(reqs))
-        videos = generate(config, comps, sample_fn, params, reqs)
+        videos = generate(config, comps, sample_fn, params, reqs, score_fn=score_fn)
         for it, video in zip(batch, videos):
             base = os.path.join(out_dir, it.id)
             write_mp4(base + ".mp4", video, int(config.sample.fps))
@@ -571,6 +571,7 @@ def evaluate_checkpoint(
         "cfg_interval": list(config.sample.get("cfg_interval", (0.0, 1.0))),
         "use_ema": bool(config.sample.use_ema),
         "t2v_image_first": bool(config.sample.get("t2v_image_first", False)),
+        "t2v_candidates": int(config.sample.get("t2v_candidates", 1)),
         "motion_multipliers": sorted(set(multipliers)),
     }
     return evaluate_dir(config, video_dir, out, header=header)

@@ -32,6 +32,7 @@ from flax import nnx
 from stiv_jax import checkpoint as ckpt
 from stiv_jax.atomic import atomic_write
 from stiv_jax.autoencoders import latent_geometry
+from stiv_jax.candidates import candidate_noise, make_score_fn, score_noise, t2v_candidates
 from stiv_jax.cond_media import (
     Condition,
     Placed,
@@ -442,7 +443,7 @@ def negative_text(comps, reqs: list[Request]):
 
 
 def generate(
-    config, comps, sample_fn, params, reqs: list[Request], frames=None, mesh=None
+    config, comps, sample_fn, params, reqs: list[Request], frames=None, mesh=None, score_fn=None
 ) -> np.ndarray:
     """Loaded requests of one shape -> videos float [-1, 1] [B, T, H, W, 3] (the decoder's
     output, clipped to that range). `motion_score` / `cfg_scale` left at None take
@@ -451,8 +452,17 @@ def generate(
     multi-host mesh must make the same call). With `sample.t2v_image_first` the text-only
     requests are sampled twice: latent frame 0 of the first pass is given to the second, as
     a TI2V request's image is, at that request's guidance (`image_first_rows`); a batch
-    that holds one runs the sampler twice (one compiled shape)."""
+    that holds one runs the sampler twice (one compiled shape). With
+    `sample.t2v_candidates` N > 1 the first pass runs N times and each text-only row keeps
+    the candidate of highest caption score (`stiv_jax.candidates`; `score_fn` is
+    `candidates.make_score_fn`'s)."""
     first = image_first_rows(config, reqs)
+    n_cand = t2v_candidates(config) if first else 1
+    if n_cand > 1 and score_fn is None:
+        raise ValueError(
+            f"generate: sample.t2v_candidates={n_cand} needs score_fn "
+            "(stiv_jax.candidates.make_score_fn)"
+        )
     given_scale = [r.cfg_scale if r.cfg_scale is not None else guidance_scale(config, True)
                    for r in reqs]  # fmt: skip
     reqs = [r.with_defaults(config) for r in reqs]
@@ -461,22 +471,47 @@ def generate(
     scale = np.asarray([r.cfg_scale for r in reqs], np.float32)
     null = negative_text(comps, reqs)
 
-    def run(cond, scale):
+    def local(out):  # replicated over several hosts: the local copy
+        return out if out.is_fully_addressable else out.addressable_shards[0].data
+
+    def run(cond, scale, x0=x0):
         args = (x0, cond, null, jnp.asarray(scale), t_start)
         if mesh is not None:
             args = place_inputs(mesh, len(reqs), *args)
-        latents = sample_fn(params, *args)
-        if not latents.is_fully_addressable:  # replicated over several hosts: the local copy
-            latents = latents.addressable_shards[0].data
-        return latents
+        return local(sample_fn(params, *args))
+
+    def score(x):
+        args = (jnp.asarray(x), cond, null, noise)
+        if mesh is not None:
+            args = place_inputs(mesh, len(reqs), *args)
+        return np.asarray(local(score_fn(params, *args)))
 
     latents = run(cond, scale)
     if first:  # sample.t2v_image_first: the first pass's frame 0 given to a second pass
         latents = np.array(latents, np.float32)  # a writable host copy
+        if n_cand > 1:  # the first pass's candidates: keep each row's best by caption score
+            seeds = [r.seed for r in reqs]
+            noise = score_noise(seeds, latents.shape[1:])
+            best = np.array(score(latents))
+            for m in range(1, n_cand):
+                xm = np.array(x0, np.float32)
+                xm[first] = np.asarray(candidate_noise(seeds, m, x0.shape[1:]))[first]
+                cand = np.array(run(cond, scale, jnp.asarray(xm)), np.float32)
+                s = score(cand)
+                better = np.zeros(len(reqs), bool)
+                better[first] = s[first] > best[first]
+                latents[better], best[better] = cand[better], s[better]
         cond = given_first_frame(cond, latents, first)
         scale[first] = np.asarray(given_scale, np.float32)[first]
         latents[first] = np.asarray(run(cond, scale), np.float32)[first]
     return np.clip(np.asarray(comps.autoencoder.decode(latents), np.float32), -1.0, 1.0)
+
+
+def score_fn_for(config, graphdef, mesh=None):
+    """`candidates.make_score_fn`'s when `sample.t2v_candidates` > 1, else None."""
+    if t2v_candidates(config) > 1:
+        return make_score_fn(config, graphdef, mesh=mesh)
+    return None
 
 
 def image_first_rows(config, reqs: list[Request]) -> list[int]:
@@ -523,7 +558,9 @@ def generate_cases(
         for i, case in enumerate(cases)
     ]
     sample_fn = make_sample_fn(config, graphdef)
-    videos = generate(config, comps, sample_fn, params, reqs)
+    videos = generate(
+        config, comps, sample_fn, params, reqs, score_fn=score_fn_for(config, graphdef)
+    )
     paths = []
     for r, v in zip(reqs, videos):
         paths.append(write_mp4(os.path.join(out, f"{r.id}.mp4"), v, config.sample.fps))
@@ -642,7 +679,7 @@ class STIVPipeline:
         """`mesh`: the one `params` are sharded over (`sampling_mesh`), else None."""
         self.config, self.comps, self.graphdef, self.params = config, comps, graphdef, params
         self.step, self.mesh = step, mesh
-        self._sample_fn = None
+        self._sample_fn = self._score_fn = None
 
     @classmethod
     def from_workdir(
@@ -664,6 +701,13 @@ class STIVPipeline:
             self._sample_fn = make_sample_fn(self.config, self.graphdef, mesh=self.mesh)
         return self._sample_fn
 
+    @property
+    def score_fn(self):
+        """The caption score of `sample.t2v_candidates` > 1 (`stiv_jax.candidates`), else None."""
+        if self._score_fn is None:
+            self._score_fn = score_fn_for(self.config, self.graphdef, self.mesh)
+        return self._score_fn
+
     def generate(self, reqs: list[Request], frames: int | None = None) -> list[np.ndarray]:
         """Requests -> one float video [-1, 1] [T, H, W, 3] each, in order.
 
@@ -682,8 +726,9 @@ class STIVPipeline:
         for idx in groups.values():
             batch = [reqs[i] for i in idx]
             videos = generate(
-                self.config, self.comps, self.sample_fn, self.params, batch, frames, self.mesh
-            )
+                self.config, self.comps, self.sample_fn, self.params, batch, frames, self.mesh,
+                score_fn=self.score_fn,
+            )  # fmt: skip
             for i, v in zip(idx, videos):
                 out[i] = v
         return out

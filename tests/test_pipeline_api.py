@@ -116,3 +116,69 @@ def test_request_fields_parse_and_refuse():
     ):
         with pytest.raises(ValueError, match=msg):
             request_fields(bad)
+
+
+def test_t2v_candidates_keep_each_text_rows_best_scoring_first_pass(pipe):
+    import jax
+
+    from stiv_jax import candidates
+
+    prompt = "a red circle moves left"
+    frame = image(7).astype(np.float32) / 127.5 - 1.0
+    reqs = [
+        Request(id="t", prompt=prompt, seed=3),
+        Request(id="i", prompt=prompt, seed=4, first_frame=frame, cond_frames=[0]),
+        Request(id="u", prompt="a blue square grows", seed=5),
+    ]
+    pipe.config.sample.t2v_image_first = True
+    one = pipe.generate(reqs)
+    pipe.config.sample.t2v_candidates = 3
+    calls, scores, sample_fn = [], [], pipe.sample_fn
+    score_fn = pipe.score_fn
+    assert score_fn is not None
+
+    def spy(params, x0, cond, null, scale, t_start):
+        out = sample_fn(params, x0, cond, null, scale, t_start)
+        calls.append([np.asarray(a) for a in (x0, cond["cond_mask"], cond["cond_latents"], out)])
+        return out
+
+    def spy_score(params, x, cond, null, noise):
+        out = score_fn(params, x, cond, null, noise)
+        scores.append((x, cond, null, noise, np.asarray(out)))
+        return out
+
+    pipe._sample_fn, pipe._score_fn = spy, spy_score
+    three = pipe.generate(reqs)
+    assert len(calls) == 4 and len(scores) == 3  # 3 first passes (each scored), 1 second
+    # candidate 0 is the request's own noise (t2v_candidates=1's first pass); the others
+    # are new draws in the text-only rows only
+    for m in (1, 2):
+        np.testing.assert_array_equal(calls[m][0][1], calls[0][0][1])
+        assert np.abs(calls[m][0][[0, 2]] - calls[0][0][[0, 2]]).min() > 0
+    s = np.stack([out for *_, out in scores])  # [candidate, row]
+    for row in (0, 2):
+        best = int(np.argmax(s[:, row]))
+        np.testing.assert_array_equal(calls[3][2][row, 0], calls[best][3][row, 0])
+        if best == 0:  # the first pass kept: the same video as with one candidate
+            np.testing.assert_allclose(three[row], one[row], atol=1e-6)
+    np.testing.assert_array_equal(three[1], one[1])  # a request that gives a frame: untouched
+    # a row's score depends on its own request only (its noise comes from its seed)
+    x, cond, null, noise, out = scores[0]
+    np.testing.assert_array_equal(
+        np.asarray(noise[:1]), np.asarray(candidates.score_noise([3], x.shape[1:]))
+    )
+    alone = score_fn(pipe.params, x[:1], jax.tree.map(lambda a: a[:1], cond), null, noise[:1])
+    np.testing.assert_allclose(np.asarray(alone)[0], out[0], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "value,msg",
+    [(0, "expected an integer >= 1"), (-2, "expected an integer >= 1"),
+     (True, "expected an integer >= 1"), (3, "expected sample.t2v_image_first=True")],
+)  # fmt: skip
+def test_t2v_candidates_bad_values_are_one_line_errors(pipe, value, msg):
+    pipe.config.sample.t2v_image_first = value != 3
+    pipe.config.sample.t2v_candidates = value
+    with pytest.raises(ValueError, match=msg) as e:
+        pipe.generate([Request(id="t", prompt="a red circle", seed=0)])
+    assert "\n" not in str(e.value) and "sample.t2v_candidates" in str(e.value)

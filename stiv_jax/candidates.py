@@ -1,0 +1,90 @@
+"""Best of N first frames for text-only requests (`sample.t2v_candidates`).
+
+With `sample.t2v_image_first` a text-only request is sampled twice: the first pass's frame 0
+is given to a second pass (Emu Video's factorisation). With `t2v_candidates = N > 1` the first
+pass is sampled N times (candidate 0 from the request's own noise, as with N = 1) and the
+candidate the model itself finds best explained by the caption is kept: the caption score of
+a candidate video x is the model's implicit classifier (Li et al. 2023, "Your Diffusion Model
+is Secretly a Zero-Shot Classifier"; Ho & Salimans' CFG reads the same ratio),
+
+    score(x, c) = sum over t in SCORE_TS of  E|x̂1(x_t, ∅) − x|² − E|x̂1(x_t, c) − x|²   (frame 0)
+
+with x_t = t·x + (1 − t)·ε, one fixed ε per request and noise level (from its seed: the
+choice does not depend on the batch), ∅ the null text, the mean over latent frame 0, which
+is what the second pass is given. docs/quality.md §33.
+
+Shapes: B requests, K = len(SCORE_TS) noise levels, latents [B, F, H, W, C].
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from stiv_jax.conditioning import null_conditions
+from stiv_jax.diffusion import to_velocity
+
+SCORE_TS = (0.2, 0.4, 0.6)  # noise levels of the caption score (t: 0 noise -> 1 data)
+CANDIDATE_STREAM = 1_000  # fold_in base of candidate m's first-pass noise (m >= 1)
+SCORE_STREAM = 2_000  # fold_in base of the score's noise at level k
+
+
+def t2v_candidates(config) -> int:
+    """`sample.t2v_candidates` checked: an int >= 1; > 1 needs `sample.t2v_image_first`."""
+    s = config.sample
+    n = s.get("t2v_candidates", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"sample.t2v_candidates={n!r}; expected an integer >= 1 (1 = off)")
+    if n > 1 and not bool(s.get("t2v_image_first", False)):
+        raise ValueError(
+            f"sample.t2v_candidates={n} picks among first passes; expected "
+            "sample.t2v_image_first=True (or t2v_candidates=1)"
+        )
+    return n
+
+
+def _noise(seeds: list[int], stream: int, shape: tuple[int, ...]) -> jax.Array:
+    """[B, *shape]: per request, the normal draw of fold_in(key(seed), stream)."""
+    return jnp.stack(
+        [jax.random.normal(jax.random.fold_in(jax.random.key(s), stream), shape) for s in seeds]
+    )
+
+
+def candidate_noise(seeds: list[int], m: int, shape: tuple[int, ...]) -> jax.Array:
+    """First-pass noise [B, *shape] of candidate m >= 1 (candidate 0 is the request's own)."""
+    return _noise(seeds, CANDIDATE_STREAM + m, shape)
+
+
+def score_noise(seeds: list[int], shape: tuple[int, ...]) -> jax.Array:
+    """The caption score's noise [B, K, *shape], one draw per request and level."""
+    return jnp.stack([_noise(seeds, SCORE_STREAM + k, shape) for k in range(len(SCORE_TS))], 1)
+
+
+def make_score_fn(config, graphdef, *, mesh=None):
+    """Jitted (params, x [B, F, H, W, C], cond, null_text, noise [B, K, ...]) -> score [B]
+    (higher: the caption explains latent frame 0 better than the null text does). `cond` is
+    the text-only requests' (no given frame); `mesh` as `pipeline.make_sample_fn`'s."""
+    prediction = config.model.get("prediction", "velocity")
+
+    def score(params, x, cond, null_text, noise):
+        model = nnx.merge(graphdef, params)
+        both = jax.tree.map(
+            lambda a, b: jnp.concatenate([a, b]), cond, null_conditions(cond, null_text)
+        )
+        x = x.astype(jnp.float32)
+        b, total = x.shape[0], jnp.zeros(x.shape[:1], jnp.float32)
+        for k, t in enumerate(SCORE_TS):
+            xt = t * x + (1.0 - t) * noise[:, k]
+            xt2, tt = jnp.concatenate([xt, xt]), jnp.full((2 * b,), t, jnp.float32)
+            x1 = xt2 + (1.0 - t) * to_velocity(model(xt2, tt, both), xt2, tt, prediction)
+            err = jnp.mean((x1[:, :1] - jnp.concatenate([x, x])[:, :1]) ** 2, axis=(1, 2, 3, 4))
+            total = total + err[b:] - err[:b]
+        return total
+
+    if mesh is None:
+        return jax.jit(score)
+    from stiv_jax.parallel.rules import in_mesh
+
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return in_mesh(jax.jit(score, out_shardings=replicated), mesh)
