@@ -59,13 +59,17 @@ def test_per_request_shapes_one_compiled_sampler_each(pipe):
         pipe.generate([Request(id="d", prompt="x", height=15)])
 
 
-def test_t2v_image_first_gives_the_first_pass_frame_0_to_a_second_pass(pipe):
-    prompt = "a red circle moves left"
-    frame = image(7).astype(np.float32) / 127.5 - 1.0
-    reqs = [
+def text_and_image_requests() -> list[Request]:
+    """A text-only request (seed 3) and one that gives frame 0 (seed 4), the same prompt."""
+    prompt, frame = "a red circle moves left", image(7).astype(np.float32) / 127.5 - 1.0
+    return [
         Request(id="t", prompt=prompt, seed=3),
         Request(id="i", prompt=prompt, seed=4, first_frame=frame, cond_frames=[0]),
     ]
+
+
+def test_t2v_image_first_gives_the_first_pass_frame_0_to_a_second_pass(pipe):
+    reqs = text_and_image_requests()
     off = pipe.generate(reqs)
     pipe.config.sample.t2v_image_first = True
     on = pipe.generate(reqs)
@@ -123,13 +127,7 @@ def test_t2v_candidates_keep_each_text_rows_best_scoring_first_pass(pipe):
 
     from stiv_jax import candidates
 
-    prompt = "a red circle moves left"
-    frame = image(7).astype(np.float32) / 127.5 - 1.0
-    reqs = [
-        Request(id="t", prompt=prompt, seed=3),
-        Request(id="i", prompt=prompt, seed=4, first_frame=frame, cond_frames=[0]),
-        Request(id="u", prompt="a blue square grows", seed=5),
-    ]
+    reqs = [*text_and_image_requests(), Request(id="u", prompt="a blue square grows", seed=5)]
     pipe.config.sample.t2v_image_first = True
     one = pipe.generate(reqs)
     pipe.config.sample.t2v_candidates = 3
