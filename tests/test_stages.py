@@ -113,8 +113,9 @@ def test_s_recipes_are_a_binding_drill_then_the_mix_with_its_shares():
     )  # fmt: skip
     assert edits(main.optim, base.optim) == set() and main.optim.decay_steps == 200
     assert edits(main.sample, base.sample) == {
-        "cfg_scale", "cfg_interval", "cfg_scale_given", "t2v_image_first",
+        "cfg_scale", "cfg_interval", "cfg_scale_given", "t2v_image_first", "t2v_candidates",
     }  # fmt: skip
+    assert (main.sample.t2v_candidates, long.sample.t2v_candidates) == (4, 1)
     assert (main.sample.cfg_scale_given, base.sample.cfg_scale_given) == (1.0, -1.0)
     # the text-only first pass: guidance 3 while t < 0.4 (the default guides every step)
     assert (main.sample.cfg_scale, tuple(main.sample.cfg_interval)) == (3.0, (0.0, 0.4))
