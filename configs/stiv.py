@@ -32,7 +32,8 @@ The argument string is comma-separated `key=value` pairs:
               attention heads of 64, RoPE base 100), then 870 steps of the full mix with 30% binding-drill
               clips and 30% of the noise levels from the drill's law, the last 200 cooling
               down; no guidance where a frame is given, T2V sampled image first
-              (sample.t2v_image_first); ~14 min on 2 CPU cores. long: the longer recipe (§22.3), the same with
+              (sample.t2v_image_first, the best of 4 first frames by the model's own
+              caption score, sample.t2v_candidates); ~14 min on 2 CPU cores. long: the longer recipe (§22.3), the same with
               a 3,000-step drill (the command stops if it has not bound, train.bind_min)
               and 9,000 steps of the mix, the last 1,800 cooling down (1 h 49 min from a fresh clone on 2 CPU cores, its
               drill shared; one command, resumable like any run; §24.3: TI2V direction
@@ -280,9 +281,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Emu Video's factorisation (Girdhar et al. 2023), docs/quality.md §29: twice the
     # sampler's work for text-only requests.
     s.t2v_image_first = False  # text-only: sampled twice, the 1st pass's frame 0 given to the 2nd
-    # docs/quality.md §33: the 1st pass sampled N times, the candidate of highest caption
-    # score (the model's own implicit classifier, stiv_jax/candidates.py) kept; 1 = off.
-    s.t2v_candidates = 1
+    # docs/quality.md §33.3: the model's own implicit classifier (stiv_jax/candidates.py).
+    s.t2v_candidates = 1  # text-only: N 1st passes, the best by caption score kept (1 = off)
     s.cfg_mode = "joint"  # joint (one batched forward) | separate (3-pass, text/image scales)
     s.cfg_text = 4.0  # text scale for cfg_mode=separate
     s.cfg_image = 2.0  # image scale for cfg_mode=separate
