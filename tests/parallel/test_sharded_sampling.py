@@ -58,6 +58,8 @@ def test_sharded_params_sample_like_one_device(tmp_path):
     assert r["one_devices"] == 1
     assert r["video_std"] > 0.05  # a real video, not a constant
     assert r["max_abs_diff"] < 1e-4, r
+    # sample.t2v_candidates: the same choice and videos with params sharded
+    assert r["candidates_max_abs_diff"] < 1e-4 and r["candidates_change_the_video"] > 0.01, r
 
 
 def test_bf16_kernels_sample_bit_identically(tmp_path):
