@@ -79,7 +79,13 @@ python benchmarks/quality_probes.py speed --workdir W [--num 12] [--step N]
     in the one-step x1-hat at t = 0 / 0.2 / 0.4 / 0.6 / 0.8 (frame 0 given, the true
     caption and motion score; t = 0 is the model's mean guess from the first frame and the
     words alone) and in full samples (default sampler): does the regression already move fast
-    objects short, or does sampling lose what the mean has? (docs/quality.md §33)
+    objects short, or does sampling lose what the mean has? Then the t = 0 guess's shift (px)
+    with the speed words, the motion score, or both, set to each speed's (docs/quality.md §33)
+python benchmarks/quality_probes.py caption_score --workdir W [--num 16]
+    does `sample.t2v_candidates`' caption score (stiv_jax/candidates.py, the run's
+    `sample.t2v_score_levels`) read the caption? Held-out cases 0..num-1: every case's true
+    video scored with every case's caption; how often a caption rates its own video first
+    and the mean number of other videos it rates above its own (docs/quality.md §33.3)
 """
 
 from __future__ import annotations
@@ -1020,15 +1026,16 @@ def speed(workdir: str, num: int = 12, step: int | None = None) -> None:
     # with the caption's speed words, or the motion score, set to each speed's.
     xt, tt = jnp.where(given, x1, eps), jnp.zeros((b,))
     print("x1-hat at t=0.0, last-frame |shift| (px) by the true speed, with the request's "
-          "speed words or motion score set to each speed's:")  # fmt: skip
+          "speed words, motion score or both set to each speed's:")  # fmt: skip
     for s_new in SPEEDS:
         caps = [with_speed_words(c["caption"], str(k), s_new) for c, k in zip(clips, speeds)]
+        words = frame0_conditions(comps, x1, caps, clips, res)
+        motion = jnp.full((b,), MOTION_MEDIANS[s_new], jnp.float32)
         requests = {
-            f"words say {s_new}": frame0_conditions(comps, x1, caps, clips, res),
-            f"motion {MOTION_MEDIANS[s_new]:.2f}": {
-                **cond, "motion": jnp.full((b,), MOTION_MEDIANS[s_new], jnp.float32)
-            },
-        }  # fmt: skip
+            f"words say {s_new}": words,
+            f"motion {MOTION_MEDIANS[s_new]:.2f}": {**cond, "motion": motion},
+            f"both say {s_new}": {**words, "motion": motion},
+        }
         for name, c_new in requests.items():
             xh = xt + to_velocity(model(xt, tt, c_new), xt, tt, prediction)
             vids = to_uint8(np.asarray(comps.autoencoder.decode(jnp.where(given, x1, xh))))
@@ -1040,6 +1047,43 @@ def speed(workdir: str, num: int = 12, step: int | None = None) -> None:
         for j, c in enumerate(clips)
     ])  # fmt: skip
     row("sampled", vids)
+
+
+def caption_score(workdir: str, num: int = 16) -> None:
+    import jax.numpy as jnp
+
+    from stiv_jax.candidates import make_score_fn, score_levels, score_noise
+    from stiv_jax.conditioning import make_conditions
+    from stiv_jax.data.schema import normalize_uint8
+    from stiv_jax.data.shapes import generate_clip
+    from stiv_jax.pipeline import STIVPipeline
+
+    pipe = STIVPipeline.from_workdir(workdir)
+    config, comps = pipe.config, pipe.comps
+    seed, res, frames = config.data.shapes.heldout_seed, config.data.res, config.data.frames
+    clips = [generate_clip(i, split="heldout", seed=seed, res=res, frames=frames)
+             for i in range(num)]  # fmt: skip
+    x1 = comps.autoencoder.encode(
+        jnp.asarray(normalize_uint8(np.stack([c["video"] for c in clips])))
+    )
+    b, f = x1.shape[:2]
+    score = make_score_fn(config, pipe.graphdef)
+    noise = score_noise(list(range(b)), x1.shape[1:], len(score_levels(config)))
+    table = np.zeros((b, b))  # [video, caption]
+    for j, c in enumerate(clips):
+        emb = comps.text_encoder.encode([c["caption"]] * b)
+        cond = make_conditions(
+            latents=x1, cond_mask=jnp.zeros((b, f), bool), text_tokens=jnp.asarray(emb.tokens),
+            text_mask=jnp.asarray(emb.mask), text_pooled=jnp.asarray(emb.pooled),
+            micro=jnp.tile(jnp.asarray([res, res, 0, 0, 1.0], jnp.float32), (b, 1)),
+            motion=jnp.full((b,), c["motion_score"], jnp.float32),
+        )  # fmt: skip
+        table[:, j] = np.asarray(score(pipe.params, x1, cond, comps.null_text, noise))
+    own = np.diag(table)
+    first = np.mean(table.argmax(0) == np.arange(b))
+    above = np.mean((table > own[None, :]).sum(0))
+    print(f"{workdir}: {b} held-out cases, levels {score_levels(config)}: a caption rates its "
+          f"own video first in {first:.2f}; other videos above its own: {above:.2f} of {b - 1}")  # fmt: skip
 
 
 if __name__ == "__main__":
@@ -1062,6 +1106,7 @@ if __name__ == "__main__":
             "interpolate",
             "distance",
             "speed",
+            "caption_score",
         ),
     )
     ap.add_argument("--workdir", default="runs/memorise")
@@ -1096,6 +1141,8 @@ if __name__ == "__main__":
         distance(a.workdir, a.source, a.groups or DISTANCE_GROUPS)
     elif a.probe == "spot":
         spot()
+    elif a.probe == "caption_score":
+        caption_score(a.workdir, a.num or 16)
     elif a.probe == "speed":
         speed(a.workdir, a.num or 12, a.step)
     elif a.probe == "paths":

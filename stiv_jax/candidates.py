@@ -7,13 +7,15 @@ candidate the model itself finds best explained by the caption is kept: the capt
 a candidate video x is the model's implicit classifier (Li et al. 2023, "Your Diffusion Model
 is Secretly a Zero-Shot Classifier"; Ho & Salimans' CFG reads the same ratio),
 
-    score(x, c) = sum over t in SCORE_TS of  E|x̂1(x_t, ∅) − x|² − E|x̂1(x_t, c) − x|²   (frame 0)
+    score(x, c) = sum over t in LEVELS of  E|x̂1(x_t, ∅) − x|² − E|x̂1(x_t, c) − x|²   (frame 0)
 
 with x_t = t·x + (1 − t)·ε, one fixed ε per request and noise level (from its seed: the
 choice does not depend on the batch), ∅ the null text, the mean over latent frame 0, which
 is what the second pass is given. docs/quality.md §33.
 
-Shapes: B requests, K = len(SCORE_TS) noise levels, latents [B, F, H, W, C].
+LEVELS are `sample.t2v_score_levels` (default 0.2, 0.4, 0.6).
+
+Shapes: B requests, K = len(LEVELS) noise levels, latents [B, F, H, W, C].
 """
 
 from __future__ import annotations
@@ -25,14 +27,29 @@ from flax import nnx
 from stiv_jax.conditioning import null_conditions
 from stiv_jax.diffusion import to_velocity
 
-SCORE_TS = (0.2, 0.4, 0.6)  # noise levels of the caption score (t: 0 noise -> 1 data)
 CANDIDATE_STREAM = 1_000  # fold_in base of candidate m's first-pass noise (m >= 1)
 SCORE_STREAM = 2_000  # fold_in base of the score's noise at level k
 
 
+def score_levels(config) -> tuple[float, ...]:
+    """`sample.t2v_score_levels` checked: noise levels 0 <= t < 1 (t: 0 noise -> 1 data)."""
+    levels = config.sample.get("t2v_score_levels", (0.2, 0.4, 0.6))
+    try:
+        ok = len(levels) > 0 and all(0.0 <= float(t) < 1.0 for t in levels)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"sample.t2v_score_levels={levels!r}; expected noise levels 0 <= t < 1, e.g. (0.2, 0.4, 0.6)"
+        )
+    return tuple(float(t) for t in levels)
+
+
 def t2v_candidates(config) -> int:
-    """`sample.t2v_candidates` checked: an int >= 1; > 1 needs `sample.t2v_image_first`."""
+    """`sample.t2v_candidates` checked: an int >= 1; > 1 needs `sample.t2v_image_first`
+    (`sample.t2v_score_levels` checked too)."""
     s = config.sample
+    score_levels(config)
     n = s.get("t2v_candidates", 1)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"sample.t2v_candidates={n!r}; expected an integer >= 1 (1 = off)")
@@ -56,9 +73,9 @@ def candidate_noise(seeds: list[int], m: int, shape: tuple[int, ...]) -> jax.Arr
     return _noise(seeds, CANDIDATE_STREAM + m, shape)
 
 
-def score_noise(seeds: list[int], shape: tuple[int, ...]) -> jax.Array:
-    """The caption score's noise [B, K, *shape], one draw per request and level."""
-    return jnp.stack([_noise(seeds, SCORE_STREAM + k, shape) for k in range(len(SCORE_TS))], 1)
+def score_noise(seeds: list[int], shape: tuple[int, ...], levels: int) -> jax.Array:
+    """The caption score's noise [B, K, *shape], one draw per request and each of K levels."""
+    return jnp.stack([_noise(seeds, SCORE_STREAM + k, shape) for k in range(levels)], 1)
 
 
 def make_score_fn(config, graphdef, *, mesh=None):
@@ -66,6 +83,7 @@ def make_score_fn(config, graphdef, *, mesh=None):
     (higher: the caption explains latent frame 0 better than the null text does). `cond` is
     the text-only requests' (no given frame); `mesh` as `pipeline.make_sample_fn`'s."""
     prediction = config.model.get("prediction", "velocity")
+    levels = score_levels(config)
 
     def score(params, x, cond, null_text, noise):
         model = nnx.merge(graphdef, params)
@@ -74,12 +92,13 @@ def make_score_fn(config, graphdef, *, mesh=None):
         )
         x = x.astype(jnp.float32)
         b, total = x.shape[0], jnp.zeros(x.shape[:1], jnp.float32)
-        for k, t in enumerate(SCORE_TS):
-            xt = t * x + (1.0 - t) * noise[:, k]
-            xt2, tt = jnp.concatenate([xt, xt]), jnp.full((2 * b,), t, jnp.float32)
-            x1 = xt2 + (1.0 - t) * to_velocity(model(xt2, tt, both), xt2, tt, prediction)
-            err = jnp.mean((x1[:, :1] - jnp.concatenate([x, x])[:, :1]) ** 2, axis=(1, 2, 3, 4))
-            total = total + err[b:] - err[:b]
+        frame0 = jnp.concatenate([x[:, :1]] * 2)  # what each branch's x̂1 is scored against
+        for k, t in enumerate(levels):
+            xt = jnp.concatenate([t * x + (1.0 - t) * noise[:, k]] * 2)
+            tt = jnp.full((2 * b,), t, jnp.float32)
+            x1 = xt + (1.0 - t) * to_velocity(model(xt, tt, both), xt, tt, prediction)
+            err = jnp.mean((x1[:, :1] - frame0) ** 2, axis=(1, 2, 3, 4))
+            total = total + err[b:] - err[:b]  # null's error minus the caption's
         return total
 
     if mesh is None:

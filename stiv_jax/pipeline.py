@@ -32,7 +32,13 @@ from flax import nnx
 from stiv_jax import checkpoint as ckpt
 from stiv_jax.atomic import atomic_write
 from stiv_jax.autoencoders import latent_geometry
-from stiv_jax.candidates import candidate_noise, make_score_fn, score_noise, t2v_candidates
+from stiv_jax.candidates import (
+    candidate_noise,
+    make_score_fn,
+    score_levels,
+    score_noise,
+    t2v_candidates,
+)
 from stiv_jax.cond_media import (
     Condition,
     Placed,
@@ -491,7 +497,7 @@ def generate(
         latents = np.array(latents, np.float32)  # a writable host copy
         if n_cand > 1:  # the first pass's candidates: keep each row's best by caption score
             seeds = [r.seed for r in reqs]
-            noise = score_noise(seeds, latents.shape[1:])
+            noise = score_noise(seeds, latents.shape[1:], len(score_levels(config)))
             best = np.array(score(latents))
             for m in range(1, n_cand):
                 xm = np.array(x0, np.float32)

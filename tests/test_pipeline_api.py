@@ -163,7 +163,7 @@ def test_t2v_candidates_keep_each_text_rows_best_scoring_first_pass(pipe):
     # a row's score depends on its own request only (its noise comes from its seed)
     x, cond, null, noise, out = scores[0]
     np.testing.assert_array_equal(
-        np.asarray(noise[:1]), np.asarray(candidates.score_noise([3], x.shape[1:]))
+        np.asarray(noise[:1]), np.asarray(candidates.score_noise([3], x.shape[1:], 3))
     )
     alone = score_fn(pipe.params, x[:1], jax.tree.map(lambda a: a[:1], cond), null, noise[:1])
     np.testing.assert_allclose(np.asarray(alone)[0], out[0], rtol=1e-4, atol=1e-6)
