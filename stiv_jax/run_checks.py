@@ -80,6 +80,7 @@ def validate_train_config(config, workdir: str) -> None:
                 drill_share=float(s.get("drill_share", 0.0)),
                 bg_drop=float(s.get("bg_drop", 0.0)),
                 bg_drop_tasks=str(s.get("bg_drop_tasks", "all")),
+                speed_binding=float(s.get("speed_binding", 0.0)),
                 **config_kwargs(config),
             )
         except ValueError as e:

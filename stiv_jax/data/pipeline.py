@@ -100,12 +100,14 @@ def make_dataset(
     share = float(d.shapes.get("drill_share", 0.0)) if split == "train" else 0.0
     bg_drop = float(d.shapes.get("bg_drop", 0.0)) if split == "train" else 0.0
     free_start = float(d.shapes.get("free_start", 0.0)) if split == "train" else 0.0
+    speed_binding = float(d.shapes.get("speed_binding", 0.0)) if split == "train" else 0.0
     source = ShapesSource(
         num,
         split=split,
         seed=seed,
         drill_share=share,
         free_start=free_start,
+        speed_binding=speed_binding,
         bg_drop=bg_drop,
         bg_drop_tasks=str(d.shapes.get("bg_drop_tasks", "all")),
         **config_kwargs(config),

@@ -82,6 +82,8 @@ P_PAN = 0.3  # of textured clips when camera pans are enabled
 _DRILL_STREAM = 7  # rng stream of ShapesSource's drill_share draw (apart from _SPLIT_STREAM)
 _BG_DROP_STREAM = 8  # rng stream of ShapesSource's bg_drop draw
 _FREE_START_STREAM = 9  # rng stream of ShapesSource's free_start draw
+_SPEED_BINDING_STREAM = 10  # rng stream of ShapesSource's speed_binding draw
+DRILL_BINDS = ("direction", "speed")  # what the binding drill's two objects differ in
 # Which training samples of a bg_drop index lose the background phrase: all of them, or only
 # those whose task gives a frame (then the image is there to tell the background).
 BG_DROP_TASKS = ("all", "given")
@@ -309,9 +311,18 @@ def _next_object(
     objs: list[dict],
     drill: bool,
     drill_speeds: tuple[str, ...] = DRILL_SPEEDS,
+    binds: str = "direction",
 ) -> dict:
-    """An object to join `objs`: another colour, and in the binding drill another direction."""
+    """An object to join `objs`: another colour, and in the binding drill another direction
+    (`binds="direction"`) or the same direction at another speed (`binds="speed"`; speeds
+    from all of `SPEEDS`, whatever `drill_speeds` says)."""
     colors = [o["color"] for o in objs]
+    if binds == "speed":
+        speeds = tuple(SPEEDS)
+        obj = _sample_object(rng, res, n, colors, drill, speeds)
+        while objs and (obj["motion"] != objs[0]["motion"] or obj["speed"] == objs[0]["speed"]):
+            obj = _sample_object(rng, res, n, colors, drill, speeds)
+        return obj
     obj = _sample_object(rng, res, n, colors, drill, drill_speeds)
     while drill and objs and obj["motion"] == objs[0]["motion"]:
         obj = _sample_object(rng, res, n, colors, drill, drill_speeds)
@@ -456,6 +467,7 @@ def generate_clip(
     drill_objects: int = 1,
     drill_swappable: bool = False,
     drill_speeds: tuple[str, ...] | str = DRILL_SPEEDS,
+    drill_binds: str = "direction",
     free_start: bool = False,
     caption_background: bool = True,
     caption_without_background: bool = False,
@@ -478,6 +490,10 @@ def generate_clip(
     direction; only the caption's binding does (docs/quality.md §21).
     `drill_speeds`: the drill objects' speeds, drawn uniformly ("slow,medium,fast": the mix's
     speeds, so the motion score varies in the drill as it does in the mix).
+    `drill_binds="speed"` (binding drill only): the two objects take the same direction at
+    two different speeds (drawn from all of `SPEEDS`), so the caption must say which object
+    is the fast one (docs/quality.md §34.6); with `drill_swappable` their starts fit either
+    speed.
     `free_start`: every object whose track fits in every direction from some start (and
     the camera is still) starts there, as in the drill, so its start does not hint at its
     direction; a second object that keeps touching the first falls back to the default
@@ -491,6 +507,11 @@ def generate_clip(
     if drill_objects not in (1, 2):
         raise ValueError(f"drill_objects={drill_objects}; expected 1 or 2")
     drill_speeds = drill_speeds_tuple(drill_speeds)
+    if drill_binds not in DRILL_BINDS or (drill_binds == "speed" and drill_objects != 2):
+        raise ValueError(
+            f"drill_binds={drill_binds!r} with drill_objects={drill_objects}; expected one of "
+            f"{DRILL_BINDS}, and 'speed' only with drill_objects=2"
+        )
     rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_STREAM[split], index]))
     n = (frames - 1) * frame_stride + 1
     t = np.arange(n, dtype=np.float64)
@@ -507,9 +528,10 @@ def generate_clip(
         pan["speed"] = str(rng.choice(tuple(SPEEDS)))
         pan["rate"] = SPEEDS[pan["speed"]] * res
     num_objects = drill_objects if drill else 2 if rng.random() < P_TWO_OBJECTS else 1
+    binds = drill_binds if drill else "direction"
     objs: list[dict] = []
     for _ in range(num_objects):
-        obj = _next_object(rng, res, n, objs, drill, drill_speeds)
+        obj = _next_object(rng, res, n, objs, drill, drill_speeds, binds)
         if pan["direction"] != "none":  # objects are still in the world while the camera pans
             obj.update(motion="still", speed="none", velocity=(0.0, 0.0), growth=0.0)
             s0 = np.clip(obj["size"][0], SIZE_RANGE[0] * res, SIZE_RANGE[1] * res)
@@ -525,7 +547,7 @@ def generate_clip(
         for _ in range(SWAP_PAIRS):
             if _place_swappable(rng, objs, res, n):
                 break
-            objs[1] = _next_object(rng, res, n, objs[:1], drill, drill_speeds)
+            objs[1] = _next_object(rng, res, n, objs[:1], drill, drill_speeds, binds)
         else:
             raise ValueError(f"ShapesBench binding drill: res={res} has no swappable starts")
     for i, obj in enumerate(() if swappable else objs):
@@ -614,6 +636,7 @@ class ShapesSource:
         free_start: float = 0.0,
         bg_drop: float = 0.0,
         bg_drop_tasks: str = "all",
+        speed_binding: float = 0.0,
     ):
         """`drill_share`: the share of indices (a fixed function of seed and index) that are
         drill clips (`generate_clip(drill=True)`) in a source that is not all drill.
@@ -623,7 +646,10 @@ class ShapesSource:
         the drill draw) whose caption leaves the background out
         (`generate_clip(caption_background=False)`). `bg_drop_tasks="given"`: those indices
         keep their caption and add `caption_without_background`, which the task draw uses
-        only when the sample gets a given frame (`BG_DROP_TASKS`)."""
+        only when the sample gets a given frame (`BG_DROP_TASKS`).
+        `speed_binding`: the share of binding-drill clips (a fixed function of seed and
+        index) whose two objects share a direction and differ in speed
+        (`generate_clip(drill_binds="speed")`); needs drill_objects=2."""
         if num < 1:
             raise ValueError(f"ShapesSource num={num} must be >= 1")
         if not 0.0 <= drill_share <= 1.0:
@@ -642,6 +668,12 @@ class ShapesSource:
         if drill_objects not in (1, 2):  # fail at construction, not at the first clip
             raise ValueError(f"ShapesSource drill_objects={drill_objects}; expected 1 or 2")
         self.drill_share = float(drill_share)
+        if not 0.0 <= speed_binding <= 1.0 or (speed_binding > 0 and drill_objects != 2):
+            raise ValueError(
+                f"ShapesSource speed_binding={speed_binding} with drill_objects={drill_objects}; "
+                "expected a value in [0, 1], above 0 only with drill_objects=2"
+            )
+        self.speed_binding = float(speed_binding)
         _check_args(0, res, frames, split, frame_stride)
         self.num = int(num)
         self.kwargs = dict(
@@ -675,6 +707,9 @@ class ShapesSource:
             kwargs["drill"] = picked(_DRILL_STREAM, self.drill_share)
         if self.free_start > 0.0:
             kwargs["free_start"] = picked(_FREE_START_STREAM, self.free_start)
+        if self.speed_binding > 0.0 and kwargs["drill"]:
+            if picked(_SPEED_BINDING_STREAM, self.speed_binding):
+                kwargs["drill_binds"] = "speed"
         if self.bg_drop > 0.0:
             drop = picked(_BG_DROP_STREAM, self.bg_drop)
             if self.bg_drop_tasks == "given":
@@ -686,7 +721,7 @@ class ShapesSource:
     def __repr__(self) -> str:
         return (
             f"ShapesSource(num={self.num}, drill_share={self.drill_share}, "
-            f"free_start={self.free_start}, "
+            f"free_start={self.free_start}, speed_binding={self.speed_binding}, "
             f"bg_drop={self.bg_drop}, bg_drop_tasks={self.bg_drop_tasks!r}, {self.kwargs})"
         )
 
