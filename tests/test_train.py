@@ -154,6 +154,7 @@ def test_drill_t2v_in_a_whole_drill_run_is_one_line_error(tmp_path, tiny_config)
         ("model.text_window", -1, r"model.text_window=-1; expected a half-width >= 1"),
         ("data.shapes.bg_drop", 1.5, r"data.shapes: ShapesSource bg_drop=1.5; expected"),
         ("data.shapes.bg_drop_tasks", "t2v", r"ShapesSource bg_drop_tasks='t2v'; expected"),
+        ("data.shapes.speed_binding", 0.5, r"data.shapes: ShapesSource speed_binding=0.5 with "),
         ("diffusion.motion_weight", -1.0, r"diffusion.motion_weight=-1.0; expected a number"),
         ("diffusion.input_perturb", -0.1, r"diffusion.input_perturb=-0.1; expected a number"),
         ("sample.cfg_interval", (0.5, 0.2), r"sample.cfg_interval=\(0.5, 0.2\); expected 0 <="),

@@ -394,6 +394,46 @@ def test_drill_speeds_draw_the_mix_speeds_and_the_score_follows():
         ShapesSource(4, drill=True, drill_speeds="")
 
 
+def test_speed_binding_drill_clips_share_a_direction_and_differ_in_speed():
+    """drill_binds="speed": one direction, two speeds (any of the three), starts that fit the
+    swapped speeds, each object's own speed word in the caption and its travel its speed's."""
+    speeds = collections.Counter()
+    for i in range(40):
+        c = generate_clip(i, drill=True, drill_objects=2, drill_swappable=True, drill_binds="speed")
+        a, b = c["truth"]["objects"]
+        assert a["motion"] == b["motion"] and a["speed"] != b["speed"], c["caption"]
+        assert _swap_fits(c), c["caption"]
+        for o in (a, b):
+            travel = np.hypot(o["x"][-1] - o["x"][0], o["y"][-1] - o["y"][0])
+            np.testing.assert_allclose(travel, shapes.SPEEDS[o["speed"]] * 32 * 7, rtol=1e-5)
+        speeds.update((a["speed"], b["speed"]))
+    assert set(speeds) == set(shapes.SPEEDS), speeds  # not only drill_speeds' "fast"
+    # The direction drill is unchanged bit for bit; the source's share picks drill clips only.
+    np.testing.assert_array_equal(
+        generate_clip(3, drill=True, drill_objects=2, drill_binds="direction")["video"],
+        generate_clip(3, drill=True, drill_objects=2)["video"],
+    )
+    src = ShapesSource(
+        300, drill_share=0.5, drill_objects=2, drill_swappable=True, speed_binding=0.5
+    )
+    kinds = collections.Counter()
+    for i in range(300):
+        c, plain = (
+            src[i],
+            ShapesSource(300, drill_share=0.5, drill_objects=2, drill_swappable=True)[i],
+        )
+        a, *rest = c["truth"]["objects"]
+        speed_clip = c["caption"] != plain["caption"]
+        if speed_clip:  # a drill clip of the other kind: same direction, two speeds
+            assert rest and a["motion"] == rest[0]["motion"] and a["speed"] != rest[0]["speed"]
+        kinds[speed_clip] += 1
+    assert 0.15 < kinds[True] / 300 < 0.35, kinds  # half of the ~half that are drill clips
+    with pytest.raises(ValueError, match="speed_binding=0.5 with drill_objects=1"):
+        ShapesSource(4, drill_share=0.3, speed_binding=0.5)
+    with pytest.raises(ValueError, match="drill_binds='speed' with drill_objects=1"):
+        generate_clip(0, drill=True, drill_binds="speed")
+
+
 def test_drill_share_mixes_drill_clips_into_the_training_source():
     src = ShapesSource(400, drill_share=0.5)
     is_drill = [src[i]["caption"] == generate_clip(i, drill=True)["caption"] for i in range(400)]
