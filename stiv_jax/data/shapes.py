@@ -317,15 +317,19 @@ def _next_object(
     (`binds="direction"`) or the same direction at another speed (`binds="speed"`; speeds
     from all of `SPEEDS`, whatever `drill_speeds` says)."""
     colors = [o["color"] for o in objs]
-    if binds == "speed":
-        speeds = tuple(SPEEDS)
+    speeds = tuple(SPEEDS) if binds == "speed" else drill_speeds
+
+    def clashes(obj: dict) -> bool:  # with the first object, in what the drill binds
+        if not (drill and objs):
+            return False
+        same_way = obj["motion"] == objs[0]["motion"]
+        return (
+            same_way if binds == "direction" else not same_way or obj["speed"] == objs[0]["speed"]
+        )
+
+    obj = _sample_object(rng, res, n, colors, drill, speeds)
+    while clashes(obj):
         obj = _sample_object(rng, res, n, colors, drill, speeds)
-        while objs and (obj["motion"] != objs[0]["motion"] or obj["speed"] == objs[0]["speed"]):
-            obj = _sample_object(rng, res, n, colors, drill, speeds)
-        return obj
-    obj = _sample_object(rng, res, n, colors, drill, drill_speeds)
-    while drill and objs and obj["motion"] == objs[0]["motion"]:
-        obj = _sample_object(rng, res, n, colors, drill, drill_speeds)
     return obj
 
 
