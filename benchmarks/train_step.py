@@ -1,6 +1,7 @@
 """Train-step benchmark: jitted step vs the training loop, FLOPs and the GEMM roofline.
 
-  python benchmarks/train_step.py [--variants tiny,S] [--steps 10] [--rounds 3] [--json out.json]
+  python benchmarks/train_step.py [--variants tiny,S] [--steps 10] [--rounds 3] [--no-loop]
+                                  [--json out.json]
 
 Shapes: B batch; the latents and text of each variant's default config.
 
@@ -16,7 +17,8 @@ so the ratios are the figures to quote, with the load average printed beside the
   gemm     a square fp32 `jnp.dot` of 2048³ (min of 5), the roofline the step is held against.
 Prints min and median per side, the min/min and paired-median loop/jitted ratios, XLA's
 FLOPs per step (cost_analysis of the compiled step), achieved GFLOP/s, the roofline
-fraction, the compile time and the load average. Set JAX_COMPILATION_CACHE_DIR (docs/performance.md)
+fraction, the compile time and the load average. `--no-loop` times the jitted step (and
+the GEMM) alone: the quick A/B of an XLA_FLAGS setting, one process per setting. Set JAX_COMPILATION_CACHE_DIR (docs/performance.md)
 so the loop's compile of each round after the first is a cache read.
 """
 
@@ -78,7 +80,9 @@ def loop_step_s(config, comps, steps: int, workdir: str, data_seed: int) -> floa
     return float(next(r for r in rows if r["step"] == 2 * steps)["sec_per_step"])
 
 
-def bench(variant: str, steps: int, rounds: int, overrides: dict, tmp: str) -> dict:
+def bench(
+    variant: str, steps: int, rounds: int, overrides: dict, tmp: str, loop_too: bool = True
+) -> dict:
     from configs.stiv import get_config
     from stiv_jax.data.pipeline import make_dataset
     from stiv_jax.optim import make_optimizer
@@ -113,16 +117,20 @@ def bench(variant: str, steps: int, rounds: int, overrides: dict, tmp: str) -> d
     for r in range(rounds):
         gemm.append(gemm_gflops())
         t0 = time.perf_counter()
-        for _ in range(steps):
-            jax.block_until_ready(prepare_batch(next(it), comps))
-        host.append((time.perf_counter() - t0) / steps)
-        t0 = time.perf_counter()
         for i in range(steps):
             state, m = compiled(state, batches[i % 2], key)
         jax.block_until_ready(m)
         jitted.append((time.perf_counter() - t0) / steps)
-        run_dir = os.path.join(tmp, f"{variant}_{r}")
-        loop.append(loop_step_s(config, comps, steps, run_dir, data_seed=1000 + r))
+        if loop_too:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                jax.block_until_ready(prepare_batch(next(it), comps))
+            host.append((time.perf_counter() - t0) / steps)
+            run_dir = os.path.join(tmp, f"{variant}_{r}")
+            loop.append(loop_step_s(config, comps, steps, run_dir, data_seed=1000 + r))
+        else:  # --no-loop: the loop and host figures print as NaN
+            host.append(float("nan"))
+            loop.append(float("nan"))
         print(
             f"  {variant} round {r}: jitted {jitted[-1] * 1e3:.1f} ms, loop {loop[-1] * 1e3:.1f}"
             f" ms, host {host[-1] * 1e3:.1f} ms, gemm {gemm[-1]:.1f} GFLOP/s, load "
@@ -161,14 +169,21 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="steps per timed window")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved jitted/loop rounds")
     ap.add_argument("--set", action="append", default=[], help="config override a.b=v")
+    ap.add_argument("--no-loop", action="store_true", help="time the jitted step only")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     if args.steps < 1 or args.rounds < 1:
         raise SystemExit(f"--steps={args.steps} and --rounds={args.rounds} must be >= 1")
     overrides = dict(s.split("=", 1) for s in args.set)
-    print(f"load average before: {os.getloadavg()}", flush=True)
+    print(
+        f"load average before: {os.getloadavg()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="train_step_bench_") as tmp:
-        rows = [bench(v, args.steps, args.rounds, overrides, tmp) for v in args.variants.split(",")]
+        rows = [
+            bench(v, args.steps, args.rounds, overrides, tmp, loop_too=not args.no_loop)
+            for v in args.variants.split(",")
+        ]
     for r in rows:
         print(
             f"{r['variant']:>5}: batch {r['batch']} latents {r['shape']}  jitted step min "

@@ -16,6 +16,7 @@ import ablations  # noqa: E402
 import eval_objects  # noqa: E402
 import quality_probes  # noqa: E402
 import step_profile  # noqa: E402
+import xla_cpu_ops  # noqa: E402
 
 from stiv_jax.data.shapes import DIRECTIONS, generate_clip  # noqa: E402
 
@@ -289,3 +290,26 @@ def test_step_profile_reads_each_ops_primitive_and_callers_from_the_compiled_mod
     assert step_profile.kind_of("tanh") == "elementwise"
     frames = {"1": ("MLP.__call__", "2"), "2": ("STIV.caption_tokens", "0")}  # id: (func, caller)
     assert step_profile.part_of("1", frames) == "caption tokens, word pieces"
+
+
+def test_xla_cpu_ops_times_the_same_math_on_both_sides():
+    """Each op of the XLA-vs-PyTorch micro-benchmark: equal outputs and input gradients."""
+    torch = pytest.importorskip("torch")
+    import jax
+    import jax.numpy as jnp
+
+    for name, (jfn, tfn, shapes, nbytes) in xla_cpu_ops.ops().items():
+        rng = np.random.default_rng(0)
+        args = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        out = np.asarray(jfn(*map(jnp.asarray, args)))
+        cot = rng.standard_normal(out.shape).astype(np.float32)
+        grads = jax.grad(lambda *a, f=jfn, c=cot: jnp.sum(f(*a) * c), tuple(range(len(args))))(
+            *map(jnp.asarray, args)
+        )
+        targs = [torch.tensor(a, requires_grad=True) for a in args]
+        tout = tfn(*targs)
+        tout.backward(torch.tensor(cot))
+        np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
+        for g, t in zip(grads, targs):
+            np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-3, atol=1e-3, err_msg=name)
+        assert nbytes > 0
