@@ -287,6 +287,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # docs/quality.md §33.3: the model's own implicit classifier (stiv_jax/candidates.py).
     s.t2v_candidates = 1  # text-only: N 1st passes, the best by caption score kept (1 = off)
     s.t2v_score_levels = (0.2, 0.4, 0.6)  # noise levels t of that caption score (0 noise, 1 data)
+    # docs/quality.md §35.3: the same score for requests that give frames, on the frames
+    # they do not give (the given frames kept in its null branch).
+    s.ti2v_candidates = 1  # frame-giving: N samples, the best by caption score kept (1 = off)
     s.cfg_mode = "joint"  # joint (one batched forward) | separate (3-pass, text/image scales)
     s.cfg_text = 4.0  # text scale for cfg_mode=separate
     s.cfg_image = 2.0  # image scale for cfg_mode=separate

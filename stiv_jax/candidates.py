@@ -15,6 +15,12 @@ is what the second pass is given. docs/quality.md §33.
 
 LEVELS are `sample.t2v_score_levels` (default 0.2, 0.4, 0.6).
 
+`sample.ti2v_candidates = N > 1` does the same for requests that give frames (TI2V,
+prediction, interpolation, keyframes): N samples, candidate 0 from the request's own noise,
+and the one kept is the one whose frames *not* given the caption explains best — the null
+branch keeps the given frames, so the caption alone is scored, over the frames it decides.
+docs/quality.md §35.3.
+
 Shapes: B requests, K = len(LEVELS) noise levels, latents [B, F, H, W, C].
 """
 
@@ -24,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from stiv_jax.conditioning import null_conditions
+from stiv_jax.conditioning import drop_text, null_conditions
 from stiv_jax.diffusion import to_velocity
 
 CANDIDATE_STREAM = 1_000  # fold_in base of candidate m's first-pass noise (m >= 1)
@@ -61,6 +67,15 @@ def t2v_candidates(config) -> int:
     return n
 
 
+def ti2v_candidates(config) -> int:
+    """`sample.ti2v_candidates` checked: an int >= 1 (`sample.t2v_score_levels` checked too)."""
+    score_levels(config)
+    n = config.sample.get("ti2v_candidates", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"sample.ti2v_candidates={n!r}; expected an integer >= 1 (1 = off)")
+    return n
+
+
 def _noise(seeds: list[int], stream: int, shape: tuple[int, ...]) -> jax.Array:
     """[B, *shape]: per request, the normal draw of fold_in(key(seed), stream)."""
     return jnp.stack(
@@ -80,24 +95,42 @@ def score_noise(seeds: list[int], shape: tuple[int, ...], levels: int) -> jax.Ar
 
 def make_score_fn(config, graphdef, *, mesh=None):
     """Jitted (params, x [B, F, H, W, C], cond, null_text, noise [B, K, ...]) -> score [B]
-    (higher: the caption explains latent frame 0 better than the null text does). `cond` is
-    the text-only requests' (no given frame); `mesh` as `pipeline.make_sample_fn`'s."""
+    (higher: the caption explains the scored frames better than the null text does). `mesh`
+    as `pipeline.make_sample_fn`'s.
+
+    With `sample.ti2v_candidates` = 1 every row is scored as a text-only first pass: latent
+    frame 0, the null branch without text and frames (`cond` is the text-only requests').
+    With it > 1, per row: a row that gives frames is scored on the frames it does not give,
+    its null branch keeping them; a row that gives none on frame 0 as above."""
     prediction = config.model.get("prediction", "velocity")
     levels = score_levels(config)
+    per_row = ti2v_candidates(config) > 1
 
     def score(params, x, cond, null_text, noise):
         model = nnx.merge(graphdef, params)
-        both = jax.tree.map(
-            lambda a, b: jnp.concatenate([a, b]), cond, null_conditions(cond, null_text)
-        )
+        b = x.shape[0]
+        if per_row:  # the caption alone: given frames stay in the null branch
+            null = drop_text(cond, jnp.ones((b,), bool), null_text)
+        else:
+            null = null_conditions(cond, null_text)
+        both = jax.tree.map(lambda a, c: jnp.concatenate([a, c]), cond, null)
         x = x.astype(jnp.float32)
-        b, total = x.shape[0], jnp.zeros(x.shape[:1], jnp.float32)
+        total = jnp.zeros(x.shape[:1], jnp.float32)
         frame0 = jnp.concatenate([x[:, :1]] * 2)  # what each branch's x̂1 is scored against
+        if per_row:  # [2B, F] weights: the frames not given, or frame 0 where none is
+            given = cond["cond_mask"]
+            first = jnp.arange(x.shape[1])[None] == 0
+            w = jnp.where(given.any(1, keepdims=True), ~given, first).astype(jnp.float32)
+            w = jnp.concatenate([w / jnp.maximum(w.sum(1, keepdims=True), 1.0)] * 2)
+            target = jnp.concatenate([x] * 2)
         for k, t in enumerate(levels):
             xt = jnp.concatenate([t * x + (1.0 - t) * noise[:, k]] * 2)
             tt = jnp.full((2 * b,), t, jnp.float32)
             x1 = xt + (1.0 - t) * to_velocity(model(xt, tt, both), xt, tt, prediction)
-            err = jnp.mean((x1[:, :1] - frame0) ** 2, axis=(1, 2, 3, 4))
+            if per_row:
+                err = jnp.sum(jnp.mean((x1 - target) ** 2, axis=(2, 3, 4)) * w, axis=1)
+            else:
+                err = jnp.mean((x1[:, :1] - frame0) ** 2, axis=(1, 2, 3, 4))
             total = total + err[b:] - err[:b]  # null's error minus the caption's
         return total
 

@@ -572,6 +572,7 @@ def evaluate_checkpoint(
         "use_ema": bool(config.sample.use_ema),
         "t2v_image_first": bool(config.sample.get("t2v_image_first", False)),
         "t2v_candidates": int(config.sample.get("t2v_candidates", 1)),
+        "ti2v_candidates": int(config.sample.get("ti2v_candidates", 1)),
         "t2v_score_levels": list(config.sample.get("t2v_score_levels", (0.2, 0.4, 0.6))),
         "motion_multipliers": sorted(set(multipliers)),
     }

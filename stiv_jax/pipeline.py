@@ -38,6 +38,7 @@ from stiv_jax.candidates import (
     score_levels,
     score_noise,
     t2v_candidates,
+    ti2v_candidates,
 )
 from stiv_jax.cond_media import (
     Condition,
@@ -461,14 +462,18 @@ def generate(
     that holds one runs the sampler twice (one compiled shape). With
     `sample.t2v_candidates` N > 1 the first pass runs N times and each text-only row keeps
     the candidate of highest caption score (`stiv_jax.candidates`; `score_fn` is
-    `candidates.make_score_fn`'s)."""
+    `candidates.make_score_fn`'s); with `sample.ti2v_candidates` N > 1 each request that
+    gives frames (not V2V) keeps the best of N samples by the caption score of the frames it
+    does not give."""
     first = image_first_rows(config, reqs)
     n_cand = t2v_candidates(config) if first else 1
-    if n_cand > 1 and score_fn is None:
-        raise ValueError(
-            f"generate: sample.t2v_candidates={n_cand} needs score_fn "
-            "(stiv_jax.candidates.make_score_fn)"
-        )
+    given = [i for i, r in enumerate(reqs) if r.gives_frames and r.video is None]
+    n_given = ti2v_candidates(config) if given else 1
+    for name, n in (("t2v_candidates", n_cand), ("ti2v_candidates", n_given)):
+        if n > 1 and score_fn is None:
+            raise ValueError(
+                f"generate: sample.{name}={n} needs score_fn (stiv_jax.candidates.make_score_fn)"
+            )
     given_scale = [r.cfg_scale if r.cfg_scale is not None else guidance_scale(config, True)
                    for r in reqs]  # fmt: skip
     reqs = [r.with_defaults(config) for r in reqs]
@@ -486,36 +491,50 @@ def generate(
             args = place_inputs(mesh, len(reqs), *args)
         return local(sample_fn(params, *args))
 
+    seeds = [r.seed for r in reqs]
+    noise = []  # the caption score's, drawn once per call (from the requests' seeds)
+
     def score(x):
-        args = (jnp.asarray(x), cond, null, noise)
+        if not noise:
+            noise.append(score_noise(seeds, x.shape[1:], len(score_levels(config))))
+        args = (jnp.asarray(x), cond, null, noise[0])
         if mesh is not None:
             args = place_inputs(mesh, len(reqs), *args)
         return np.asarray(local(score_fn(params, *args)))
 
+    def best_of(latents, rows, n):
+        """`latents` with each of `rows` the best by caption score of its sample and n − 1
+        more from candidate noise (the other rows' new samples are dropped); `cond` and
+        `scale` as they stand when it is called."""
+        best = np.array(score(latents))
+        for m in range(1, n):
+            xm = np.array(x0, np.float32)
+            xm[rows] = np.asarray(candidate_noise(seeds, m, x0.shape[1:]))[rows]
+            cand = np.array(run(cond, scale, jnp.asarray(xm)), np.float32)
+            s = score(cand)
+            better = np.zeros(len(reqs), bool)
+            better[rows] = s[rows] > best[rows]
+            latents[better], best[better] = cand[better], s[better]
+        return latents
+
     latents = run(cond, scale)
-    if first:  # sample.t2v_image_first: the first pass's frame 0 given to a second pass
+    if first or n_given > 1:
         latents = np.array(latents, np.float32)  # a writable host copy
+    if first:  # sample.t2v_image_first: the first pass's frame 0 given to a second pass
         if n_cand > 1:  # the first pass's candidates: keep each row's best by caption score
-            seeds = [r.seed for r in reqs]
-            noise = score_noise(seeds, latents.shape[1:], len(score_levels(config)))
-            best = np.array(score(latents))
-            for m in range(1, n_cand):
-                xm = np.array(x0, np.float32)
-                xm[first] = np.asarray(candidate_noise(seeds, m, x0.shape[1:]))[first]
-                cand = np.array(run(cond, scale, jnp.asarray(xm)), np.float32)
-                s = score(cand)
-                better = np.zeros(len(reqs), bool)
-                better[first] = s[first] > best[first]
-                latents[better], best[better] = cand[better], s[better]
+            latents = best_of(latents, first, n_cand)
         cond = given_first_frame(cond, latents, first)
         scale[first] = np.asarray(given_scale, np.float32)[first]
         latents[first] = np.asarray(run(cond, scale), np.float32)[first]
+    if n_given > 1:  # sample.ti2v_candidates: frame-giving rows, the best of n_given
+        latents = best_of(latents, given, n_given)
     return np.clip(np.asarray(comps.autoencoder.decode(latents), np.float32), -1.0, 1.0)
 
 
 def score_fn_for(config, graphdef, mesh=None):
-    """`candidates.make_score_fn`'s when `sample.t2v_candidates` > 1, else None."""
-    if t2v_candidates(config) > 1:
+    """`candidates.make_score_fn`'s when `sample.t2v_candidates` or `ti2v_candidates` > 1,
+    else None."""
+    if t2v_candidates(config) > 1 or ti2v_candidates(config) > 1:
         return make_score_fn(config, graphdef, mesh=mesh)
     return None
 
@@ -709,7 +728,8 @@ class STIVPipeline:
 
     @property
     def score_fn(self):
-        """The caption score of `sample.t2v_candidates` > 1 (`stiv_jax.candidates`), else None."""
+        """The caption score of `sample.t2v_candidates` / `ti2v_candidates` > 1
+        (`stiv_jax.candidates`), else None."""
         if self._score_fn is None:
             self._score_fn = score_fn_for(self.config, self.graphdef, self.mesh)
         return self._score_fn

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 
-from stiv_jax.candidates import t2v_candidates
+from stiv_jax.candidates import t2v_candidates, ti2v_candidates
 from stiv_jax.diffusion import check_interval
 from stiv_jax.runtime import latent_shape
 
@@ -55,6 +55,7 @@ def validate_train_config(config, workdir: str) -> None:
     # The run samples at its end (and every train.sample_every): a bad sampler value fails now.
     check_interval(config.sample.get("cfg_interval", (0.0, 1.0)), "sample.cfg_interval")
     t2v_candidates(config)
+    ti2v_candidates(config)
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ValueError(f"workdir {workdir!r} is a file; expected a directory (new or a run's)")
     _positive_int("data.res", d.res)

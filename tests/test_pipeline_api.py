@@ -169,6 +169,76 @@ def test_t2v_candidates_keep_each_text_rows_best_scoring_first_pass(pipe):
     np.testing.assert_allclose(np.asarray(alone)[0], out[0], rtol=1e-4, atol=1e-6)
 
 
+def test_ti2v_candidates_keep_each_frame_giving_rows_best_by_the_score_of_its_other_frames(pipe):
+    import jax
+    from flax import nnx
+
+    from stiv_jax import candidates
+    from stiv_jax.conditioning import drop_text
+    from stiv_jax.diffusion import to_velocity
+
+    assert pipe.config.model.get("prediction", "velocity") == "velocity"
+
+    reqs = [*text_and_image_requests(), Request(id="j", prompt="a blue square", seed=6,
+                                                first_frame=image(9).astype(np.float32) / 127.5 - 1.0,
+                                                cond_frames=[0])]  # fmt: skip
+    one = pipe.generate(reqs)
+    pipe.config.sample.ti2v_candidates = 3
+    calls, scores, sample_fn = [], [], pipe.sample_fn
+    pipe._score_fn = None
+    score_fn = pipe.score_fn
+    assert score_fn is not None
+
+    def spy(params, x0, cond, null, scale, t_start):
+        out = sample_fn(params, x0, cond, null, scale, t_start)
+        calls.append([np.asarray(x0), np.asarray(out)])
+        return out
+
+    def spy_score(params, x, cond, null, noise):
+        out = score_fn(params, x, cond, null, noise)
+        scores.append((x, cond, null, noise, np.asarray(out)))
+        return out
+
+    pipe._sample_fn, pipe._score_fn = spy, spy_score
+    three = pipe.generate(reqs)
+    assert len(calls) == 3 and len(scores) == 3  # the sample and 2 candidates, each scored
+    for m in (1, 2):  # new draws in the frame-giving rows only
+        np.testing.assert_array_equal(calls[m][0][0], calls[0][0][0])
+        assert np.abs(calls[m][0][[1, 2]] - calls[0][0][[1, 2]]).min() > 0
+    s = np.stack([out for *_, out in scores])  # [candidate, row]
+    for row in (1, 2):
+        best = int(np.argmax(s[:, row]))
+        np.testing.assert_allclose(three[row], np.clip(calls[best][1][row], -1, 1), atol=1e-6)
+        if best == 0:
+            np.testing.assert_allclose(three[row], one[row], atol=1e-6)
+    np.testing.assert_array_equal(three[0], one[0])  # the text-only request: untouched
+    # the score of a frame-giving row: the caption against the null text with the frame
+    # kept, on the frames not given (frame 0's error plays no part)
+    x, cond, null, noise, out = scores[0]
+    model = nnx.merge(pipe.graphdef, pipe.params)
+    row = jax.tree.map(lambda a: a[1:2], cond)
+    ref = 0.0
+    for k, t in enumerate(pipe.config.sample.t2v_score_levels):
+        xt, tt = t * x[1:2] + (1 - t) * noise[1:2, k], np.full((1,), t, np.float32)
+        err = []
+        for c in (row, drop_text(row, np.ones((1,), bool), null)):
+            x1 = xt + (1 - t) * to_velocity(model(xt, tt, c), xt, tt, "velocity")
+            err.append(float(np.mean((np.asarray(x1)[:, 1:] - np.asarray(x)[1:2, 1:]) ** 2)))
+        ref += err[1] - err[0]
+    np.testing.assert_allclose(out[1], ref, rtol=1e-3, atol=1e-6)
+    np.testing.assert_array_equal(
+        np.asarray(noise[1:2]), np.asarray(candidates.score_noise([4], x.shape[1:], 3))
+    )
+
+
+@pytest.mark.parametrize("value", [0, -1, True])
+def test_ti2v_candidates_bad_values_are_one_line_errors(pipe, value):
+    pipe.config.sample.ti2v_candidates = value
+    with pytest.raises(ValueError, match="expected an integer >= 1") as e:
+        pipe.generate(text_and_image_requests())
+    assert "\n" not in str(e.value) and "sample.ti2v_candidates" in str(e.value)
+
+
 @pytest.mark.parametrize(
     "value,msg",
     [(0, "expected an integer >= 1"), (-2, "expected an integer >= 1"),

@@ -160,6 +160,7 @@ def test_drill_t2v_in_a_whole_drill_run_is_one_line_error(tmp_path, tiny_config)
         ("sample.cfg_interval", (0.5, 0.2), r"sample.cfg_interval=\(0.5, 0.2\); expected 0 <="),
         ("sample.t2v_candidates", 0, r"sample.t2v_candidates=0; expected an integer >= 1"),
         ("sample.t2v_candidates", 4, r"t2v_candidates=4 picks among first passes; expected"),
+        ("sample.ti2v_candidates", 0, r"sample.ti2v_candidates=0; expected an integer >= 1"),
         ("sample.t2v_score_levels", (0.2, 1.0), r"t2v_score_levels=\(0.2, 1.0\); expected noise"),
         ("optim.lr_groups", "cross", r"optim.lr_groups entry 'cross'; expected REGEX:SCALE"),
         ("optim.anchor_decay", "cross", r"optim.anchor_decay entry 'cross'; expected REGEX:RATE"),
