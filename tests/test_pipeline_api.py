@@ -122,16 +122,12 @@ def test_request_fields_parse_and_refuse():
             request_fields(bad)
 
 
-def test_t2v_candidates_keep_each_text_rows_best_scoring_first_pass(pipe):
-    import jax
-
-    from stiv_jax import candidates
-
-    reqs = [*text_and_image_requests(), Request(id="u", prompt="a blue square grows", seed=5)]
-    pipe.config.sample.t2v_image_first = True
-    one = pipe.generate(reqs)
-    pipe.config.sample.t2v_candidates = 3
+def spy_on(pipe):
+    """Installs spies on `pipe`'s sampler and caption score (built fresh for the config):
+    (calls: [x0, cond_mask, cond_latents, out] per sampler call, scores: (x, cond, null,
+    noise, out) per score call, the real score function)."""
     calls, scores, sample_fn = [], [], pipe.sample_fn
+    pipe._score_fn = None
     score_fn = pipe.score_fn
     assert score_fn is not None
 
@@ -146,6 +142,19 @@ def test_t2v_candidates_keep_each_text_rows_best_scoring_first_pass(pipe):
         return out
 
     pipe._sample_fn, pipe._score_fn = spy, spy_score
+    return calls, scores, score_fn
+
+
+def test_t2v_candidates_keep_each_text_rows_best_scoring_first_pass(pipe):
+    import jax
+
+    from stiv_jax import candidates
+
+    reqs = [*text_and_image_requests(), Request(id="u", prompt="a blue square grows", seed=5)]
+    pipe.config.sample.t2v_image_first = True
+    one = pipe.generate(reqs)
+    pipe.config.sample.t2v_candidates = 3
+    calls, scores, score_fn = spy_on(pipe)
     three = pipe.generate(reqs)
     assert len(calls) == 4 and len(scores) == 3  # 3 first passes (each scored), 1 second
     # candidate 0 is the request's own noise (t2v_candidates=1's first pass); the others
@@ -184,31 +193,16 @@ def test_ti2v_candidates_keep_each_frame_giving_rows_best_by_the_score_of_its_ot
                                                 cond_frames=[0])]  # fmt: skip
     one = pipe.generate(reqs)
     pipe.config.sample.ti2v_candidates = 3
-    calls, scores, sample_fn = [], [], pipe.sample_fn
-    pipe._score_fn = None
-    score_fn = pipe.score_fn
-    assert score_fn is not None
-
-    def spy(params, x0, cond, null, scale, t_start):
-        out = sample_fn(params, x0, cond, null, scale, t_start)
-        calls.append([np.asarray(x0), np.asarray(out)])
-        return out
-
-    def spy_score(params, x, cond, null, noise):
-        out = score_fn(params, x, cond, null, noise)
-        scores.append((x, cond, null, noise, np.asarray(out)))
-        return out
-
-    pipe._sample_fn, pipe._score_fn = spy, spy_score
+    calls, scores, _ = spy_on(pipe)
     three = pipe.generate(reqs)
     assert len(calls) == 3 and len(scores) == 3  # the sample and 2 candidates, each scored
     for m in (1, 2):  # new draws in the frame-giving rows only
         np.testing.assert_array_equal(calls[m][0][0], calls[0][0][0])
-        assert np.abs(calls[m][0][[1, 2]] - calls[0][0][[1, 2]]).min() > 0
+        assert np.abs(calls[m][0][[1, 2]] - calls[0][0][[1, 2]]).min() > 0  # x0
     s = np.stack([out for *_, out in scores])  # [candidate, row]
     for row in (1, 2):
         best = int(np.argmax(s[:, row]))
-        np.testing.assert_allclose(three[row], np.clip(calls[best][1][row], -1, 1), atol=1e-6)
+        np.testing.assert_allclose(three[row], np.clip(calls[best][3][row], -1, 1), atol=1e-6)
         if best == 0:
             np.testing.assert_allclose(three[row], one[row], atol=1e-6)
     np.testing.assert_array_equal(three[0], one[0])  # the text-only request: untouched
