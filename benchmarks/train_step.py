@@ -18,8 +18,9 @@ so the ratios are the figures to quote, with the load average printed beside the
 Prints min and median per side, the min/min and paired-median loop/jitted ratios, XLA's
 FLOPs per step (cost_analysis of the compiled step), achieved GFLOP/s, the roofline
 fraction, the compile time and the load average. `--no-loop` times the jitted step (and
-the GEMM) alone: the quick A/B of an XLA_FLAGS setting, one process per setting. Set JAX_COMPILATION_CACHE_DIR (docs/performance.md)
-so the loop's compile of each round after the first is a cache read.
+the GEMM) alone: the quick A/B of an XLA_FLAGS setting, one process per setting. Set
+JAX_COMPILATION_CACHE_DIR (docs/performance.md) so the loop's compile of each round after
+the first is a cache read.
 """
 
 from __future__ import annotations

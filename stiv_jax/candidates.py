@@ -51,15 +51,20 @@ def score_levels(config) -> tuple[float, ...]:
     return tuple(float(t) for t in levels)
 
 
+def _count(config, field: str) -> int:
+    """`sample.<field>` checked: an int >= 1 (`sample.t2v_score_levels` checked too)."""
+    score_levels(config)
+    n = config.sample.get(field, 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"sample.{field}={n!r}; expected an integer >= 1 (1 = off)")
+    return n
+
+
 def t2v_candidates(config) -> int:
     """`sample.t2v_candidates` checked: an int >= 1; > 1 needs `sample.t2v_image_first`
     (`sample.t2v_score_levels` checked too)."""
-    s = config.sample
-    score_levels(config)
-    n = s.get("t2v_candidates", 1)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"sample.t2v_candidates={n!r}; expected an integer >= 1 (1 = off)")
-    if n > 1 and not bool(s.get("t2v_image_first", False)):
+    n = _count(config, "t2v_candidates")
+    if n > 1 and not bool(config.sample.get("t2v_image_first", False)):
         raise ValueError(
             f"sample.t2v_candidates={n} picks among first passes; expected "
             "sample.t2v_image_first=True (or t2v_candidates=1)"
@@ -69,11 +74,7 @@ def t2v_candidates(config) -> int:
 
 def ti2v_candidates(config) -> int:
     """`sample.ti2v_candidates` checked: an int >= 1 (`sample.t2v_score_levels` checked too)."""
-    score_levels(config)
-    n = config.sample.get("ti2v_candidates", 1)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"sample.ti2v_candidates={n!r}; expected an integer >= 1 (1 = off)")
-    return n
+    return _count(config, "ti2v_candidates")
 
 
 def _noise(seeds: list[int], stream: int, shape: tuple[int, ...]) -> jax.Array:
@@ -116,13 +117,14 @@ def make_score_fn(config, graphdef, *, mesh=None):
         both = jax.tree.map(lambda a, c: jnp.concatenate([a, c]), cond, null)
         x = x.astype(jnp.float32)
         total = jnp.zeros(x.shape[:1], jnp.float32)
-        frame0 = jnp.concatenate([x[:, :1]] * 2)  # what each branch's x̂1 is scored against
         if per_row:  # [2B, F] weights: the frames not given, or frame 0 where none is
             given = cond["cond_mask"]
             first = jnp.arange(x.shape[1])[None] == 0
             w = jnp.where(given.any(1, keepdims=True), ~given, first).astype(jnp.float32)
             w = jnp.concatenate([w / jnp.maximum(w.sum(1, keepdims=True), 1.0)] * 2)
-            target = jnp.concatenate([x] * 2)
+            target = jnp.concatenate([x] * 2)  # what each branch's x̂1 is scored against
+        else:
+            frame0 = jnp.concatenate([x[:, :1]] * 2)  # the same, frame 0 only
         for k, t in enumerate(levels):
             xt = jnp.concatenate([t * x + (1.0 - t) * noise[:, k]] * 2)
             tt = jnp.full((2 * b,), t, jnp.float32)

@@ -323,9 +323,9 @@ def _next_object(
         if not (drill and objs):
             return False
         same_way = obj["motion"] == objs[0]["motion"]
-        return (
-            same_way if binds == "direction" else not same_way or obj["speed"] == objs[0]["speed"]
-        )
+        if binds == "direction":
+            return same_way
+        return not same_way or obj["speed"] == objs[0]["speed"]
 
     obj = _sample_object(rng, res, n, colors, drill, speeds)
     while clashes(obj):
