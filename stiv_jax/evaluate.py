@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from stiv_jax import console, metrics
+from stiv_jax import console, host_memory, metrics
 from stiv_jax.atomic import atomic_write, write_text
 from stiv_jax.data import tasks as tasks_lib
 from stiv_jax.data.motion import motion_score
@@ -607,6 +607,7 @@ def main(argv=None) -> None:
 
     def run(_):
         console.setup(flags.FLAGS.verbosity)
+        logging.info("host malloc: %s", host_memory.configure())  # before JAX starts
         if (wd.value is None) == (vd.value is None):
             raise app.UsageError("give exactly one of --workdir (sample) or --videos (score)")
         if vd.value:

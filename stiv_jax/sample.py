@@ -41,7 +41,7 @@ import re
 import jax
 import numpy as np
 
-from stiv_jax import console, previews
+from stiv_jax import console, host_memory, previews
 from stiv_jax.pipeline import Request, STIVPipeline, default_seed, prepare_request, request_fields
 from stiv_jax.runtime import latent_shape
 from stiv_jax.video import load_image, write_mp4
@@ -411,6 +411,7 @@ def main(argv=None) -> None:
         from stiv_jax.parallel.mesh import initialize_distributed
 
         console.setup(flags.FLAGS.verbosity)
+        logging.info("host malloc: %s", host_memory.configure())  # before JAX starts
         try:
             if list_steps.value:
                 print("\n".join(str(s) for s in available_steps(wd.value)))

@@ -38,7 +38,7 @@ import optax
 from flax import nnx
 
 from stiv_jax import checkpoint as ckpt
-from stiv_jax import console, stages, transfer
+from stiv_jax import console, host_memory, stages, transfer
 from stiv_jax import lora as lora_lib
 from stiv_jax.conditioning import batch_conditions, drop_conditions, get_image_cond
 from stiv_jax.data.prefetch import Prefetch
@@ -552,6 +552,7 @@ def main(argv=None) -> None:
 
     def run(_):
         console.setup(flags.FLAGS.verbosity)
+        logging.info("host malloc: %s", host_memory.configure())  # before JAX starts
         mesh_lib.initialize_distributed()  # no-op for a single process
         try:
             config, workdir = cfg_flag.value, wd_flag.value
