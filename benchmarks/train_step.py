@@ -18,7 +18,10 @@ so the ratios are the figures to quote, with the load average printed beside the
 Prints min and median per side, the min/min and paired-median loop/jitted ratios, XLA's
 FLOPs per step (cost_analysis of the compiled step), achieved GFLOP/s, the roofline
 fraction, the compile time and the load average. `--no-loop` times the jitted step (and
-the GEMM) alone: the quick A/B of an XLA_FLAGS setting, one process per setting. Set
+the GEMM) alone: the quick A/B of an XLA_FLAGS setting, one process per setting. The jitted
+rounds also print their minor page faults and kernel CPU time per step; the host malloc
+policy is the train CLI's (`stiv_jax.host_memory`; `STIV_JAX_MALLOC=system` for glibc's
+defaults, the A/B of docs/performance.md session 32). Set
 JAX_COMPILATION_CACHE_DIR (docs/performance.md) so the loop's compile of each round after
 the first is a cache read.
 """
@@ -29,6 +32,7 @@ import argparse
 import copy
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -40,6 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from stiv_jax import host_memory  # noqa: E402
 from stiv_jax.atomic import atomic_write  # noqa: E402
 
 GEMM_N = 2048
@@ -114,14 +119,18 @@ def bench(
     state, m = compiled(state, batches[0], key)  # warm-up
     jax.block_until_ready(m)
 
-    jitted, loop, host, gemm = [], [], [], []
+    jitted, loop, host, gemm, faults, kernel = [], [], [], [], [], []
     for r in range(rounds):
         gemm.append(gemm_gflops())
+        u0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         for i in range(steps):
             state, m = compiled(state, batches[i % 2], key)
         jax.block_until_ready(m)
         jitted.append((time.perf_counter() - t0) / steps)
+        u1 = resource.getrusage(resource.RUSAGE_SELF)
+        faults.append((u1.ru_minflt - u0.ru_minflt) / steps)
+        kernel.append((u1.ru_stime - u0.ru_stime) / steps)
         if loop_too:
             t0 = time.perf_counter()
             for _ in range(steps):
@@ -133,7 +142,8 @@ def bench(
             host.append(float("nan"))
             loop.append(float("nan"))
         print(
-            f"  {variant} round {r}: jitted {jitted[-1] * 1e3:.1f} ms, loop {loop[-1] * 1e3:.1f}"
+            f"  {variant} round {r}: jitted {jitted[-1] * 1e3:.1f} ms ({faults[-1]:.0f} page "
+            f"faults, {kernel[-1] * 1e3:.1f} ms kernel CPU per step), loop {loop[-1] * 1e3:.1f}"
             f" ms, host {host[-1] * 1e3:.1f} ms, gemm {gemm[-1]:.1f} GFLOP/s, load "
             f"{os.getloadavg()[0]:.2f}",
             flush=True,
@@ -150,6 +160,8 @@ def bench(
         "loop_median_s": statistics.median(loop),
         "loop_over_jitted_min": min(loop) / best,
         "loop_over_jitted_paired_median": statistics.median(a / j for a, j in zip(loop, jitted)),
+        "jitted_page_faults_per_step": statistics.median(faults),
+        "jitted_kernel_cpu_s_per_step": statistics.median(kernel),
         "host_min_s": min(host),
         "host_median_s": statistics.median(host),
         "samples_per_s": b / best,
@@ -176,8 +188,10 @@ def main() -> None:
     if args.steps < 1 or args.rounds < 1:
         raise SystemExit(f"--steps={args.steps} and --rounds={args.rounds} must be >= 1")
     overrides = dict(s.split("=", 1) for s in args.set)
+    malloc = host_memory.configure()  # as the train CLI does, before JAX starts
     print(
-        f"load average before: {os.getloadavg()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}",
+        f"load average before: {os.getloadavg()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r};"
+        f" host malloc: {malloc}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="train_step_bench_") as tmp:
@@ -196,6 +210,8 @@ def main() -> None:
             f"{r['samples_per_s']:.2f} samples/s  {r['gflops_per_step']:.2f} GFLOP/step (XLA)  "
             f"{r['achieved_gflops_per_s']:.1f} GFLOP/s = {100 * r['roofline_fraction']:.1f}% of "
             f"the {GEMM_N}³ fp32 GEMM's {r['gemm_gflops_per_s']:.1f} GFLOP/s\n"
+            f"       jitted step per step (median): {r['jitted_page_faults_per_step']:.0f} minor "
+            f"page faults, {r['jitted_kernel_cpu_s_per_step'] * 1e3:.1f} ms kernel CPU\n"
             f"       compile {r['compile_s']:.1f} s (not in any figure above), {r['devices']}, "
             f"{r['cpu_count']} cores, load average {r['loadavg'][0]:.2f} "
             f"{r['loadavg'][1]:.2f} {r['loadavg'][2]:.2f}"
