@@ -20,6 +20,8 @@ A third side, "before", is the STIV step traced with the math before issue 16 pa
 in (`step_levers.reference_math`), so before and after are measured in the same run.
 Rounds rotate which side runs first; printed: min and median per side, the min/min and
 paired-median STIV/Latte ratios, the same per FLOP, achieved GFLOP/s and the load average.
+The host malloc policy is the train CLI's (`stiv_jax.host_memory`), for both sides: torch's
+CPU tensors come from the same glibc heap (`STIV_JAX_MALLOC=system` for glibc's defaults).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from step_levers import reference_math  # noqa: E402  (beside this script)
 
+from stiv_jax import host_memory  # noqa: E402
 from stiv_jax.atomic import atomic_write  # noqa: E402
 
 # name -> (STIV config overrides, Latte layers); the rest is variant S's config.
@@ -237,7 +240,11 @@ def main() -> None:
     bad = [n for n in names if n not in SHAPES]
     if bad or args.pairs < 1:
         raise SystemExit(f"--shapes={args.shapes} must name {sorted(SHAPES)}; --pairs >= 1")
-    print(f"load average before: {os.getloadavg()}; {os.cpu_count()} cores", flush=True)
+    malloc = host_memory.configure()  # as the train CLI does; glibc malloc serves torch too
+    print(
+        f"load average before: {os.getloadavg()}; {os.cpu_count()} cores; host malloc: {malloc}",
+        flush=True,
+    )
     rows = [compare(n, args.pairs) for n in names]
     if args.json:
         with atomic_write(args.json) as fh:
