@@ -607,7 +607,7 @@ def main(argv=None) -> None:
 
     def run(_):
         console.setup(flags.FLAGS.verbosity)
-        logging.info("host malloc: %s", host_memory.configure())  # before JAX starts
+        logging.debug("host malloc: %s", host_memory.configure())  # before JAX starts
         if (wd.value is None) == (vd.value is None):
             raise app.UsageError("give exactly one of --workdir (sample) or --videos (score)")
         if vd.value:

@@ -411,7 +411,7 @@ def main(argv=None) -> None:
         from stiv_jax.parallel.mesh import initialize_distributed
 
         console.setup(flags.FLAGS.verbosity)
-        logging.info("host malloc: %s", host_memory.configure())  # before JAX starts
+        logging.debug("host malloc: %s", host_memory.configure())  # before JAX starts
         try:
             if list_steps.value:
                 print("\n".join(str(s) for s in available_steps(wd.value)))

@@ -552,7 +552,7 @@ def main(argv=None) -> None:
 
     def run(_):
         console.setup(flags.FLAGS.verbosity)
-        logging.info("host malloc: %s", host_memory.configure())  # before JAX starts
+        logging.debug("host malloc: %s", host_memory.configure())  # before JAX starts
         mesh_lib.initialize_distributed()  # no-op for a single process
         try:
             config, workdir = cfg_flag.value, wd_flag.value
