@@ -607,7 +607,10 @@ def main(argv=None) -> None:
 
     def run(_):
         console.setup(flags.FLAGS.verbosity)
-        logging.debug("host malloc: %s", host_memory.configure())  # before JAX starts
+        try:
+            logging.debug("host malloc: %s", host_memory.configure())  # before JAX starts
+        except ValueError as e:  # a bad STIV_JAX_MALLOC: one line, no traceback
+            raise SystemExit(f"error: {e}") from None
         if (wd.value is None) == (vd.value is None):
             raise app.UsageError("give exactly one of --workdir (sample) or --videos (score)")
         if vd.value:

@@ -411,8 +411,8 @@ def main(argv=None) -> None:
         from stiv_jax.parallel.mesh import initialize_distributed
 
         console.setup(flags.FLAGS.verbosity)
-        logging.debug("host malloc: %s", host_memory.configure())  # before JAX starts
         try:
+            logging.debug("host malloc: %s", host_memory.configure())  # before JAX starts
             if list_steps.value:
                 print("\n".join(str(s) for s in available_steps(wd.value)))
                 return

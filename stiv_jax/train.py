@@ -552,9 +552,9 @@ def main(argv=None) -> None:
 
     def run(_):
         console.setup(flags.FLAGS.verbosity)
-        logging.debug("host malloc: %s", host_memory.configure())  # before JAX starts
-        mesh_lib.initialize_distributed()  # no-op for a single process
         try:
+            logging.debug("host malloc: %s", host_memory.configure())  # before JAX starts
+            mesh_lib.initialize_distributed()  # no-op for a single process
             config, workdir = cfg_flag.value, wd_flag.value
             # train.prelude, if any; a stage stopped by a signal stops the whole command
             if stages.run_prelude(config, workdir, train_loop):

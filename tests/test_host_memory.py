@@ -79,3 +79,19 @@ def test_keep_reuses_freed_memory_and_system_maps_it_anew():
 def test_it_refuses_once_jax_has_started():
     late = _child("keep", order="jax_first")
     assert late["policy"] == "unchanged (JAX started first)", late
+
+
+@pytest.mark.parametrize("tool", ["train", "sample", "evaluate"])
+def test_a_tool_given_a_bad_choice_stops_with_one_line(tmp_path, tool):
+    args = ["--config", "configs/stiv.py:variant=tiny", "--workdir", str(tmp_path / "wd")]
+    args += {"sample": ["--prompts", "p", "--out", "o"], "evaluate": ["--out", "o"]}.get(tool, [])
+    env = dict(os.environ, JAX_PLATFORMS="cpu", STIV_JAX_MALLOC="fast")
+    proc = subprocess.run(
+        [sys.executable, "-m", f"stiv_jax.{tool}", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [
+        "error: STIV_JAX_MALLOC='fast'; expected one of auto, keep, system"
+    ], proc.stderr[-2000:]
+    assert not os.path.exists(tmp_path / "wd")
