@@ -30,6 +30,9 @@ import glob
 import logging
 import os
 
+import jax
+from jax._src import xla_bridge  # backends_are_initialized: no public equivalent
+
 ENV = "STIV_JAX_MALLOC"
 CHOICES = ("auto", "keep", "system")
 # mallopt parameters (glibc malloc.h) and the values `keep` sets.
@@ -66,8 +69,6 @@ def configure(environ=os.environ) -> str:
         raise ValueError(f"{ENV}={environ[ENV]!r}; expected one of {', '.join(CHOICES)}")
     if _applied is not None:
         return _applied
-    from jax._src import xla_bridge
-
     if xla_bridge.backends_are_initialized():
         logging.warning("host malloc policy not set: JAX's backend is already up")
         _applied = "unchanged (JAX started first)"
@@ -76,8 +77,6 @@ def configure(environ=os.environ) -> str:
     elif (mallopt := _mallopt()) is None:
         _applied = "unchanged (not glibc)"
     else:
-        import jax
-
         jax.config.update("jax_cpu_enable_async_dispatch", False)
         failed = [param for param, value in KEEP if mallopt(param, value) != 1]
         _applied = f"freed memory kept in the process ({ENV}=system turns it off)"
