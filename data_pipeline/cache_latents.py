@@ -108,8 +108,12 @@ def cache_shards(
 
 
 def main(argv: Sequence[str]) -> int:
+    from absl import flags, logging
+
+    from stiv_jax import host_memory
+
+    logging.debug("host malloc: %s", host_memory.configure())  # before JAX starts
     import jax.numpy as jnp
-    from absl import flags
 
     from stiv_jax.autoencoders import get_autoencoder
     from stiv_jax.encoders import get_text_encoder
@@ -152,4 +156,11 @@ if __name__ == "__main__":
     flags.DEFINE_string("split", "train", "split name of the shards")
     flags.DEFINE_bool("drop_video", False, "drop the video bytes from cached records")
     flags.DEFINE_integer("batch", 4, "clips per encoder call")
-    app.run(lambda argv: sys.exit(main(argv)))
+
+    def cli(argv: Sequence[str]) -> None:
+        try:
+            sys.exit(main(argv))
+        except (ValueError, FileNotFoundError) as e:  # one line, no traceback
+            raise SystemExit(f"error: {e}") from None
+
+    app.run(cli)

@@ -81,13 +81,27 @@ def test_it_refuses_once_jax_has_started():
     assert late["policy"] == "unchanged (JAX started first)", late
 
 
-@pytest.mark.parametrize("tool", ["train", "sample", "evaluate"])
+@pytest.mark.parametrize(
+    "tool",
+    ["stiv_jax.train", "stiv_jax.sample", "stiv_jax.evaluate", "data_pipeline.cache_latents"],
+)
 def test_a_tool_given_a_bad_choice_stops_with_one_line(tmp_path, tool):
-    args = ["--config", "configs/stiv.py:variant=tiny", "--workdir", str(tmp_path / "wd")]
-    args += {"sample": ["--prompts", "p", "--out", "o"], "evaluate": ["--out", "o"]}.get(tool, [])
+    args = ["--config", "configs/stiv.py:variant=tiny"]
+    args += {
+        "stiv_jax.sample": ["--prompts", "p", "--out", "o"],
+        "stiv_jax.evaluate": ["--out", "o"],
+        "data_pipeline.cache_latents": [
+            "--in",
+            str(tmp_path / "in"),
+            "--out",
+            str(tmp_path / "wd"),
+        ],
+    }.get(tool, [])
+    if not tool.startswith("data_pipeline"):
+        args += ["--workdir", str(tmp_path / "wd")]
     env = dict(os.environ, JAX_PLATFORMS="cpu", STIV_JAX_MALLOC="fast")
     proc = subprocess.run(
-        [sys.executable, "-m", f"stiv_jax.{tool}", *args],
+        [sys.executable, "-m", tool, *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode != 0
