@@ -66,6 +66,11 @@ python benchmarks/quality_probes.py interpolate --workdir W --source S --alpha A
     (`stiv_jax.evaluate`, 16 cases) the EMA weights (1 - A)·W + A·S on the parameters whose
     path (`optim.param_path`, "blocks/0/cross/q/kernel") matches REGEX, W's elsewhere; S is
     a run W started from (its `init_from`, e.g. W/prelude/0-drill) (docs/quality.md §31)
+python benchmarks/quality_probes.py switch --workdir W --source S --until T --out DIR [--tasks ti2v]
+    the weights of the run before W (S, e.g. W/prelude/0-drill) at the noise end only:
+    evaluate (`stiv_jax.evaluate`, 16 cases) with S's EMA weights for the sampler's steps
+    at t < T (t: 0 noise -> 1 data) and W's after, as Wan 2.2's high-noise expert
+    (docs/quality.md §37.2); the default sampler otherwise (joint guidance, no step cache)
 python benchmarks/quality_probes.py distance --workdir W --source S [--groups NAME=REGEX,...]
     how far W's EMA weights are from S's, per parameter group: RMS of S's weights, RMS of
     W - S and their ratio over the parameters whose path matches each group's REGEX (the
@@ -878,6 +883,54 @@ def interpolate(
         print(task, " ".join(f"{k}={v:.3f}" for k, v in model.items() if isinstance(v, float)))
 
 
+def switch(workdir: str, source: str, until: float, out: str, tasks: tuple[str, ...]) -> None:
+    import jax
+    from flax import nnx
+
+    from configs.stiv import get_config
+    from stiv_jax import evaluate, pipeline
+    from stiv_jax.conditioning import get_image_cond, null_conditions
+    from stiv_jax.diffusion import check_interval, make_guided_fn, sample_ode, to_velocity
+
+    _, _, noise_expert, _ = evaluate.restore_for_sampling(get_config("variant=S"), source)
+    plain = pipeline.make_sample_fn
+
+    def make_sample_fn(config, graphdef, **kw):
+        s = config.sample
+        if kw or s.cfg_mode != "joint" or s.get("step_cache") or config.model.get("self_cond"):
+            raise ValueError("switch probe: joint guidance, no step cache, no self_cond")
+        interval = check_interval(s.get("cfg_interval", (0.0, 1.0)), "sample.cfg_interval")
+        interval = None if interval == (0.0, 1.0) else interval
+        post_step = get_image_cond(config.model.image_cond).post_step
+        prediction = config.model.prediction
+
+        def run(params, x0, cond, null_text, scale, t_start=None):
+            def model(x, t, c):  # t [B]: one noise level for the whole batch (no t_start)
+                def with_(p):
+                    return lambda: to_velocity(nnx.merge(graphdef, p)(x, t, c), x, t, prediction)
+
+                return jax.lax.cond(t[0] < until, with_(noise_expert), with_(params))
+
+            velocity = make_guided_fn(
+                model, (cond, null_conditions(cond, null_text)), mode="joint",
+                renorm=s.cfg_renorm, renorm_mode=s.get("cfg_renorm_mode", "scale_down"),
+                interval=interval, scale=scale[:, None, None, None, None],
+            )  # fmt: skip
+            return sample_ode(velocity, x0, steps=s.steps, solver=s.solver, shift=s.shift,
+                              post_step=post_step(cond), t_start=t_start)  # fmt: skip
+
+        return jax.jit(run)
+
+    pipeline.make_sample_fn = make_sample_fn  # evaluate imports it at call time
+    try:
+        report = evaluate.evaluate_checkpoint(get_config("variant=S"), workdir, out, tasks=tasks)
+    finally:
+        pipeline.make_sample_fn = plain
+    for task, table in report["scores"].items():
+        model = table["rows"]["model"]
+        print(task, " ".join(f"{k}={v:.3f}" for k, v in model.items() if isinstance(v, float)))
+
+
 DISTANCE_GROUPS = "text=cross|text_proj|word_|pooled_proj,spatial=spatial,temporal=temporal,mlp=mlp"
 
 
@@ -1104,6 +1157,7 @@ if __name__ == "__main__":
             "trajectory",
             "pan",
             "interpolate",
+            "switch",
             "distance",
             "speed",
             "caption_score",
@@ -1121,20 +1175,25 @@ if __name__ == "__main__":
     )
     ap.add_argument("--scales", default="1,1.5", help="trajectory probe: guidance scales")
     ap.add_argument("--res", type=int, default=0, help="binding probe: resolution (0 = the run's)")
-    ap.add_argument("--source", default="", help="interpolate: the other run's workdir")
+    ap.add_argument("--source", default="", help="interpolate, switch: the other run's workdir")
     ap.add_argument("--alpha", type=float, default=0.5, help="interpolate: the source's weight")
     ap.add_argument(
         "--groups", default=None, help="interpolate: regex of parameter paths (default '.'); "
         "distance: NAME=REGEX,... (default: text, spatial, temporal, mlp)"
     )  # fmt: skip
-    ap.add_argument("--tasks", default="ti2v", help="interpolate: evaluated tasks")
-    ap.add_argument("--out", default="", help="interpolate: the evaluation's output dir")
+    ap.add_argument("--until", type=float, default=0.1, help="switch: S's weights while t < T")
+    ap.add_argument("--tasks", default="ti2v", help="interpolate, switch: evaluated tasks")
+    ap.add_argument("--out", default="", help="interpolate, switch: the evaluation's output dir")
     a = ap.parse_args()
     if a.probe == "interpolate":
         if not a.source or not a.out:
             ap.error("interpolate needs --source and --out")
         groups = a.groups or "."
         interpolate(a.workdir, a.source, a.alpha, a.out, groups, tuple(a.tasks.split(",")))
+    elif a.probe == "switch":
+        if not a.source or not a.out:
+            ap.error("switch needs --source and --out")
+        switch(a.workdir, a.source, a.until, a.out, tuple(a.tasks.split(",")))
     elif a.probe == "distance":
         if not a.source:
             ap.error("distance needs --source")
