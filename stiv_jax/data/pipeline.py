@@ -101,6 +101,7 @@ def make_dataset(
     bg_drop = float(d.shapes.get("bg_drop", 0.0)) if split == "train" else 0.0
     free_start = float(d.shapes.get("free_start", 0.0)) if split == "train" else 0.0
     speed_binding = float(d.shapes.get("speed_binding", 0.0)) if split == "train" else 0.0
+    speed_drill = float(d.shapes.get("speed_drill", 0.0)) if split == "train" else 0.0
     source = ShapesSource(
         num,
         split=split,
@@ -108,6 +109,7 @@ def make_dataset(
         drill_share=share,
         free_start=free_start,
         speed_binding=speed_binding,
+        speed_drill=speed_drill,
         bg_drop=bg_drop,
         bg_drop_tasks=str(d.shapes.get("bg_drop_tasks", "all")),
         **config_kwargs(config),

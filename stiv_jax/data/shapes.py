@@ -83,6 +83,7 @@ _DRILL_STREAM = 7  # rng stream of ShapesSource's drill_share draw (apart from _
 _BG_DROP_STREAM = 8  # rng stream of ShapesSource's bg_drop draw
 _FREE_START_STREAM = 9  # rng stream of ShapesSource's free_start draw
 _SPEED_BINDING_STREAM = 10  # rng stream of ShapesSource's speed_binding draw
+_SPEED_DRILL_STREAM = 11  # rng stream of ShapesSource's speed_drill draw
 DRILL_BINDS = ("direction", "speed")  # what the binding drill's two objects differ in
 # Which training samples of a bg_drop index lose the background phrase: all of them, or only
 # those whose task gives a frame (then the image is there to tell the background).
@@ -641,6 +642,7 @@ class ShapesSource:
         bg_drop: float = 0.0,
         bg_drop_tasks: str = "all",
         speed_binding: float = 0.0,
+        speed_drill: float = 0.0,
     ):
         """`drill_share`: the share of indices (a fixed function of seed and index) that are
         drill clips (`generate_clip(drill=True)`) in a source that is not all drill.
@@ -653,7 +655,11 @@ class ShapesSource:
         only when the sample gets a given frame (`BG_DROP_TASKS`).
         `speed_binding`: the share of binding-drill clips (a fixed function of seed and
         index) whose two objects share a direction and differ in speed
-        (`generate_clip(drill_binds="speed")`); needs drill_objects=2."""
+        (`generate_clip(drill_binds="speed")`); needs drill_objects=2.
+        `speed_drill`: the share of drill clips (a fixed function of seed and index, in a
+        source that is not all drill) that are one-object drill clips at every speed
+        (`generate_clip(drill_objects=1, drill_speeds=SPEEDS)`): only the words and the
+        motion score say how far the object goes (docs/quality.md §37.3)."""
         if num < 1:
             raise ValueError(f"ShapesSource num={num} must be >= 1")
         if not 0.0 <= drill_share <= 1.0:
@@ -678,6 +684,13 @@ class ShapesSource:
                 "expected a value in [0, 1], above 0 only with drill_objects=2"
             )
         self.speed_binding = float(speed_binding)
+        if not 0.0 <= speed_drill <= 1.0 or (speed_drill > 0 and (drill or not drill_share)):
+            raise ValueError(
+                f"ShapesSource speed_drill={speed_drill} with drill={drill}, "
+                f"drill_share={drill_share}; expected a value in [0, 1], above 0 only with "
+                "drill=False and drill_share > 0"
+            )
+        self.speed_drill = float(speed_drill)
         _check_args(0, res, frames, split, frame_stride)
         self.num = int(num)
         self.kwargs = dict(
@@ -714,6 +727,10 @@ class ShapesSource:
         if self.speed_binding > 0.0 and kwargs["drill"]:
             if picked(_SPEED_BINDING_STREAM, self.speed_binding):
                 kwargs["drill_binds"] = "speed"
+        if self.speed_drill > 0.0 and kwargs["drill"]:
+            if picked(_SPEED_DRILL_STREAM, self.speed_drill):
+                kwargs.update(drill_objects=1, drill_swappable=False, drill_speeds=tuple(SPEEDS))
+                kwargs.pop("drill_binds", None)
         if self.bg_drop > 0.0:
             drop = picked(_BG_DROP_STREAM, self.bg_drop)
             if self.bg_drop_tasks == "given":

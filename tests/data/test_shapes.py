@@ -466,3 +466,28 @@ def test_bg_drop_leaves_the_background_out_of_that_share_of_captions():
     assert 40 <= dropped <= 60
     with pytest.raises(ValueError, match="bg_drop=1.5"):
         ShapesSource(4, bg_drop=1.5)
+
+
+def test_speed_drill_share_turns_mix_drill_clips_into_one_object_clips_at_every_speed():
+    """speed_drill: that share of a mixed source's drill clips is one-object drill clips at
+    all three speeds (plain, no pan, travel = its speed); the other clips are unchanged."""
+    kw = dict(drill_share=0.5, drill_objects=2, drill_swappable=True)
+    src, plain = ShapesSource(200, speed_drill=0.5, **kw), ShapesSource(200, **kw)
+    speeds, changed = collections.Counter(), 0
+    for i in range(200):
+        c, p = src[i], plain[i]
+        if c["caption"] == p["caption"]:
+            np.testing.assert_array_equal(c["video"], p["video"])
+            continue
+        changed += 1
+        (obj,) = c["truth"]["objects"]
+        assert c["truth"]["camera"]["pan"] == "none" and len(p["truth"]["objects"]) == 2
+        travel = np.hypot(obj["x"][-1] - obj["x"][0], obj["y"][-1] - obj["y"][0])
+        np.testing.assert_allclose(travel, shapes.SPEEDS[obj["speed"]] * 32 * 7, rtol=1e-5)
+        speeds[obj["speed"]] += 1
+    assert 0.15 < changed / 200 < 0.35, changed  # half of the ~half that are drill clips
+    assert set(speeds) == set(shapes.SPEEDS), speeds
+    with pytest.raises(ValueError, match="speed_drill=0.5 with drill=False, drill_share=0"):
+        ShapesSource(4, speed_drill=0.5)
+    with pytest.raises(ValueError, match="speed_drill=1.5"):
+        ShapesSource(4, drill_share=0.3, speed_drill=1.5)
