@@ -844,6 +844,23 @@ def trajectory(workdir: str, num: int = 16, scales: tuple[float, ...] = (1.0, 1.
         pipeline_lib.sample_ode = original
 
 
+def evaluate_patched(module, name: str, replacement, workdir: str, out: str, tasks) -> None:
+    """`stiv_jax.evaluate` (16 cases) of `workdir` into `out` with `module.name` replaced
+    for the call; prints each task's model row."""
+    from configs.stiv import get_config
+    from stiv_jax import evaluate
+
+    original = getattr(module, name)
+    setattr(module, name, replacement)
+    try:
+        report = evaluate.evaluate_checkpoint(get_config("variant=S"), workdir, out, tasks=tasks)
+    finally:
+        setattr(module, name, original)
+    for task, table in report["scores"].items():
+        model = table["rows"]["model"]
+        print(task, " ".join(f"{k}={v:.3f}" for k, v in model.items() if isinstance(v, float)))
+
+
 def interpolate(
     workdir: str, source: str, alpha: float, out: str, groups: str, tasks: tuple[str, ...]
 ) -> None:
@@ -873,14 +890,7 @@ def interpolate(
         print(f"interpolated {sum(moved):,} weights in {len(moved)} arrays ({groups!r}, a={alpha})")
         return comps, graphdef, params, step
 
-    evaluate.restore_for_sampling = mixed
-    try:
-        report = evaluate.evaluate_checkpoint(get_config("variant=S"), workdir, out, tasks=tasks)
-    finally:
-        evaluate.restore_for_sampling = restore
-    for task, table in report["scores"].items():
-        model = table["rows"]["model"]
-        print(task, " ".join(f"{k}={v:.3f}" for k, v in model.items() if isinstance(v, float)))
+    evaluate_patched(evaluate, "restore_for_sampling", mixed, workdir, out, tasks)
 
 
 def switch(workdir: str, source: str, until: float, out: str, tasks: tuple[str, ...]) -> None:
@@ -893,7 +903,6 @@ def switch(workdir: str, source: str, until: float, out: str, tasks: tuple[str, 
     from stiv_jax.diffusion import check_interval, make_guided_fn, sample_ode, to_velocity
 
     _, _, noise_expert, _ = evaluate.restore_for_sampling(get_config("variant=S"), source)
-    plain = pipeline.make_sample_fn
 
     def make_sample_fn(config, graphdef, **kw):
         s = config.sample
@@ -921,14 +930,8 @@ def switch(workdir: str, source: str, until: float, out: str, tasks: tuple[str, 
 
         return jax.jit(run)
 
-    pipeline.make_sample_fn = make_sample_fn  # evaluate imports it at call time
-    try:
-        report = evaluate.evaluate_checkpoint(get_config("variant=S"), workdir, out, tasks=tasks)
-    finally:
-        pipeline.make_sample_fn = plain
-    for task, table in report["scores"].items():
-        model = table["rows"]["model"]
-        print(task, " ".join(f"{k}={v:.3f}" for k, v in model.items() if isinstance(v, float)))
+    # evaluate imports make_sample_fn from the pipeline at call time
+    evaluate_patched(pipeline, "make_sample_fn", make_sample_fn, workdir, out, tasks)
 
 
 DISTANCE_GROUPS = "text=cross|text_proj|word_|pooled_proj,spatial=spatial,temporal=temporal,mlp=mlp"
