@@ -190,7 +190,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # three speeds), so only the words say which is fast (docs/quality.md §34.6).
     d.shapes.speed_binding = 0.0
     # Share of the mix's drill clips that are one-object clips at every speed, so only the
-    # words and the motion score say how far it goes (docs/quality.md §37.3).
+    # words and the motion score say how far it goes (docs/quality.md §37.4).
     d.shapes.speed_drill = 0.0
     d.shapes.drill_t2v = 0.0  # share of text-only (T2V) clips in a prelude's drill (0 = none)
     # Share of training clips whose objects start where their track fits in every direction

@@ -656,10 +656,11 @@ class ShapesSource:
         `speed_binding`: the share of binding-drill clips (a fixed function of seed and
         index) whose two objects share a direction and differ in speed
         (`generate_clip(drill_binds="speed")`); needs drill_objects=2.
-        `speed_drill`: the share of drill clips (a fixed function of seed and index, in a
-        source that is not all drill) that are one-object drill clips at every speed
-        (`generate_clip(drill_objects=1, drill_speeds=SPEEDS)`): only the words and the
-        motion score say how far the object goes (docs/quality.md §37.3)."""
+        `speed_drill`: the share of drill clips (a fixed function of seed and index) that are
+        one-object drill clips at every speed (`generate_clip(drill_objects=1,
+        drill_speeds=SPEEDS)`): only the words and the motion score say how far the object
+        goes (docs/quality.md §37.4); needs drill_share > 0. An all-drill source (`drill`,
+        a prelude's drill stage) ignores it, so the main run's setting leaves its drill as is."""
         if num < 1:
             raise ValueError(f"ShapesSource num={num} must be >= 1")
         if not 0.0 <= drill_share <= 1.0:
@@ -684,13 +685,12 @@ class ShapesSource:
                 "expected a value in [0, 1], above 0 only with drill_objects=2"
             )
         self.speed_binding = float(speed_binding)
-        if not 0.0 <= speed_drill <= 1.0 or (speed_drill > 0 and (drill or not drill_share)):
+        if not 0.0 <= speed_drill <= 1.0 or (speed_drill > 0 and not drill and not drill_share):
             raise ValueError(
-                f"ShapesSource speed_drill={speed_drill} with drill={drill}, "
-                f"drill_share={drill_share}; expected a value in [0, 1], above 0 only with "
-                "drill=False and drill_share > 0"
+                f"ShapesSource speed_drill={speed_drill} with drill_share={drill_share}; "
+                "expected a value in [0, 1], above 0 only with drill_share > 0"
             )
-        self.speed_drill = float(speed_drill)
+        self.speed_drill = 0.0 if drill else float(speed_drill)  # a prelude's drill: unchanged
         _check_args(0, res, frames, split, frame_stride)
         self.num = int(num)
         self.kwargs = dict(

@@ -487,7 +487,13 @@ def test_speed_drill_share_turns_mix_drill_clips_into_one_object_clips_at_every_
         speeds[obj["speed"]] += 1
     assert 0.15 < changed / 200 < 0.35, changed  # half of the ~half that are drill clips
     assert set(speeds) == set(shapes.SPEEDS), speeds
-    with pytest.raises(ValueError, match="speed_drill=0.5 with drill=False, drill_share=0"):
+    with pytest.raises(ValueError, match="speed_drill=0.5 with drill_share=0"):
         ShapesSource(4, speed_drill=0.5)
+    # A prelude's drill stage (an all-drill source) keeps its clips.
+    kw = dict(drill=True, drill_objects=2, drill_swappable=True)
+    np.testing.assert_array_equal(
+        ShapesSource(8, speed_drill=0.5, drill_share=0.3, **kw)[5]["video"],
+        ShapesSource(8, **kw)[5]["video"],
+    )
     with pytest.raises(ValueError, match="speed_drill=1.5"):
         ShapesSource(4, drill_share=0.3, speed_drill=1.5)
