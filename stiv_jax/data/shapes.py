@@ -743,7 +743,7 @@ class ShapesSource:
         return (
             f"ShapesSource(num={self.num}, drill_share={self.drill_share}, "
             f"free_start={self.free_start}, speed_binding={self.speed_binding}, "
-            f"bg_drop={self.bg_drop}, bg_drop_tasks={self.bg_drop_tasks!r}, {self.kwargs})"
+            f"speed_drill={self.speed_drill}, bg_drop={self.bg_drop}, bg_drop_tasks={self.bg_drop_tasks!r}, {self.kwargs})"
         )
 
 
