@@ -146,7 +146,92 @@ TRAIN_TEMPLATES = (
         scene="{clauses}, {bg}",
         pan="a {speed_adj} camera pan {dir} across {objects} on {bg}",
     ),
+    # Paraphrases beyond the original three (`generate_clip(templates=N)` draws from the
+    # first N): other verbs, sentence shapes and speed phrasings, none of the held-out
+    # templates' words, so the evaluator's phrasings stay unseen (docs/quality.md §38).
+    Template(
+        move="the {color} {shape} goes {dir} {speed}",
+        still="the {color} {shape} stays where it is",
+        grow="the {color} {shape} swells {speed}",
+        shrink="the {color} {shape} dwindles {speed}",
+        join="{a}, and {b}",
+        scene="{clauses} in front of {bg}",
+        pan="{speed_adj} camera movement {dir} showing {objects} on {bg}",
+    ),
+    Template(
+        move="a {color} {shape} glides {dir} with {speed_adj} speed",
+        still="a {color} {shape} remains fixed",
+        grow="a {color} {shape} gets larger with {speed_adj} speed",
+        shrink="a {color} {shape} gets smaller with {speed_adj} speed",
+        join="{a} as {b}",
+        scene="{clauses} over {bg}",
+        pan="the view shifts {dir} {speed} across {objects} on {bg}",
+    ),
+    Template(
+        move="we see a {color} {shape} moving {dir} {speed}",
+        still="we see a {color} {shape} sitting still",
+        grow="we see a {color} {shape} growing {speed}",
+        shrink="we see a {color} {shape} shrinking {speed}",
+        join="{a} and {b}",
+        scene="a video of {bg} where {clauses}",
+        pan="we see {objects} on {bg} as the camera pans {dir} {speed}",
+    ),
+    Template(
+        move="{speed_adj} movement {dir} by a {color} {shape}",
+        still="a {color} {shape} without any motion",
+        grow="{speed_adj} enlargement of a {color} {shape}",
+        shrink="{speed_adj} reduction in size of a {color} {shape}",
+        join="{a} together with {b}",
+        scene="{clauses} with {bg}",
+        pan="{speed_adj} panning {dir} of the camera over {objects} and {bg}",
+    ),
+    Template(
+        move="a {color} {shape} is moving {dir} {speed}",
+        still="a {color} {shape} is not moving",
+        grow="a {color} {shape} is growing {speed}",
+        shrink="a {color} {shape} is shrinking {speed}",
+        join="{a} while {b}",
+        scene="on {bg}, {clauses}",
+        pan="the camera is panning {dir} {speed} above {objects} on {bg}",
+    ),
+    Template(
+        move="a {color} {shape} shifts {dir} {speed}",
+        still="a {color} {shape} holds its position",
+        grow="a {color} {shape} increases in size {speed}",
+        shrink="a {color} {shape} decreases in size {speed}",
+        join="{a} and also {b}",
+        scene="in a clip with {bg}, {clauses}",
+        pan="a clip with {bg} and {objects}, the camera moving {dir} {speed}",
+    ),
+    Template(
+        move="{color} {shape}, moving {dir} {speed}",
+        still="{color} {shape}, not moving",
+        grow="{color} {shape}, growing {speed}",
+        shrink="{color} {shape}, shrinking {speed}",
+        join="{a}; {b}",
+        scene="{bg}. {clauses}",
+        pan="{bg}. camera pan {dir} {speed}. {objects}",
+    ),
+    Template(
+        move="a {color} {shape} that moves {dir} {speed}",
+        still="a {color} {shape} that never moves",
+        grow="a {color} {shape} that grows {speed}",
+        shrink="a {color} {shape} that shrinks {speed}",
+        join="{a}, with {b}",
+        scene="a scene on {bg}: {clauses}",
+        pan="a scene of {objects} on {bg} while the camera pans {dir} {speed}",
+    ),
+    Template(
+        move="a {color} {shape} floats {dir} {speed}",
+        still="a {color} {shape} stands still",
+        grow="a {color} {shape} inflates {speed}",
+        shrink="a {color} {shape} deflates {speed}",
+        join="{a}. {b}",
+        scene="{clauses}, the backdrop being {bg}",
+        pan="{objects} on {bg}; the camera glides {dir} {speed}",
+    ),
 )
+BASE_TEMPLATES = 3  # the original training phrasings: `templates` default, clips unchanged
 HELDOUT_TEMPLATES = (
     Template(
         move="a {color} {shape} travels {dir} at a {speed_adj} pace",
@@ -169,6 +254,13 @@ HELDOUT_TEMPLATES = (
 )
 TEMPLATES = {"train": TRAIN_TEMPLATES, "heldout": HELDOUT_TEMPLATES}
 _SPLIT_STREAM = {"train": 0, "heldout": 1}  # disjoint SeedSequence streams per split
+
+
+def _check_templates(templates: int) -> None:
+    if not 1 <= templates <= len(TRAIN_TEMPLATES):
+        raise ValueError(
+            f"templates={templates}; expected 1 to {len(TRAIN_TEMPLATES)} training phrasings"
+        )
 
 
 def _check_args(index: int, res: int, frames: int, split: str, frame_stride: int) -> None:
@@ -476,6 +568,7 @@ def generate_clip(
     free_start: bool = False,
     caption_background: bool = True,
     caption_without_background: bool = False,
+    templates: int = BASE_TEMPLATES,
 ) -> dict[str, Any]:
     """One ShapesBench clip: a pure function of (seed, split, index) and the options.
 
@@ -507,8 +600,12 @@ def generate_clip(
     it); the clip itself is the same, so only the first frame can tell the background.
     `caption_without_background=True` adds that caption too, as `caption_without_background`
     (the trainer's task draw picks it for samples with a given frame: `ToTrainExample`).
+    `templates`: the training split's caption is drawn from its first `templates` phrasings
+    (`TRAIN_TEMPLATES`; the default, the original three, leaves every clip as it was); the
+    held-out split always uses all of its own.
     """
     _check_args(index, res, frames, split, frame_stride)
+    _check_templates(templates)
     if drill_objects not in (1, 2):
         raise ValueError(f"drill_objects={drill_objects}; expected 1 or 2")
     drill_speeds = drill_speeds_tuple(drill_speeds)
@@ -520,7 +617,7 @@ def generate_clip(
     rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_STREAM[split], index]))
     n = (frames - 1) * frame_stride + 1
     t = np.arange(n, dtype=np.float64)
-    tpl_id = int(rng.integers(len(TEMPLATES[split])))
+    tpl_id = int(rng.integers(templates if split == "train" else len(TEMPLATES[split])))
     textured, camera_pan = textured and not drill, camera_pan and not drill
     kind = str(rng.choice(TEXTURES[1:])) if textured and rng.random() < P_TEXTURED else "plain"
     bg = {"kind": kind, "color": str(rng.choice(tuple(BACKGROUNDS)))}
@@ -643,6 +740,7 @@ class ShapesSource:
         bg_drop_tasks: str = "all",
         speed_binding: float = 0.0,
         speed_drill: float = 0.0,
+        templates: int = BASE_TEMPLATES,
     ):
         """`drill_share`: the share of indices (a fixed function of seed and index) that are
         drill clips (`generate_clip(drill=True)`) in a source that is not all drill.
@@ -692,6 +790,7 @@ class ShapesSource:
             )
         self.speed_drill = 0.0 if drill else float(speed_drill)  # a prelude's drill: unchanged
         _check_args(0, res, frames, split, frame_stride)
+        _check_templates(templates)
         self.num = int(num)
         self.kwargs = dict(
             res=res,
@@ -706,6 +805,7 @@ class ShapesSource:
             drill_objects=drill_objects,
             drill_swappable=drill_swappable,
             drill_speeds=drill_speeds_tuple(drill_speeds),  # checked at construction
+            templates=int(templates),
         )
 
     def __len__(self) -> int:
@@ -761,4 +861,5 @@ def config_kwargs(config: Any) -> dict[str, Any]:
         drill_objects=int(d.shapes.get("drill_objects", 1)),
         drill_swappable=bool(d.shapes.get("drill_swappable", False)),
         drill_speeds=drill_speeds_tuple(d.shapes.get("drill_speeds", ",".join(DRILL_SPEEDS))),
+        templates=int(d.shapes.get("templates", BASE_TEMPLATES)),
     )

@@ -1,6 +1,7 @@
 """ShapesBench generator: determinism, splits, ground truth against the pixels, options."""
 
 import collections
+import re
 
 import cv2
 import numpy as np
@@ -55,6 +56,37 @@ def test_heldout_uses_disjoint_templates():
     assert not caps["train"] & caps["heldout"]
     tpls = {generate_clip(i, split="heldout")["truth"]["template"] for i in range(40)}
     assert tpls == set(range(len(shapes.HELDOUT_TEMPLATES)))
+
+
+def test_paraphrase_templates_keep_the_heldout_phrasings_unseen():
+    """`templates=N` draws training captions from the first N phrasings; the default is the
+    original three (clips unchanged); no training template uses a held-out template's own
+    words (function words aside), so the evaluator's phrasings stay unseen."""
+
+    def words(tpls):
+        fields = [getattr(t, f.name) for t in tpls for f in shapes.dataclasses.fields(t)]
+        return set(re.findall(r"[a-z]+", re.sub(r"\{[a-z_]+\}", " ", " ".join(fields))))
+
+    base = shapes.TRAIN_TEMPLATES[: shapes.BASE_TEMPLATES]
+    held_own = words(shapes.HELDOUT_TEMPLATES) - words(base) - {"at", "by", "in", "is", "that"}
+    assert held_own and not held_own & words(shapes.TRAIN_TEMPLATES)
+    n = len(shapes.TRAIN_TEMPLATES)
+    used = collections.Counter(
+        generate_clip(i, templates=n)["truth"]["template"] for i in range(400)
+    )
+    assert set(used) == set(range(n))
+    for i in range(6):  # the default is the original draw, the held-out split ignores it
+        a, b = generate_clip(i), generate_clip(i, templates=shapes.BASE_TEMPLATES)
+        assert a["caption"] == b["caption"] and np.array_equal(a["video"], b["video"])
+        assert (
+            generate_clip(i, split="heldout", templates=n)["caption"]
+            == generate_clip(i, split="heldout")["caption"]
+        )
+    src = ShapesSource(10, templates=n)
+    assert src[3]["caption"] == generate_clip(3, templates=n)["caption"]
+    for bad in (0, n + 1):
+        with pytest.raises(ValueError, match=f"templates={bad}; expected 1 to {n}"):
+            ShapesSource(10, templates=bad)
 
 
 def test_truth_matches_pixels_and_stays_in_frame():
