@@ -91,6 +91,11 @@ python benchmarks/quality_probes.py caption_score --workdir W [--num 16]
     `sample.t2v_score_levels`) read the caption? Held-out cases 0..num-1: every case's true
     video scored with every case's caption; how often a caption rates its own video first
     and the mean number of other videos it rates above its own (docs/quality.md §33.3)
+python benchmarks/quality_probes.py phrasing --workdir W --out DIR [--templates 0,1] [--tasks ti2v,t2v]
+    how much of the gap is the evaluator's unseen phrasing? `stiv_jax.evaluate` (16 cases)
+    with the held-out scenes captioned in training templates (`shapes.TRAIN_TEMPLATES` at
+    the given indices, as many as the held-out split has, so its scenes are unchanged);
+    compare with W's own evaluation (docs/quality.md §38.1)
 """
 
 from __future__ import annotations
@@ -861,6 +866,22 @@ def evaluate_patched(module, name: str, replacement, workdir: str, out: str, tas
         print(task, " ".join(f"{k}={v:.3f}" for k, v in model.items() if isinstance(v, float)))
 
 
+def phrasing(workdir: str, out: str, templates: tuple[int, ...], tasks: tuple[str, ...]) -> None:
+    from stiv_jax.data import shapes
+
+    held = len(shapes.HELDOUT_TEMPLATES)
+    if len(templates) != held or not all(0 <= i < len(shapes.TRAIN_TEMPLATES) for i in templates):
+        raise SystemExit(
+            f"error: --templates {','.join(map(str, templates))}: expected {held} indices into "
+            f"the {len(shapes.TRAIN_TEMPLATES)} training templates (the held-out split's count "
+            "keeps its scenes)"
+        )
+    picked = tuple(shapes.TRAIN_TEMPLATES[i] for i in templates)
+    evaluate_patched(
+        shapes, "TEMPLATES", {**shapes.TEMPLATES, "heldout": picked}, workdir, out, tasks
+    )
+
+
 def interpolate(
     workdir: str, source: str, alpha: float, out: str, groups: str, tasks: tuple[str, ...]
 ) -> None:
@@ -1164,6 +1185,7 @@ if __name__ == "__main__":
             "distance",
             "speed",
             "caption_score",
+            "phrasing",
         ),
     )
     ap.add_argument("--workdir", default="runs/memorise")
@@ -1185,8 +1207,9 @@ if __name__ == "__main__":
         "distance: NAME=REGEX,... (default: text, spatial, temporal, mlp)"
     )  # fmt: skip
     ap.add_argument("--until", type=float, default=0.1, help="switch: S's weights while t < T")
-    ap.add_argument("--tasks", default="ti2v", help="interpolate, switch: evaluated tasks")
-    ap.add_argument("--out", default="", help="interpolate, switch: the evaluation's output dir")
+    ap.add_argument("--tasks", default="ti2v", help="interpolate, switch, phrasing: tasks")
+    ap.add_argument("--out", default="", help="interpolate, switch, phrasing: evaluation's dir")
+    ap.add_argument("--templates", default="0,1", help="phrasing: training template indices")
     a = ap.parse_args()
     if a.probe == "interpolate":
         if not a.source or not a.out:
@@ -1197,6 +1220,15 @@ if __name__ == "__main__":
         if not a.source or not a.out:
             ap.error("switch needs --source and --out")
         switch(a.workdir, a.source, a.until, a.out, tuple(a.tasks.split(",")))
+    elif a.probe == "phrasing":
+        if not a.out:
+            ap.error("phrasing needs --out")
+        phrasing(
+            a.workdir,
+            a.out,
+            tuple(int(i) for i in a.templates.split(",")),
+            tuple(a.tasks.split(",")),
+        )
     elif a.probe == "distance":
         if not a.source:
             ap.error("distance needs --source")
