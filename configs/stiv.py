@@ -219,6 +219,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     f.shift = 1.0  # resolution shift of the noise level (SD3); >1 spends more time near noise
     f.text_drop = 0.1  # probability to drop the text condition in training (for CFG)
     f.image_drop = 0.1  # probability to drop the image condition in training (for CFG)
+    # Share of training samples whose caption reaches the model through its word pieces
+    # alone (the encoder's token states zeroed; needs model.word_pieces): the phrasing-free
+    # path must carry the words (docs/quality.md §38). 0 = off.
+    f.states_drop = 0.0
     f.concat_noise = 0.05  # noise std added to given latents for channel_concat
 
     # ---------------------------------------------------------------- optimizer

@@ -255,6 +255,17 @@ def drop_text(cond: Conditions, drop: jax.Array, null_text: dict) -> Conditions:
     return Conditions(**out)
 
 
+def drop_states(cond: Conditions, drop: jax.Array) -> Conditions:
+    """Zero the encoder's token states of samples where drop [B] is True, keeping the last
+    channel (the word-piece ids, `model.word_pieces`): their caption reaches the model only
+    through the word pieces by position, which do not depend on the phrasing."""
+    x = cond["text_tokens"]
+    keep = jnp.ones((x.shape[-1],), bool).at[-1].set(False)  # channels to zero: all but ids
+    out = dict(cond)
+    out["text_tokens"] = jnp.where(drop[:, None, None] & keep, jnp.zeros_like(x), x)
+    return Conditions(**out)
+
+
 def drop_image(cond: Conditions, drop: jax.Array) -> Conditions:
     """Remove every given frame of samples where drop [B] is True (they become T2V)."""
     if "cond_mask" not in cond:

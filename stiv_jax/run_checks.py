@@ -46,6 +46,14 @@ def validate_train_config(config, workdir: str) -> None:
         v = config.diffusion.get(key, 0.0)
         if not (isinstance(v, (int, float)) and v >= 0):
             raise ValueError(f"diffusion.{key}={v!r}; expected a number >= 0 (0 = off)")
+    states_drop = config.diffusion.get("states_drop", 0.0)
+    if not (isinstance(states_drop, (int, float)) and 0 <= states_drop <= 1) or (
+        states_drop > 0 and not int(m.get("word_pieces", 0))
+    ):
+        raise ValueError(
+            f"diffusion.states_drop={states_drop!r} with model.word_pieces="
+            f"{m.get('word_pieces', 0)}; expected a value in [0, 1], above 0 only with word pieces"
+        )
     t2v = float(d.shapes.get("drill_t2v", 0.0))  # set by stages.apply_stage in a prelude
     if d.shapes.get("drill", False) and t2v > 0 and float(d.task_probs.get("t2v", 0.0)) != t2v:
         raise ValueError(

@@ -40,7 +40,7 @@ from flax import nnx
 from stiv_jax import checkpoint as ckpt
 from stiv_jax import console, host_memory, stages, transfer
 from stiv_jax import lora as lora_lib
-from stiv_jax.conditioning import batch_conditions, drop_conditions, get_image_cond
+from stiv_jax.conditioning import batch_conditions, drop_conditions, drop_states, get_image_cond
 from stiv_jax.data.prefetch import Prefetch
 from stiv_jax.data.schema import MODEL_BATCH
 from stiv_jax.diffusion import (
@@ -116,6 +116,7 @@ def prepare_batch(batch: dict[str, np.ndarray], comps: Components) -> dict[str, 
 
 SELF_COND_STREAM = 7  # fold_in index of the self-conditioning draw (the other keys unchanged)
 REF_NOISE_STREAM = 8  # fold_in index of the reference-noise draw (model.ref_noise)
+STATES_DROP_STREAM = 9  # fold_in index of the encoder-states draw (diffusion.states_drop)
 
 
 def make_loss_fn(config, graphdef, null_text, *, masked: bool = True):
@@ -136,6 +137,10 @@ def make_loss_fn(config, graphdef, null_text, *, masked: bool = True):
             text_drop=f.text_drop,
             image_drop=f.image_drop,
         )
+        states_drop = float(f.get("states_drop", 0.0))
+        if states_drop > 0:  # the caption through its word pieces alone (conditioning.py)
+            k_states = jax.random.fold_in(k_drop, STATES_DROP_STREAM)
+            cond = drop_states(cond, jax.random.uniform(k_states, (x1.shape[0],)) < states_drop)
         cond = image_cond.augment(k_aug, cond, f)
         if float(option(m, "ref_noise")) > 0:  # per-sample unit noise for the reference
             k_ref = jax.random.fold_in(k_aug, REF_NOISE_STREAM)

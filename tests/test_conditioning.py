@@ -9,6 +9,7 @@ from flax import nnx
 from stiv_jax.conditioning import (
     IMAGE_CONDS,
     drop_image,
+    drop_states,
     frames_mask,
     get_image_cond,
     make_conditions,
@@ -232,3 +233,17 @@ def test_ref_noise_hides_the_reference_by_noise_level_only_where_a_frame_is_give
         bad.model.image_cond, bad.model.ref_noise = image_cond, value
         with pytest.raises(ValueError, match=r"model.ref_noise=.*expected 0, or > 0"):
             Components(bad).model(0)
+
+
+def test_drop_states_keeps_only_the_word_piece_ids_of_dropped_samples():
+    """diffusion.states_drop: a dropped sample's caption keeps its last channel (the word-piece
+    ids) and mask, its encoder states are zero; the other samples and entries are untouched."""
+    cond = _cond()
+    tokens = jax.random.normal(jax.random.key(3), cond["text_tokens"].shape)
+    cond = {**cond, "text_tokens": tokens}
+    out = drop_states(cond, jnp.asarray([True, False]))
+    np.testing.assert_array_equal(out["text_tokens"][0, :, :-1], 0.0)
+    np.testing.assert_array_equal(out["text_tokens"][0, :, -1], tokens[0, :, -1])
+    np.testing.assert_array_equal(out["text_tokens"][1], tokens[1])
+    for key in ("text_mask", "text_pooled", "cond_mask", "cond_latents"):
+        np.testing.assert_array_equal(out[key], cond[key])

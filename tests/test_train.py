@@ -157,6 +157,8 @@ def test_drill_t2v_in_a_whole_drill_run_is_one_line_error(tmp_path, tiny_config)
         ("data.shapes.speed_binding", 0.5, r"data.shapes: ShapesSource speed_binding=0.5 with "),
         ("diffusion.motion_weight", -1.0, r"diffusion.motion_weight=-1.0; expected a number"),
         ("diffusion.input_perturb", -0.1, r"diffusion.input_perturb=-0.1; expected a number"),
+        ("diffusion.states_drop", 1.5, r"diffusion.states_drop=1.5 with model.word_pieces="),
+        ("diffusion.states_drop", 0.5, r"states_drop=0.5 with model.word_pieces=0; expected"),
         ("sample.cfg_interval", (0.5, 0.2), r"sample.cfg_interval=\(0.5, 0.2\); expected 0 <="),
         ("sample.t2v_candidates", 0, r"sample.t2v_candidates=0; expected an integer >= 1"),
         ("sample.t2v_candidates", 4, r"t2v_candidates=4 picks among first passes; expected"),
