@@ -260,9 +260,9 @@ def drop_states(cond: Conditions, drop: jax.Array) -> Conditions:
     channel (the word-piece ids, `model.word_pieces`): their caption reaches the model only
     through the word pieces by position, which do not depend on the phrasing."""
     x = cond["text_tokens"]
-    keep = jnp.ones((x.shape[-1],), bool).at[-1].set(False)  # channels to zero: all but ids
+    states = jnp.ones((x.shape[-1],), bool).at[-1].set(False)  # every channel but the ids
     out = dict(cond)
-    out["text_tokens"] = jnp.where(drop[:, None, None] & keep, jnp.zeros_like(x), x)
+    out["text_tokens"] = jnp.where(drop[:, None, None] & states, jnp.zeros_like(x), x)
     return Conditions(**out)
 
 
