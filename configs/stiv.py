@@ -199,6 +199,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Training caption phrasings drawn from: the first N of shapes.TRAIN_TEMPLATES (3 = the
     # original ones; more add paraphrases, none in the held-out phrasings; docs/quality.md §38).
     d.shapes.templates = 3
+    # Samples given a frame train on their scene in one of the first N training phrasings
+    # (0: off; the drill keeps its own; docs/quality.md §39).
+    d.shapes.given_templates = 0
     d.shapes.bg_drop = 0.0  # share of training captions without the background phrase
     d.shapes.bg_drop_tasks = "all"  # all | given: drop it only where a frame is given
 

@@ -53,8 +53,8 @@ class ToTrainExample:
         task, cond_mask = draw_task(rng, self.probs, self.latent_frames, self.predict_frames)
         h, w = video.shape[1:3]
         caption = clip["caption"]
-        if cond_mask.any():  # a given frame shows the background (bg_drop_tasks="given")
-            caption = clip.get("caption_without_background", caption)
+        if cond_mask.any():  # bg_drop_tasks="given", given_templates: a frame-given caption
+            caption = clip.get("caption_given", caption)
         return {
             "video": normalize_uint8(video),
             "caption": caption,
@@ -102,6 +102,7 @@ def make_dataset(
     free_start = float(d.shapes.get("free_start", 0.0)) if split == "train" else 0.0
     speed_binding = float(d.shapes.get("speed_binding", 0.0)) if split == "train" else 0.0
     speed_drill = float(d.shapes.get("speed_drill", 0.0)) if split == "train" else 0.0
+    given_templates = int(d.shapes.get("given_templates", 0)) if split == "train" else 0
     source = ShapesSource(
         num,
         split=split,
@@ -112,6 +113,7 @@ def make_dataset(
         speed_drill=speed_drill,
         bg_drop=bg_drop,
         bg_drop_tasks=str(d.shapes.get("bg_drop_tasks", "all")),
+        given_templates=given_templates,
         **config_kwargs(config),
     )
     # Per-example randomness differs per host, so hosts do not draw the same task sequence.

@@ -84,6 +84,7 @@ _BG_DROP_STREAM = 8  # rng stream of ShapesSource's bg_drop draw
 _FREE_START_STREAM = 9  # rng stream of ShapesSource's free_start draw
 _SPEED_BINDING_STREAM = 10  # rng stream of ShapesSource's speed_binding draw
 _SPEED_DRILL_STREAM = 11  # rng stream of ShapesSource's speed_drill draw
+_GIVEN_TEMPLATE_STREAM = 12  # rng stream of generate_clip's given_templates phrasing draw
 DRILL_BINDS = ("direction", "speed")  # what the binding drill's two objects differ in
 # Which training samples of a bg_drop index lose the background phrase: all of them, or only
 # those whose task gives a frame (then the image is there to tell the background).
@@ -256,10 +257,15 @@ TEMPLATES = {"train": TRAIN_TEMPLATES, "heldout": HELDOUT_TEMPLATES}
 _SPLIT_STREAM = {"train": 0, "heldout": 1}  # disjoint SeedSequence streams per split
 
 
-def _check_templates(templates: int) -> None:
+def _check_templates(templates: int, given_templates: int = 0) -> None:
     if not 1 <= templates <= len(TRAIN_TEMPLATES):
         raise ValueError(
             f"templates={templates}; expected 1 to {len(TRAIN_TEMPLATES)} training phrasings"
+        )
+    if not 0 <= given_templates <= len(TRAIN_TEMPLATES):
+        raise ValueError(
+            f"given_templates={given_templates}; expected 0 (off) to {len(TRAIN_TEMPLATES)} "
+            "training phrasings"
         )
 
 
@@ -569,6 +575,7 @@ def generate_clip(
     caption_background: bool = True,
     caption_without_background: bool = False,
     templates: int = BASE_TEMPLATES,
+    given_templates: int = 0,
 ) -> dict[str, Any]:
     """One ShapesBench clip: a pure function of (seed, split, index) and the options.
 
@@ -598,14 +605,18 @@ def generate_clip(
     placement (docs/quality.md §19).
     `caption_background=False`: the caption leaves the background out (a camera pan's keeps
     it); the clip itself is the same, so only the first frame can tell the background.
-    `caption_without_background=True` adds that caption too, as `caption_without_background`
-    (the trainer's task draw picks it for samples with a given frame: `ToTrainExample`).
+    `caption_without_background=True` adds that caption too, as `caption_given` (the
+    trainer's task draw picks it for samples with a given frame: `ToTrainExample`).
     `templates`: the training split's caption is drawn from its first `templates` phrasings
     (`TRAIN_TEMPLATES`; the default, the original three, leaves every clip as it was); the
     held-out split always uses all of its own.
+    `given_templates=N` (training split): `caption_given` is the same scene in a phrasing
+    drawn from the first N (its own rng stream, so the clip and `caption` are unchanged),
+    without the background if `caption_without_background`: paraphrases only where a frame
+    is given (docs/quality.md §39).
     """
     _check_args(index, res, frames, split, frame_stride)
-    _check_templates(templates)
+    _check_templates(templates, given_templates)
     if drill_objects not in (1, 2):
         raise ValueError(f"drill_objects={drill_objects}; expected 1 or 2")
     drill_speeds = drill_speeds_tuple(drill_speeds)
@@ -710,8 +721,15 @@ def generate_clip(
     }
     caption = _caption(TEMPLATES[split][tpl_id], objs, bg, pan, caption_background)
     out = {"video": video, "caption": caption, "motion_score": np.float32(score), "truth": truth}
-    if caption_without_background:
-        out["caption_without_background"] = _caption(TEMPLATES[split][tpl_id], objs, bg, pan, False)
+    paraphrase = bool(given_templates) and split == "train"
+    if paraphrase or caption_without_background:
+        given_tpl = tpl_id
+        if paraphrase:
+            stream = [seed, _SPLIT_STREAM[split], index, _GIVEN_TEMPLATE_STREAM]
+            given_tpl = int(np.random.default_rng(stream).integers(given_templates))
+        truth["template_given"] = given_tpl
+        background = caption_background and not caption_without_background
+        out["caption_given"] = _caption(TEMPLATES[split][given_tpl], objs, bg, pan, background)
     return out
 
 
@@ -741,6 +759,7 @@ class ShapesSource:
         speed_binding: float = 0.0,
         speed_drill: float = 0.0,
         templates: int = BASE_TEMPLATES,
+        given_templates: int = 0,
     ):
         """`drill_share`: the share of indices (a fixed function of seed and index) that are
         drill clips (`generate_clip(drill=True)`) in a source that is not all drill.
@@ -749,7 +768,7 @@ class ShapesSource:
         `bg_drop`: the share of indices (a fixed function of seed and index, independent of
         the drill draw) whose caption leaves the background out
         (`generate_clip(caption_background=False)`). `bg_drop_tasks="given"`: those indices
-        keep their caption and add `caption_without_background`, which the task draw uses
+        keep their caption and add `caption_given` without it, which the task draw uses
         only when the sample gets a given frame (`BG_DROP_TASKS`).
         `speed_binding`: the share of binding-drill clips (a fixed function of seed and
         index) whose two objects share a direction and differ in speed
@@ -758,7 +777,10 @@ class ShapesSource:
         one-object drill clips at every speed (`generate_clip(drill_objects=1,
         drill_speeds=SPEEDS)`): only the words and the motion score say how far the object
         goes (docs/quality.md §37.4); needs drill_share > 0. An all-drill source (`drill`,
-        a prelude's drill stage) ignores it, so the main run's setting leaves its drill as is."""
+        a prelude's drill stage) ignores it, so the main run's setting leaves its drill as is.
+        `given_templates`: every clip adds `caption_given`, its scene in one of the first N
+        training phrasings, which the task draw uses where a frame is given
+        (`generate_clip(given_templates=N)`); an all-drill source ignores it, as above."""
         if num < 1:
             raise ValueError(f"ShapesSource num={num} must be >= 1")
         if not 0.0 <= drill_share <= 1.0:
@@ -790,7 +812,8 @@ class ShapesSource:
             )
         self.speed_drill = 0.0 if drill else float(speed_drill)  # a prelude's drill: unchanged
         _check_args(0, res, frames, split, frame_stride)
-        _check_templates(templates)
+        _check_templates(templates, given_templates)
+        self.given_templates = 0 if drill else int(given_templates)  # a prelude's drill: unchanged
         self.num = int(num)
         self.kwargs = dict(
             res=res,
@@ -831,6 +854,8 @@ class ShapesSource:
             if picked(_SPEED_DRILL_STREAM, self.speed_drill):
                 kwargs.update(drill_objects=1, drill_swappable=False, drill_speeds=tuple(SPEEDS))
                 kwargs.pop("drill_binds", None)
+        if self.given_templates:
+            kwargs["given_templates"] = self.given_templates
         if self.bg_drop > 0.0:
             drop = picked(_BG_DROP_STREAM, self.bg_drop)
             if self.bg_drop_tasks == "given":
@@ -843,7 +868,8 @@ class ShapesSource:
         return (
             f"ShapesSource(num={self.num}, drill_share={self.drill_share}, "
             f"free_start={self.free_start}, speed_binding={self.speed_binding}, "
-            f"speed_drill={self.speed_drill}, bg_drop={self.bg_drop}, bg_drop_tasks={self.bg_drop_tasks!r}, {self.kwargs})"
+            f"speed_drill={self.speed_drill}, bg_drop={self.bg_drop}, bg_drop_tasks={self.bg_drop_tasks!r}, "
+            f"given_templates={self.given_templates}, {self.kwargs})"
         )
 
 

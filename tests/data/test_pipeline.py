@@ -9,7 +9,7 @@ import pytest
 
 from configs.stiv import get_config
 from stiv_jax.data.pipeline import heldout_cases, make_dataset
-from stiv_jax.data.shapes import generate_clip
+from stiv_jax.data.shapes import ShapesSource, generate_clip
 from stiv_jax.data.tasks import TASKS, task_cond_mask
 
 F = 4  # latent frames
@@ -88,7 +88,7 @@ def test_bg_drop_given_leaves_the_background_out_only_where_a_frame_is_given():
     cfg.data.shapes.bg_drop, cfg.data.shapes.bg_drop_tasks = 1.0, "given"
     clips = [generate_clip(i, res=16, frames=4, caption_without_background=True) for i in range(16)]
     full = {c["caption"]: c for c in clips}
-    short = {c["caption_without_background"]: c for c in clips}
+    short = {c["caption_given"]: c for c in clips}
     seen = set()
     for b in _take(iter(make_dataset(cfg, latent_frames=F)), 8):
         for video, caption, mask in zip(b["video"], b["caption"], b["cond_mask"]):
@@ -102,6 +102,34 @@ def test_bg_drop_given_leaves_the_background_out_only_where_a_frame_is_given():
     cfg.data.shapes.bg_drop_tasks = "t2v"
     with pytest.raises(ValueError, match="bg_drop_tasks='t2v'"):
         make_dataset(cfg, latent_frames=F)
+
+
+def test_given_templates_paraphrase_only_where_a_frame_is_given():
+    """given_templates=12: T2V samples keep their clip's caption, samples with a given frame
+    train on the same scene in a phrasing from all 12 (some not the original three); the
+    videos and the clips' own captions are unchanged, and an all-drill source ignores it."""
+    cfg = _config()
+    cfg.data.shapes.given_templates = 12
+    clips = [generate_clip(i, res=16, frames=4, given_templates=12) for i in range(16)]
+    plain = [generate_clip(i, res=16, frames=4) for i in range(16)]
+    for c, p in zip(clips, plain):
+        assert c["caption"] == p["caption"] and np.array_equal(c["video"], p["video"])
+    assert any(c["truth"]["template_given"] >= 3 for c in clips)
+    full = {c["caption"]: c for c in clips}
+    para = {c["caption_given"]: c for c in clips}
+    seen = set()
+    for b in _take(iter(make_dataset(cfg, latent_frames=F)), 8):
+        for video, caption, mask in zip(b["video"], b["caption"], b["cond_mask"]):
+            given = bool(mask.any())
+            clip = (para if given else full)[str(caption)]  # KeyError: the wrong caption
+            np.testing.assert_array_equal(video, clip["video"].astype(np.float32) / 127.5 - 1.0)
+            seen.add(given)
+    assert seen == {True, False}
+    drill = ShapesSource(4, res=16, frames=4, drill=True, given_templates=12)
+    assert "caption_given" not in drill[0]
+    for bad in (-1, 13):
+        with pytest.raises(ValueError, match=f"given_templates={bad}; expected 0"):
+            ShapesSource(4, res=16, frames=4, given_templates=bad)
 
 
 def test_resume_is_exact_across_epochs():
