@@ -1,7 +1,7 @@
 """Train-step benchmark: jitted step vs the training loop, FLOPs and the GEMM roofline.
 
   python benchmarks/train_step.py [--variants tiny,S] [--steps 10] [--rounds 3] [--no-loop]
-                                  [--json out.json]
+                                  [--text online|offline] [--json out.json]
 
 Shapes: B batch; the latents and text of each variant's default config.
 
@@ -14,6 +14,11 @@ so the ratios are the figures to quote, with the load average printed beside the
   host     the host side of one batch alone, serially (`prepare_batch` of the next data batch:
            drawing, caption and latent encoding, assembly), which the loop's prefetch thread
            overlaps with the step only where a core is free;
+  --text offline: before each loop round the text encoder encodes every caption that
+           round will draw (its LRU then serves them), as a pipeline whose records carry
+           their text states (the data engine's `text_tokens`, data_pipeline.cache_latents)
+           serves them; the loop still draws and assembles its batches. `online` (default):
+           the loop encodes each batch's captions, as ShapesBench training does;
   gemm     a square fp32 `jnp.dot` of 2048³ (min of 5), the roofline the step is held against.
 Prints min and median per side, the min/min and paired-median loop/jitted ratios, XLA's
 FLOPs per step (cost_analysis of the compiled step), achieved GFLOP/s, the roofline
@@ -65,12 +70,16 @@ def gemm_gflops(n: int = GEMM_N, reps: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def loop_step_s(config, comps, steps: int, workdir: str, data_seed: int) -> float:
+def loop_step_s(
+    config, comps, steps: int, workdir: str, data_seed: int, text_offline: bool = False
+) -> float:
     """`sec_per_step` of train_loop's second window of `steps` steps (see module docstring).
 
     Each round draws its own data (`data_seed`): the shared text encoder's LRU would
     otherwise hold every caption of a later round from the first, and its loop would skip
-    the encoding a real run pays for (ShapesBench captions almost never repeat)."""
+    the encoding a real run pays for (ShapesBench captions almost never repeat).
+    `text_offline`: every caption of the round is encoded first (`--text offline`)."""
+    from stiv_jax.data.pipeline import make_dataset
     from stiv_jax.train import train_loop
 
     c = copy.deepcopy(config)
@@ -80,14 +89,48 @@ def loop_step_s(config, comps, steps: int, workdir: str, data_seed: int) -> floa
         c.sample.num_train_samples = 0
         c.optim.decay_steps = 0  # a 2·steps run has no room for S's cool-down; same step cost
         c.data.seed = data_seed
-    train_loop(c, workdir, comps=comps)
+    if text_offline:
+        # The loop's batches plus the prefetch thread's look-ahead, drawn as train_loop draws
+        # them (same config and seed, host 0 of 1), encoded into the encoder's LRU.
+        n = 2 * steps + int(c.data.prefetch_batches) + 2
+        it = iter(make_dataset(c, latent_frames=comps.latent_shape[0]))
+        captions = [str(t) for _ in range(n) for t in next(it)["caption"]]
+        enc, cached = comps.text_encoder, 0
+        while enc is not None:  # wrappers (word pieces, word bag) hold no cache; their inner does
+            cached = max(cached, int(enc.cache_size))
+            enc = getattr(enc, "inner", getattr(enc, "main", None))
+        if cached < len(set(captions)):
+            raise SystemExit(
+                f"--text offline needs text_encoder.cache_size >= {len(set(captions))} "
+                f"(the round's captions); got {config.text_encoder.cache_size}"
+            )
+        comps.text_encoder.encode(captions)
+    deepest = comps.text_encoder
+    while getattr(deepest, "inner", getattr(deepest, "main", None)) is not None:
+        deepest = getattr(deepest, "inner", getattr(deepest, "main", None))
+    encoded = []  # captions the loop itself encodes (cache misses)
+    uncached = deepest._encode_uncached
+    deepest._encode_uncached = lambda texts: encoded.extend(texts) or uncached(texts)
+    try:
+        train_loop(c, workdir, comps=comps)
+    finally:
+        del deepest._encode_uncached  # back to the class's method
+    print(
+        f"    loop encoded {len(encoded)} captions ({'offline' if text_offline else 'online'} text)"
+    )
     with open(os.path.join(workdir, "metrics.jsonl")) as fh:
         rows = [json.loads(line) for line in fh]
     return float(next(r for r in rows if r["step"] == 2 * steps)["sec_per_step"])
 
 
 def bench(
-    variant: str, steps: int, rounds: int, overrides: dict, tmp: str, loop_too: bool = True
+    variant: str,
+    steps: int,
+    rounds: int,
+    overrides: dict,
+    tmp: str,
+    loop_too: bool = True,
+    text_offline: bool = False,
 ) -> dict:
     from configs.stiv import get_config
     from stiv_jax.data.pipeline import make_dataset
@@ -137,7 +180,9 @@ def bench(
                 jax.block_until_ready(prepare_batch(next(it), comps))
             host.append((time.perf_counter() - t0) / steps)
             run_dir = os.path.join(tmp, f"{variant}_{r}")
-            loop.append(loop_step_s(config, comps, steps, run_dir, data_seed=1000 + r))
+            loop.append(
+                loop_step_s(config, comps, steps, run_dir, 1000 + r, text_offline=text_offline)
+            )
         else:  # --no-loop: the loop and host figures print as NaN
             host.append(float("nan"))
             loop.append(float("nan"))
@@ -152,6 +197,7 @@ def bench(
     b = config.data.batch_size
     return {
         "variant": variant,
+        "text": "offline" if text_offline else "online",
         "batch": b,
         "shape": list(comps.latent_shape),
         "jitted_min_s": best,
@@ -183,6 +229,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved jitted/loop rounds")
     ap.add_argument("--set", action="append", default=[], help="config override a.b=v")
     ap.add_argument("--no-loop", action="store_true", help="time the jitted step only")
+    ap.add_argument(
+        "--text",
+        choices=("online", "offline"),
+        default="online",
+        help="loop: encode captions per batch (online) or all before the round (offline)",
+    )
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     if args.steps < 1 or args.rounds < 1:
@@ -196,7 +248,15 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="train_step_bench_") as tmp:
         rows = [
-            bench(v, args.steps, args.rounds, overrides, tmp, loop_too=not args.no_loop)
+            bench(
+                v,
+                args.steps,
+                args.rounds,
+                overrides,
+                tmp,
+                loop_too=not args.no_loop,
+                text_offline=args.text == "offline",
+            )
             for v in args.variants.split(",")
         ]
     for r in rows:
@@ -204,7 +264,7 @@ def main() -> None:
             f"{r['variant']:>5}: batch {r['batch']} latents {r['shape']}  jitted step min "
             f"{r['jitted_min_s'] * 1e3:.1f} ms (median {r['jitted_median_s'] * 1e3:.1f})  loop min "
             f"{r['loop_min_s'] * 1e3:.1f} ms (median {r['loop_median_s'] * 1e3:.1f})\n"
-            f"       loop/jitted {r['loop_over_jitted_min']:.3f} min/min, "
+            f"       loop/jitted ({r['text']} text) {r['loop_over_jitted_min']:.3f} min/min, "
             f"{r['loop_over_jitted_paired_median']:.3f} paired median; host batch min "
             f"{r['host_min_s'] * 1e3:.1f} ms (median {r['host_median_s'] * 1e3:.1f})  |  "
             f"{r['samples_per_s']:.2f} samples/s  {r['gflops_per_step']:.2f} GFLOP/step (XLA)  "
