@@ -81,24 +81,32 @@ def test_task_mix_follows_config():
     assert len(set(tasks.tolist())) >= 3  # default mix 0.25/0.55/0.1/0.1 over 32 draws
 
 
+def _samples_by_task(cfg, clips):
+    """The pipeline's first 8 batches of `clips` as [(clip, caption, given)]: a sample given a
+    frame carries its clip's `caption_given`, a text-only one its `caption` (a KeyError
+    otherwise), and its clip's video; both kinds occur."""
+    full = {c["caption"]: c for c in clips}
+    frame_given = {c["caption_given"]: c for c in clips}
+    out = []
+    for b in _take(iter(make_dataset(cfg, latent_frames=F)), 8):
+        for video, caption, mask in zip(b["video"], b["caption"], b["cond_mask"]):
+            given = bool(mask.any())
+            clip = (frame_given if given else full)[str(caption)]  # KeyError: the wrong caption
+            np.testing.assert_array_equal(video, clip["video"].astype(np.float32) / 127.5 - 1.0)
+            out.append((clip, str(caption), given))
+    assert {given for *_, given in out} == {True, False}
+    return out
+
+
 def test_bg_drop_given_leaves_the_background_out_only_where_a_frame_is_given():
     """bg_drop_tasks=given: T2V samples keep the background phrase, samples with a given frame
     lose it (bg_drop=1: every index); the videos are unchanged."""
     cfg = _config()
     cfg.data.shapes.bg_drop, cfg.data.shapes.bg_drop_tasks = 1.0, "given"
     clips = [generate_clip(i, res=16, frames=4, caption_without_background=True) for i in range(16)]
-    full = {c["caption"]: c for c in clips}
-    short = {c["caption_given"]: c for c in clips}
-    seen = set()
-    for b in _take(iter(make_dataset(cfg, latent_frames=F)), 8):
-        for video, caption, mask in zip(b["video"], b["caption"], b["cond_mask"]):
-            given = bool(mask.any())
-            clip = (short if given else full)[str(caption)]  # KeyError: the wrong caption
-            panned = clip["truth"]["camera"]["pan"] != "none"
-            assert ("background" in str(caption)) == (panned or not given), caption
-            np.testing.assert_array_equal(video, clip["video"].astype(np.float32) / 127.5 - 1.0)
-            seen.add(given)
-    assert seen == {True, False}
+    for clip, caption, given in _samples_by_task(cfg, clips):
+        panned = clip["truth"]["camera"]["pan"] != "none"
+        assert ("background" in caption) == (panned or not given), caption
     cfg.data.shapes.bg_drop_tasks = "t2v"
     with pytest.raises(ValueError, match="bg_drop_tasks='t2v'"):
         make_dataset(cfg, latent_frames=F)
@@ -115,16 +123,7 @@ def test_given_templates_paraphrase_only_where_a_frame_is_given():
     for c, p in zip(clips, plain):
         assert c["caption"] == p["caption"] and np.array_equal(c["video"], p["video"])
     assert any(c["truth"]["template_given"] >= 3 for c in clips)
-    full = {c["caption"]: c for c in clips}
-    para = {c["caption_given"]: c for c in clips}
-    seen = set()
-    for b in _take(iter(make_dataset(cfg, latent_frames=F)), 8):
-        for video, caption, mask in zip(b["video"], b["caption"], b["cond_mask"]):
-            given = bool(mask.any())
-            clip = (para if given else full)[str(caption)]  # KeyError: the wrong caption
-            np.testing.assert_array_equal(video, clip["video"].astype(np.float32) / 127.5 - 1.0)
-            seen.add(given)
-    assert seen == {True, False}
+    _samples_by_task(cfg, clips)  # the caption each sample trains on, by its task
     drill = ShapesSource(4, res=16, frames=4, drill=True, given_templates=12)
     assert "caption_given" not in drill[0]
     for bad in (-1, 13):
