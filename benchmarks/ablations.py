@@ -143,7 +143,8 @@ def base_config(args: argparse.Namespace):
         c.sample.steps = args.ode_steps
     c.train.log_every = 10
     c.train.seed = args.seed
-    c.data.seed = args.seed if args.data_seed is None else args.data_seed
+    data_seed = getattr(args, "data_seed", None)  # callers before --data_seed: --seed
+    c.data.seed = args.seed if data_seed is None else data_seed
     c.data.batch_size = args.batch
     c.sample.num_train_samples = 2  # the trainer's own end-of-run samples (not scored)
     return c

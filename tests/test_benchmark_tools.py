@@ -113,6 +113,8 @@ def test_ablation_main_recipe_is_the_readme_main_job_with_the_seed():
                   "model.heads", "model.rope_theta"):  # fmt: skip
         assert get(c, field) == get(main, field), field
     assert c.train.seed == c.data.seed == 1
+    readme_seed1 = ablations.base_config(args(data_seed=0))  # the README's second seed
+    assert (readme_seed1.train.seed, readme_seed1.data.seed) == (1, 0)
     for bad in (dict(steps=400), dict(variant="tiny"), dict(ema_decay=0.9)):
         with pytest.raises(SystemExit, match="--recipe main is the README main job's own"):
             args(**bad)
