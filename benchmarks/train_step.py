@@ -70,6 +70,15 @@ def gemm_gflops(n: int = GEMM_N, reps: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def encoder_chain(encoder) -> list:
+    """`encoder` and the encoders it wraps, outermost first: the wrappers (word pieces, word
+    bag, pooled override) hold no cache and pass their prompts to `inner` / `main`."""
+    chain = [encoder]
+    while getattr(chain[-1], "inner", getattr(chain[-1], "main", None)) is not None:
+        chain.append(getattr(chain[-1], "inner", getattr(chain[-1], "main", None)))
+    return chain
+
+
 def loop_step_s(
     config, comps, steps: int, workdir: str, data_seed: int, text_offline: bool = False
 ) -> float:
@@ -95,19 +104,14 @@ def loop_step_s(
         n = 2 * steps + int(c.data.prefetch_batches) + 2
         it = iter(make_dataset(c, latent_frames=comps.latent_shape[0]))
         captions = [str(t) for _ in range(n) for t in next(it)["caption"]]
-        enc, cached = comps.text_encoder, 0
-        while enc is not None:  # wrappers (word pieces, word bag) hold no cache; their inner does
-            cached = max(cached, int(enc.cache_size))
-            enc = getattr(enc, "inner", getattr(enc, "main", None))
+        cached = max(int(e.cache_size) for e in encoder_chain(comps.text_encoder))
         if cached < len(set(captions)):
             raise SystemExit(
                 f"--text offline needs text_encoder.cache_size >= {len(set(captions))} "
                 f"(the round's captions); got {config.text_encoder.cache_size}"
             )
         comps.text_encoder.encode(captions)
-    deepest = comps.text_encoder
-    while getattr(deepest, "inner", getattr(deepest, "main", None)) is not None:
-        deepest = getattr(deepest, "inner", getattr(deepest, "main", None))
+    deepest = encoder_chain(comps.text_encoder)[-1]  # the model that encodes on a miss
     encoded = []  # captions the loop itself encodes (cache misses)
     uncached = deepest._encode_uncached
     deepest._encode_uncached = lambda texts: encoded.extend(texts) or uncached(texts)

@@ -16,6 +16,7 @@ import ablations  # noqa: E402
 import eval_objects  # noqa: E402
 import quality_probes  # noqa: E402
 import step_profile  # noqa: E402
+import train_step  # noqa: E402
 import xla_cpu_ops  # noqa: E402
 
 from stiv_jax.data.shapes import DIRECTIONS, generate_clip  # noqa: E402
@@ -315,3 +316,26 @@ def test_xla_cpu_ops_times_the_same_math_on_both_sides():
         for g, t in zip(grads, targs):
             np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-3, atol=1e-3, err_msg=name)
         assert nbytes > 0
+
+
+def test_train_step_offline_text_leaves_no_caption_for_the_loop_to_encode(tmp_path, capsys):
+    """`--text offline`: every caption a loop round draws (with the prefetch look-ahead) is
+    encoded before it, so the loop encodes none; online, it encodes each batch's."""
+    from configs.stiv import get_config
+    from stiv_jax.runtime import Components, fill_train_grid
+
+    c = get_config("variant=tiny,res=16,frames=4")
+    c.data.batch_size, c.data.shapes.num_train = 2, 64
+    fill_train_grid(c)
+    comps = Components(c)
+    counts = {}
+    for mode in ("offline", "online"):
+        sec = train_step.loop_step_s(
+            c, comps, 1, str(tmp_path / mode), data_seed=7 if mode == "offline" else 8,
+            text_offline=mode == "offline",
+        )  # fmt: skip
+        assert sec > 0
+        counts[mode] = int(capsys.readouterr().out.split("loop encoded ")[1].split()[0])
+    assert counts["offline"] == 0 and counts["online"] >= 2 * 2  # two steps of two captions
+    chain = train_step.encoder_chain(comps.text_encoder)  # down to the caching model
+    assert chain[-1].cache_size == c.text_encoder.cache_size > 0
