@@ -47,19 +47,20 @@ sys.path.insert(0, ROOT)
 
 import re  # noqa: E402
 
-from stiv_jax.data.shapes import _DIR_WORDS, _SPEED_ADV, COLORS, TEMPLATES  # noqa: E402
+from stiv_jax.data.captions import DIRECTION_WORDS, SPEED_ADVERBS, TEMPLATES  # noqa: E402
+from stiv_jax.data.shapes import COLORS  # noqa: E402
 from stiv_jax.encoders.base import TextEmbeddings  # noqa: E402
 from stiv_jax.encoders.minilm import MiniLMEncoder  # noqa: E402
 
-_ORDER = tuple(_DIR_WORDS)
-_INDEX = {k: i for i, k in enumerate(sorted(_DIR_WORDS))}
+_ORDER = tuple(DIRECTION_WORDS)
+_INDEX = {k: i for i, k in enumerate(sorted(DIRECTION_WORDS))}
 
 
 def caption_direction(caption: str) -> str | None:
     """The first direction phrase of `caption` (at one position, the longest), or None."""
     padded = f" {caption} "
-    hits = [(padded.find(f" {_DIR_WORDS[k]} "), k) for k in _ORDER]
-    hits = [(pos, -len(_DIR_WORDS[k]), k) for pos, k in hits if pos >= 0]
+    hits = [(padded.find(f" {DIRECTION_WORDS[k]} "), k) for k in _ORDER]
+    hits = [(pos, -len(DIRECTION_WORDS[k]), k) for pos, k in hits if pos >= 0]
     return min(hits)[2] if hits else None  # earliest, then longest ("up and to the left")
 
 
@@ -70,8 +71,8 @@ def _move_pattern(move: str) -> re.Pattern:
     fields = {
         "{color}": f"(?P<color>{alt(COLORS)})",
         "{shape}": r"\w+",
-        "{dir}": f"(?P<dir>{alt(_DIR_WORDS.values())})",
-        "{speed}": f"(?:{alt(_SPEED_ADV.values())})",
+        "{dir}": f"(?P<dir>{alt(DIRECTION_WORDS.values())})",
+        "{speed}": f"(?:{alt(SPEED_ADVERBS.values())})",
         "{speed_adj}": r"\w+",
     }
     lit = lambda x: re.escape(x[:-2]) + "an? " if x.endswith("a ") else re.escape(x)  # noqa: E731
@@ -79,7 +80,7 @@ def _move_pattern(move: str) -> re.Pattern:
 
 
 _MOVES = [_move_pattern(t.move) for split in TEMPLATES.values() for t in split]
-_WORD_DIR = {v: k for k, v in _DIR_WORDS.items()}
+_WORD_DIR = {v: k for k, v in DIRECTION_WORDS.items()}
 
 
 def object_directions(caption: str) -> list[tuple[str, str]]:

@@ -93,7 +93,7 @@ python benchmarks/quality_probes.py caption_score --workdir W [--num 16]
     and the mean number of other videos it rates above its own (docs/quality.md §33.3)
 python benchmarks/quality_probes.py phrasing --workdir W --out DIR [--templates 0,1] [--tasks ti2v,t2v]
     how much of the gap is the evaluator's unseen phrasing? `stiv_jax.evaluate` (16 cases)
-    with the held-out scenes captioned in training templates (`shapes.TRAIN_TEMPLATES` at
+    with the held-out scenes captioned in training templates (`captions.TRAIN_TEMPLATES` at
     the given indices, as many as the held-out split has, so its scenes are unchanged);
     compare with W's own evaluation (docs/quality.md §38.1)
 """
@@ -116,7 +116,8 @@ def spot() -> None:
     from scipy.stats import spearmanr
 
     from stiv_jax import metrics
-    from stiv_jax.data.shapes import _DIR_WORDS, generate_clip
+    from stiv_jax.data.captions import DIRECTION_WORDS
+    from stiv_jax.data.shapes import generate_clip
 
     ok = tot = named = 0
     speeds, scores = [], []
@@ -124,10 +125,10 @@ def spot() -> None:
         c = generate_clip(i, split="heldout", seed=1_000_003)
         s = metrics.score_clip(c["video"], c["truth"])
         for o, m in zip(c["truth"]["objects"], s["objects"]):
-            if o["motion"] in _DIR_WORDS:
+            if o["motion"] in DIRECTION_WORDS:
                 tot += 1
                 ok += m["direction"] == o["motion"]
-                named += _DIR_WORDS[o["motion"]] in c["caption"] and o["color"] in c["caption"]
+                named += DIRECTION_WORDS[o["motion"]] in c["caption"] and o["color"] in c["caption"]
         objs = [np.hypot(*o["velocity"]) for o in c["truth"]["objects"]]
         speeds.append(max(objs + [c["truth"]["camera"]["rate"]]))
         scores.append(c["motion_score"])
@@ -867,18 +868,18 @@ def evaluate_patched(module, name: str, replacement, workdir: str, out: str, tas
 
 
 def phrasing(workdir: str, out: str, templates: tuple[int, ...], tasks: tuple[str, ...]) -> None:
-    from stiv_jax.data import shapes
+    from stiv_jax.data import captions
 
-    held = len(shapes.HELDOUT_TEMPLATES)
-    if len(templates) != held or not all(0 <= i < len(shapes.TRAIN_TEMPLATES) for i in templates):
+    held = len(captions.HELDOUT_TEMPLATES)
+    if len(templates) != held or not all(0 <= i < len(captions.TRAIN_TEMPLATES) for i in templates):
         raise SystemExit(
             f"error: --templates {','.join(map(str, templates))}: expected {held} indices into "
-            f"the {len(shapes.TRAIN_TEMPLATES)} training templates (the held-out split's count "
+            f"the {len(captions.TRAIN_TEMPLATES)} training templates (the held-out split's count "
             "keeps its scenes)"
         )
-    picked = tuple(shapes.TRAIN_TEMPLATES[i] for i in templates)
+    picked = tuple(captions.TRAIN_TEMPLATES[i] for i in templates)
     evaluate_patched(
-        shapes, "TEMPLATES", {**shapes.TEMPLATES, "heldout": picked}, workdir, out, tasks
+        captions, "TEMPLATES", {**captions.TEMPLATES, "heldout": picked}, workdir, out, tasks
     )
 
 
@@ -1029,9 +1030,9 @@ def with_speed_words(caption: str, old: str, new: str) -> str:
     another's; ShapesBench's templates (stiv_jax/data/shapes.py) are the vocabulary."""
     import re
 
-    from stiv_jax.data.shapes import _SPEED_ADV
+    from stiv_jax.data.captions import SPEED_ADVERBS
 
-    caption = caption.replace(_SPEED_ADV[old], _SPEED_ADV[new])
+    caption = caption.replace(SPEED_ADVERBS[old], SPEED_ADVERBS[new])
     return re.sub(rf"\b{old}\b", new, caption)
 
 

@@ -196,7 +196,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Share of training clips whose objects start where their track fits in every direction
     # (still camera), so the start does not hint at the direction (docs/quality.md §19).
     d.shapes.free_start = 0.0  # share of training clips with direction-free starts (0 = none)
-    # Training caption phrasings drawn from: the first N of shapes.TRAIN_TEMPLATES (3 = the
+    # Training caption phrasings drawn from: the first N of captions.TRAIN_TEMPLATES (3 = the
     # original ones; more add paraphrases, none in the held-out phrasings; docs/quality.md §38).
     d.shapes.templates = 3
     # Samples given a frame train on their scene in one of the first N training phrasings

@@ -89,7 +89,7 @@ def opposite_direction(caption: str) -> str:
 
 def swap_directions(clip: dict) -> str:
     """A two-object drill clip's caption with its objects' directions (and speeds) exchanged."""
-    from stiv_jax.data.shapes import TEMPLATES, _caption
+    from stiv_jax.data.captions import TEMPLATES, caption
 
     truth = clip["truth"]
     a, b = truth["objects"]
@@ -99,7 +99,7 @@ def swap_directions(clip: dict) -> str:
     ]
     tpl = TEMPLATES[truth["split"]][truth["template"]]
     still = {"direction": "none", "speed": "none"}  # the binding drill has no camera pan
-    return _caption(tpl, objs, truth["background"], still, background=True)
+    return caption(tpl, objs, truth["background"], still, background=True)
 
 
 def drill_clips(config, num: int = NUM_CLIPS, swappable: bool | None = None) -> list[dict]:

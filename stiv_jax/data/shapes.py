@@ -14,19 +14,20 @@ rate is capped and the truth records the rate actually used.
 
 Everything is a pure function of (seed, split, index): `split="train"` and
 `split="heldout"` draw from disjoint seed streams and use disjoint caption templates
-(paraphrases). The motion score is `stiv_jax.data.motion.motion_score` with a short
-frame interval (default 2) because clips are only a few frames long.
+(paraphrases, `stiv_jax.data.captions`). The motion score is
+`stiv_jax.data.motion.motion_score` with a short frame interval (default 2) because clips
+are only a few frames long.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import re
 from typing import Any
 
 import numpy as np
 
+from stiv_jax.data import captions
+from stiv_jax.data.captions import BASE_TEMPLATES
 from stiv_jax.data.motion import motion_score
 
 SPLITS = ("train", "heldout")
@@ -93,180 +94,7 @@ DRILL_SPEEDS = ("fast",)  # default speeds of the direction drill (`generate_cli
 SWAP_ATTEMPTS = 30  # start draws per direction pair of a swappable binding-drill clip
 SWAP_PAIRS = 20  # direction pairs tried before a swappable binding-drill clip is an error
 
-_SPEED_ADV = {"slow": "slowly", "medium": "at a medium speed", "fast": "quickly"}
-_DIR_WORDS = {
-    "left": "left",
-    "right": "right",
-    "up": "up",
-    "down": "down",
-    "up-left": "up and to the left",
-    "up-right": "up and to the right",
-    "down-left": "down and to the left",
-    "down-right": "down and to the right",
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Template:
-    """Caption phrasings; fields are `str.format` patterns over an object's words."""
-
-    move: str
-    still: str
-    grow: str
-    shrink: str
-    join: str  # two object clauses -> one
-    scene: str  # clauses + background
-    pan: str  # camera pan over objects + background
-
-
-TRAIN_TEMPLATES = (
-    Template(
-        move="a {color} {shape} moves {dir} {speed}",
-        still="a {color} {shape} stays still",
-        grow="a {color} {shape} grows {speed}",
-        shrink="a {color} {shape} shrinks {speed}",
-        join="{a} while {b}",
-        scene="{clauses} on {bg}",
-        pan="the camera pans {dir} {speed} over {objects} on {bg}",
-    ),
-    Template(
-        move="a {color} {shape} slides {dir} {speed}",
-        still="a {color} {shape} does not move",
-        grow="a {color} {shape} becomes larger {speed}",
-        shrink="a {color} {shape} becomes smaller {speed}",
-        join="{a} and {b}",
-        scene="{bg}: {clauses}",
-        pan="{bg} with {objects}, the camera panning {dir} {speed}",
-    ),
-    Template(
-        move="{speed_adj} motion {dir} of a {color} {shape}",
-        still="a static {color} {shape}",
-        grow="{speed_adj} growth of a {color} {shape}",
-        shrink="{speed_adj} shrinking of a {color} {shape}",
-        join="{a}, {b}",
-        scene="{clauses}, {bg}",
-        pan="a {speed_adj} camera pan {dir} across {objects} on {bg}",
-    ),
-    # Paraphrases beyond the original three (`generate_clip(templates=N)` draws from the
-    # first N): other verbs, sentence shapes and speed phrasings, none of the held-out
-    # templates' words, so the evaluator's phrasings stay unseen (docs/quality.md §38).
-    Template(
-        move="the {color} {shape} goes {dir} {speed}",
-        still="the {color} {shape} stays where it is",
-        grow="the {color} {shape} swells {speed}",
-        shrink="the {color} {shape} dwindles {speed}",
-        join="{a}, and {b}",
-        scene="{clauses} in front of {bg}",
-        pan="{speed_adj} camera movement {dir} showing {objects} on {bg}",
-    ),
-    Template(
-        move="a {color} {shape} glides {dir} with {speed_adj} speed",
-        still="a {color} {shape} remains fixed",
-        grow="a {color} {shape} gets larger with {speed_adj} speed",
-        shrink="a {color} {shape} gets smaller with {speed_adj} speed",
-        join="{a} as {b}",
-        scene="{clauses} over {bg}",
-        pan="the view shifts {dir} {speed} across {objects} on {bg}",
-    ),
-    Template(
-        move="we see a {color} {shape} moving {dir} {speed}",
-        still="we see a {color} {shape} sitting still",
-        grow="we see a {color} {shape} growing {speed}",
-        shrink="we see a {color} {shape} shrinking {speed}",
-        join="{a} and {b}",
-        scene="a video of {bg} where {clauses}",
-        pan="we see {objects} on {bg} as the camera pans {dir} {speed}",
-    ),
-    Template(
-        move="{speed_adj} movement {dir} by a {color} {shape}",
-        still="a {color} {shape} without any motion",
-        grow="{speed_adj} enlargement of a {color} {shape}",
-        shrink="{speed_adj} reduction in size of a {color} {shape}",
-        join="{a} together with {b}",
-        scene="{clauses} with {bg}",
-        pan="{speed_adj} panning {dir} of the camera over {objects} and {bg}",
-    ),
-    Template(
-        move="a {color} {shape} is moving {dir} {speed}",
-        still="a {color} {shape} is not moving",
-        grow="a {color} {shape} is growing {speed}",
-        shrink="a {color} {shape} is shrinking {speed}",
-        join="{a} while {b}",
-        scene="on {bg}, {clauses}",
-        pan="the camera is panning {dir} {speed} above {objects} on {bg}",
-    ),
-    Template(
-        move="a {color} {shape} shifts {dir} {speed}",
-        still="a {color} {shape} holds its position",
-        grow="a {color} {shape} increases in size {speed}",
-        shrink="a {color} {shape} decreases in size {speed}",
-        join="{a} and also {b}",
-        scene="in a clip with {bg}, {clauses}",
-        pan="a clip with {bg} and {objects}, the camera moving {dir} {speed}",
-    ),
-    Template(
-        move="{color} {shape}, moving {dir} {speed}",
-        still="{color} {shape}, not moving",
-        grow="{color} {shape}, growing {speed}",
-        shrink="{color} {shape}, shrinking {speed}",
-        join="{a}; {b}",
-        scene="{bg}. {clauses}",
-        pan="{bg}. camera pan {dir} {speed}. {objects}",
-    ),
-    Template(
-        move="a {color} {shape} that moves {dir} {speed}",
-        still="a {color} {shape} that never moves",
-        grow="a {color} {shape} that grows {speed}",
-        shrink="a {color} {shape} that shrinks {speed}",
-        join="{a}, with {b}",
-        scene="a scene on {bg}: {clauses}",
-        pan="a scene of {objects} on {bg} while the camera pans {dir} {speed}",
-    ),
-    Template(
-        move="a {color} {shape} floats {dir} {speed}",
-        still="a {color} {shape} stands still",
-        grow="a {color} {shape} inflates {speed}",
-        shrink="a {color} {shape} deflates {speed}",
-        join="{a}. {b}",
-        scene="{clauses}, the backdrop being {bg}",
-        pan="{objects} on {bg}; the camera glides {dir} {speed}",
-    ),
-)
-BASE_TEMPLATES = 3  # the original training phrasings: `templates` default, clips unchanged
-HELDOUT_TEMPLATES = (
-    Template(
-        move="a {color} {shape} travels {dir} at a {speed_adj} pace",
-        still="a motionless {color} {shape} rests in place",
-        grow="a {color} {shape} expands at a {speed_adj} pace",
-        shrink="a {color} {shape} contracts at a {speed_adj} pace",
-        join="{a}; meanwhile {b}",
-        scene="against {bg}, {clauses}",
-        pan="{objects} on {bg}, seen by a camera sweeping {dir} {speed}",
-    ),
-    Template(
-        move="there is a {color} {shape} heading {dir} {speed}",
-        still="there is a {color} {shape} that stays put",
-        grow="there is a {color} {shape} getting bigger {speed}",
-        shrink="there is a {color} {shape} getting smaller {speed}",
-        join="{a}, plus {b}",
-        scene="{clauses}, all over {bg}",
-        pan="{objects} over {bg}, filmed while the camera drifts {dir} {speed}",
-    ),
-)
-TEMPLATES = {"train": TRAIN_TEMPLATES, "heldout": HELDOUT_TEMPLATES}
 _SPLIT_STREAM = {"train": 0, "heldout": 1}  # disjoint SeedSequence streams per split
-
-
-def _check_templates(templates: int, given_templates: int = 0) -> None:
-    if not 1 <= templates <= len(TRAIN_TEMPLATES):
-        raise ValueError(
-            f"templates={templates}; expected 1 to {len(TRAIN_TEMPLATES)} training phrasings"
-        )
-    if not 0 <= given_templates <= len(TRAIN_TEMPLATES):
-        raise ValueError(
-            f"given_templates={given_templates}; expected 0 (off) to {len(TRAIN_TEMPLATES)} "
-            "training phrasings"
-        )
 
 
 def _check_args(index: int, res: int, frames: int, split: str, frame_stride: int) -> None:
@@ -518,43 +346,6 @@ def _place_swappable(rng: np.random.Generator, objs: list[dict], res: int, n: in
     return False
 
 
-def _caption(tpl: Template, objs: list[dict], bg: dict, pan: dict, background: bool) -> str:
-    bg_words = (
-        f"a plain {bg['color']} background"
-        if bg["kind"] == "plain"
-        else {
-            "stripes": f"a {bg['color']} striped background",
-            "checker": f"a {bg['color']} checkered background",
-            "noise": f"a {bg['color']} mottled background",
-        }[bg["kind"]]
-    )
-
-    def words(o: dict, direction: str, speed: str) -> dict:
-        return {
-            "color": o["color"],
-            "shape": o["shape"],
-            "dir": _DIR_WORDS.get(direction, direction),
-            "speed": _SPEED_ADV.get(speed, ""),
-            "speed_adj": speed,
-        }
-
-    if pan["direction"] != "none":
-        objects = " and ".join(f"a {o['color']} {o['shape']}" for o in objs)
-        w = words(objs[0], pan["direction"], pan["speed"])
-        text = tpl.pan.format(
-            objects=objects, bg=bg_words, **{k: w[k] for k in ("dir", "speed", "speed_adj")}
-        )
-    else:
-        clauses = []
-        for o in objs:
-            kind = o["motion"] if o["motion"] in ("still", "grow", "shrink") else "move"
-            clauses.append(getattr(tpl, kind).format(**words(o, o["motion"], o["speed"])))
-        joined = clauses[0] if len(clauses) == 1 else tpl.join.format(a=clauses[0], b=clauses[1])
-        text = tpl.scene.format(clauses=joined, bg=bg_words) if background else joined
-    text = re.sub(r"\ba ([aeiou])", r"an \1", text)  # "a orange" -> "an orange"
-    return " ".join(text.split())  # collapses double spaces left by empty words
-
-
 def generate_clip(
     index: int,
     *,
@@ -608,7 +399,7 @@ def generate_clip(
     `caption_without_background=True` adds that caption too, as `caption_given` (the
     trainer's task draw picks it for samples with a given frame: `ToTrainExample`).
     `templates`: the training split's caption is drawn from its first `templates` phrasings
-    (`TRAIN_TEMPLATES`; the default, the original three, leaves every clip as it was); the
+    (`captions.TRAIN_TEMPLATES`; the default, the original three, leaves every clip as it was); the
     held-out split always uses all of its own.
     `given_templates=N` (training split): `caption_given` is the same scene in a phrasing
     drawn from the first N (its own rng stream, so the clip and `caption` are unchanged),
@@ -616,7 +407,7 @@ def generate_clip(
     is given (docs/quality.md §39).
     """
     _check_args(index, res, frames, split, frame_stride)
-    _check_templates(templates, given_templates)
+    captions.check_templates(templates, given_templates)
     if drill_objects not in (1, 2):
         raise ValueError(f"drill_objects={drill_objects}; expected 1 or 2")
     drill_speeds = drill_speeds_tuple(drill_speeds)
@@ -628,7 +419,7 @@ def generate_clip(
     rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_STREAM[split], index]))
     n = (frames - 1) * frame_stride + 1
     t = np.arange(n, dtype=np.float64)
-    tpl_id = int(rng.integers(templates if split == "train" else len(TEMPLATES[split])))
+    tpl_id = int(rng.integers(templates if split == "train" else len(captions.TEMPLATES[split])))
     textured, camera_pan = textured and not drill, camera_pan and not drill
     kind = str(rng.choice(TEXTURES[1:])) if textured and rng.random() < P_TEXTURED else "plain"
     bg = {"kind": kind, "color": str(rng.choice(tuple(BACKGROUNDS)))}
@@ -719,7 +510,7 @@ def generate_clip(
             for o in objs
         ],
     }
-    caption = _caption(TEMPLATES[split][tpl_id], objs, bg, pan, caption_background)
+    caption = captions.caption(captions.TEMPLATES[split][tpl_id], objs, bg, pan, caption_background)
     out = {"video": video, "caption": caption, "motion_score": np.float32(score), "truth": truth}
     paraphrase = bool(given_templates) and split == "train"
     if paraphrase or caption_without_background:
@@ -729,7 +520,9 @@ def generate_clip(
             given_tpl = int(np.random.default_rng(stream).integers(given_templates))
         truth["template_given"] = given_tpl
         background = caption_background and not caption_without_background
-        out["caption_given"] = _caption(TEMPLATES[split][given_tpl], objs, bg, pan, background)
+        out["caption_given"] = captions.caption(
+            captions.TEMPLATES[split][given_tpl], objs, bg, pan, background
+        )
     return out
 
 
@@ -812,7 +605,7 @@ class ShapesSource:
             )
         self.speed_drill = 0.0 if drill else float(speed_drill)  # a prelude's drill: unchanged
         _check_args(0, res, frames, split, frame_stride)
-        _check_templates(templates, given_templates)
+        captions.check_templates(templates, given_templates)
         self.given_templates = 0 if drill else int(given_templates)  # a prelude's drill: unchanged
         self.num = int(num)
         self.kwargs = dict(

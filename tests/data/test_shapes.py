@@ -1,13 +1,14 @@
 """ShapesBench generator: determinism, splits, ground truth against the pixels, options."""
 
 import collections
+import dataclasses
 import re
 
 import cv2
 import numpy as np
 import pytest
 
-from stiv_jax.data import shapes
+from stiv_jax.data import captions, shapes
 from stiv_jax.data.motion import motion_score
 from stiv_jax.data.shapes import ShapesSource, generate_clip
 
@@ -47,15 +48,15 @@ def test_shapes_dtypes_and_score(res, frames):
 
 def test_heldout_uses_disjoint_templates():
     def skeleton(tpl):  # the fixed words of every phrasing of a template
-        return {getattr(tpl, f.name) for f in shapes.dataclasses.fields(tpl)}
+        return {getattr(tpl, f.name) for f in dataclasses.fields(tpl)}
 
-    train = set().union(*(skeleton(t) for t in shapes.TRAIN_TEMPLATES))
-    held = set().union(*(skeleton(t) for t in shapes.HELDOUT_TEMPLATES))
+    train = set().union(*(skeleton(t) for t in captions.TRAIN_TEMPLATES))
+    held = set().union(*(skeleton(t) for t in captions.HELDOUT_TEMPLATES))
     assert not train & held
     caps = {s: {generate_clip(i, split=s)["caption"] for i in range(40)} for s in shapes.SPLITS}
     assert not caps["train"] & caps["heldout"]
     tpls = {generate_clip(i, split="heldout")["truth"]["template"] for i in range(40)}
-    assert tpls == set(range(len(shapes.HELDOUT_TEMPLATES)))
+    assert tpls == set(range(len(captions.HELDOUT_TEMPLATES)))
 
 
 def test_paraphrase_templates_keep_the_heldout_phrasings_unseen():
@@ -64,19 +65,19 @@ def test_paraphrase_templates_keep_the_heldout_phrasings_unseen():
     words (function words aside), so the evaluator's phrasings stay unseen."""
 
     def words(tpls):
-        fields = [getattr(t, f.name) for t in tpls for f in shapes.dataclasses.fields(t)]
+        fields = [getattr(t, f.name) for t in tpls for f in dataclasses.fields(t)]
         return set(re.findall(r"[a-z]+", re.sub(r"\{[a-z_]+\}", " ", " ".join(fields))))
 
-    base = shapes.TRAIN_TEMPLATES[: shapes.BASE_TEMPLATES]
-    held_own = words(shapes.HELDOUT_TEMPLATES) - words(base) - {"at", "by", "in", "is", "that"}
-    assert held_own and not held_own & words(shapes.TRAIN_TEMPLATES)
-    n = len(shapes.TRAIN_TEMPLATES)
+    base = captions.TRAIN_TEMPLATES[: captions.BASE_TEMPLATES]
+    held_own = words(captions.HELDOUT_TEMPLATES) - words(base) - {"at", "by", "in", "is", "that"}
+    assert held_own and not held_own & words(captions.TRAIN_TEMPLATES)
+    n = len(captions.TRAIN_TEMPLATES)
     used = collections.Counter(
         generate_clip(i, templates=n)["truth"]["template"] for i in range(400)
     )
     assert set(used) == set(range(n))
     for i in range(6):  # the default is the original draw, the held-out split ignores it
-        a, b = generate_clip(i), generate_clip(i, templates=shapes.BASE_TEMPLATES)
+        a, b = generate_clip(i), generate_clip(i, templates=captions.BASE_TEMPLATES)
         assert a["caption"] == b["caption"] and np.array_equal(a["video"], b["video"])
         assert (
             generate_clip(i, split="heldout", templates=n)["caption"]
@@ -239,7 +240,7 @@ def test_small_config_word_bag_gives_every_direction_word_its_own_bucket():
     """The S word bag (text_encoder.word_bag) must not hash a direction word into the bucket
     of another ShapesBench word: the model would read "left" and, say, "red" as one word."""
     from configs.stiv import get_config
-    from stiv_jax.data.shapes import _DIR_WORDS
+    from stiv_jax.data.captions import DIRECTION_WORDS
     from stiv_jax.encoders.minilm import packaged_minilm_dir
     from stiv_jax.encoders.tokenizer import Tokenizer
 
@@ -254,7 +255,7 @@ def test_small_config_word_bag_gives_every_direction_word_its_own_bucket():
         assert int(wid) in words, word
         others = {w for w in words - {int(wid)} if w % buckets == wid % buckets}
         assert not others, f"{word!r} shares bucket {wid % buckets} with ids {others}"
-    assert {"left", "up and to the left"} <= set(_DIR_WORDS.values())
+    assert {"left", "up and to the left"} <= set(DIRECTION_WORDS.values())
 
 
 def test_drill_clips_start_where_every_direction_fits():
@@ -267,7 +268,7 @@ def test_drill_clips_start_where_every_direction_fits():
         (o,) = c["truth"]["objects"]
         assert o["motion"] in shapes.DIRECTIONS and o["speed"] in shapes.DRILL_SPEEDS
         assert c["truth"]["background"]["kind"] == "plain" and c["truth"]["camera"]["pan"] == "none"
-        assert shapes._DIR_WORDS[o["motion"]] in c["caption"]
+        assert captions.DIRECTION_WORDS[o["motion"]] in c["caption"]
         seen.add(o["motion"])
         h, reach = float(o["size"].max()), float(np.hypot(*o["velocity"])) * (frames - 1)
         for dx, dy in shapes.DIRECTIONS.values():
@@ -339,7 +340,9 @@ def test_binding_drill_has_two_objects_with_different_directions():
         assert a["color"] != b["color"] and a["speed"] in shapes.DRILL_SPEEDS
         assert c["truth"]["background"]["kind"] == "plain" and c["truth"]["camera"]["pan"] == "none"
         for o in (a, b):  # the caption names both objects' directions
-            assert shapes._DIR_WORDS[o["motion"]] in c["caption"] and o["color"] in c["caption"]
+            assert (
+                captions.DIRECTION_WORDS[o["motion"]] in c["caption"] and o["color"] in c["caption"]
+            )
         seen |= {a["motion"], b["motion"]}
     assert seen == set(shapes.DIRECTIONS)
     one = generate_clip(3, drill=True, drill_objects=1)  # the one-object drill is unchanged
