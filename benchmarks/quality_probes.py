@@ -1027,7 +1027,7 @@ MOTION_MEDIANS = {"slow": 0.72, "medium": 1.50, "fast": 2.56}
 
 def with_speed_words(caption: str, old: str, new: str) -> str:
     """The caption with one speed's words (adverb "quickly", adjective "fast pace") said as
-    another's; ShapesBench's templates (stiv_jax/data/shapes.py) are the vocabulary."""
+    another's; ShapesBench's templates (stiv_jax/data/captions.py) are the vocabulary."""
     import re
 
     from stiv_jax.data.captions import SPEED_ADVERBS

@@ -74,8 +74,8 @@ def encoder_chain(encoder) -> list:
     """`encoder` and the encoders it wraps, outermost first: the wrappers (word pieces, word
     bag, pooled override) hold no cache and pass their prompts to `inner` / `main`."""
     chain = [encoder]
-    while getattr(chain[-1], "inner", getattr(chain[-1], "main", None)) is not None:
-        chain.append(getattr(chain[-1], "inner", getattr(chain[-1], "main", None)))
+    while (wrapped := getattr(chain[-1], "inner", getattr(chain[-1], "main", None))) is not None:
+        chain.append(wrapped)
     return chain
 
 
