@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from stiv_jax.data import captions
-from stiv_jax.data.captions import BASE_TEMPLATES
 from stiv_jax.data.motion import motion_score
 
 SPLITS = ("train", "heldout")
@@ -365,7 +364,7 @@ def generate_clip(
     free_start: bool = False,
     caption_background: bool = True,
     caption_without_background: bool = False,
-    templates: int = BASE_TEMPLATES,
+    templates: int = captions.BASE_TEMPLATES,
     given_templates: int = 0,
 ) -> dict[str, Any]:
     """One ShapesBench clip: a pure function of (seed, split, index) and the options.
@@ -551,7 +550,7 @@ class ShapesSource:
         bg_drop_tasks: str = "all",
         speed_binding: float = 0.0,
         speed_drill: float = 0.0,
-        templates: int = BASE_TEMPLATES,
+        templates: int = captions.BASE_TEMPLATES,
         given_templates: int = 0,
     ):
         """`drill_share`: the share of indices (a fixed function of seed and index) that are
@@ -680,5 +679,5 @@ def config_kwargs(config: Any) -> dict[str, Any]:
         drill_objects=int(d.shapes.get("drill_objects", 1)),
         drill_swappable=bool(d.shapes.get("drill_swappable", False)),
         drill_speeds=drill_speeds_tuple(d.shapes.get("drill_speeds", ",".join(DRILL_SPEEDS))),
-        templates=int(d.shapes.get("templates", BASE_TEMPLATES)),
+        templates=int(d.shapes.get("templates", captions.BASE_TEMPLATES)),
     )
