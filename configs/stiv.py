@@ -33,12 +33,11 @@ The argument string is comma-separated `key=value` pairs:
               clips and 30% of the noise levels from the drill's law, the last 200 cooling
               down; no guidance where a frame is given, T2V sampled image first
               (sample.t2v_image_first, the best of 4 first frames by the model's own
-              caption score, sample.t2v_candidates); ~14 min on 2 CPU cores. long: the longer recipe (§22.3), the same with
+              caption score, sample.t2v_candidates); ~14 min on 2 CPU cores. long: the longer recipe (§22.3, §41), the same with
               a 3,000-step drill (the command stops if it has not bound, train.bind_min)
-              and 9,000 steps of the mix, the last 1,800 cooling down (1 h 49 min from a fresh clone on 2 CPU cores, its
-              drill shared; one command, resumable like any run; §24.3: TI2V direction
-              0.733, T2V 0.400); it samples with guidance 2.5, and 1.0 where a frame is given
-              (§23.2), so evaluate it with this config too:
+              and 9,000 steps of the mix, the last 1,800 cooling down (1 h 08 min of
+              training on 2 idle CPU cores, §41: TI2V direction 0.667, T2V 0.733); evaluate it
+              with this config too:
                 python -m stiv_jax.train --config configs/stiv.py:variant=S,recipe=long \
                     --workdir runs/stiv_s_long
                 python -m stiv_jax.evaluate --config configs/stiv.py:variant=S,recipe=long \
@@ -376,28 +375,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         f.noisy_share = 0.3  # and its noise law for 30% of the draws (§11.2)
         # §23.2, §25: with a frame given these models need no guidance (PSNR and motion up).
         s.cfg_scale_given = 1.0
-        # §25, §28.4: 1,000 drill steps, then 870 of the mix (~14 min): 2 heads of 64
-        # instead of S's 4 of 32 make the step 10% shorter, which pays for 170 more steps.
-        if recipe == "main":
+        # §28.4: 2 heads of 64 instead of S's 4 of 32: the step 10% shorter, level at equal
+        # steps (the main job spends it on 170 more steps of the mix).
+        m.heads = 2
+        # §29.1: RoPE base 100 instead of 10,000: on an 8×8 grid of 4 frames most of
+        # 10,000's frequencies barely turn; TI2V direction up in both seeds.
+        m.rope_theta = 100.0
+        # §29.2: text-only requests sampled image first: T2V direction within one
+        # sector and consistency up on all four models measured.
+        s.t2v_image_first = True
+        # §31.2: its first pass (no frame) guided at 3 while t < 0.4 (the layout), not
+        # after: T2V direction up on both seeds, 16 and 48 cases.
+        s.cfg_scale, s.cfg_interval = 3.0, (0.0, 0.4)
+        # §33.3: its first pass sampled 4 times, the frame the model's own caption score
+        # rates best kept: T2V direction up on both seeds (48 cases).
+        s.t2v_candidates = 4
+        if recipe == "main":  # §25, §28.4: 1,000 drill steps, then 870 of the mix (~14 min)
             t.prelude, t.steps = ("drill:1000",), 870
-            m.heads = 2
-            # §29.1: RoPE base 100 instead of 10,000: on an 8×8 grid of 4 frames most of
-            # 10,000's frequencies barely turn; TI2V direction up in both seeds.
-            m.rope_theta = 100.0
-            # §29.2: text-only requests sampled image first: T2V direction within one
-            # sector and consistency up on all four models measured.
-            s.t2v_image_first = True
-            # §31.2: its first pass (no frame) guided at 3 while t < 0.4 (the layout), not
-            # after: T2V direction up on both seeds, 16 and 48 cases.
-            s.cfg_scale, s.cfg_interval = 3.0, (0.0, 0.4)
-            # §33.3: its first pass sampled 4 times, the frame the model's own caption score
-            # rates best kept: T2V direction up on both seeds (48 cases).
-            s.t2v_candidates = 4
             t.bind_min = 0.0  # the main job always finishes; evaluate says what it learned
-        else:  # §22.3, §24.3
+        else:  # §22.3, §24.3, §41: the same levers, 3,000 drill steps and 9,000 of the mix
             t.prelude = ("drill:3000",)
             t.steps, o.decay_steps, t.ckpt_every = 9000, 1800, 1000
-            s.cfg_scale = 2.5  # §23.2: more guidance without a frame
     if "runlocal" in args:
         t.steps, t.log_every, t.ckpt_every = 20, 5, 10
         t.prelude = tuple(f"{entry.split(':')[0]}:10" for entry in t.prelude)
