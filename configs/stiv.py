@@ -33,10 +33,10 @@ The argument string is comma-separated `key=value` pairs:
               clips and 30% of the noise levels from the drill's law, the last 200 cooling
               down; no guidance where a frame is given, T2V sampled image first
               (sample.t2v_image_first, the best of 4 first frames by the model's own
-              caption score, sample.t2v_candidates); ~14 min on 2 CPU cores. long: the longer recipe (§22.3, §41), the same with
-              a 3,000-step drill (the command stops if it has not bound, train.bind_min)
-              and 9,000 steps of the mix, the last 1,800 cooling down (1 h 08 min of
-              training on 2 idle CPU cores, §41: TI2V direction 0.667, T2V 0.733); evaluate it
+              caption score, sample.t2v_candidates); ~14 min on 2 CPU cores.
+              long: the longer recipe (§22.3, §41), the same levers with a 3,000-step drill
+              (the command stops if it has not bound, train.bind_min) and 9,000 steps of
+              the mix, the last 1,800 cooling down (~70 min on 2 CPU cores); evaluate it
               with this config too:
                 python -m stiv_jax.train --config configs/stiv.py:variant=S,recipe=long \
                     --workdir runs/stiv_s_long
